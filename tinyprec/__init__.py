@@ -1,0 +1,16 @@
+"""tinyprec: from a PyTorch model to an int8 model that TensorFlow Lite Micro computes exactly.
+
+Stages: :func:`train` (mixed precision), :func:`quantize` (QAT/PTQ), :func:`export`
+(int8 .tflite, int8 ONNX, firmware bundle), :func:`validate` (accuracy on emulated MCU inference),
+and :func:`run` for all four from a recipe.
+"""
+
+from __future__ import annotations
+
+from tinyprec._quiet import quiet_third_party
+
+quiet_third_party()
+
+__version__ = "0.1.0"
+
+__all__ = ["__version__"]

@@ -1,0 +1,156 @@
+"""The op vocabulary of the IR and the typed options of each op.
+
+Ops follow TFLite builtin semantics (NHWC activations, OHWI conv filters, 1HWO depthwise filters),
+so the TFLite writer, the reader and the emulator are each a table keyed by :class:`OpType`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class OpType(enum.Enum):
+    CONV_2D = "CONV_2D"
+    DEPTHWISE_CONV_2D = "DEPTHWISE_CONV_2D"
+    FULLY_CONNECTED = "FULLY_CONNECTED"
+    ADD = "ADD"
+    MUL = "MUL"
+    AVERAGE_POOL_2D = "AVERAGE_POOL_2D"
+    MAX_POOL_2D = "MAX_POOL_2D"
+    MEAN = "MEAN"
+    RESHAPE = "RESHAPE"
+    CONCATENATION = "CONCATENATION"
+    PAD = "PAD"
+    SOFTMAX = "SOFTMAX"
+    LOGISTIC = "LOGISTIC"
+    TANH = "TANH"
+    QUANTIZE = "QUANTIZE"
+    DEQUANTIZE = "DEQUANTIZE"
+
+
+class Padding(enum.Enum):
+    SAME = "SAME"
+    VALID = "VALID"
+
+
+class Activation(enum.Enum):
+    NONE = "NONE"
+    RELU = "RELU"
+    RELU6 = "RELU6"
+    RELU_N1_TO_1 = "RELU_N1_TO_1"
+
+
+@dataclass(frozen=True)
+class Conv2DOptions:
+    """CONV_2D: inputs (x, filter OHWI int8, bias int32 or absent)."""
+
+    stride_h: int = 1
+    stride_w: int = 1
+    padding: Padding = Padding.VALID
+    dilation_h: int = 1
+    dilation_w: int = 1
+    activation: Activation = Activation.NONE
+
+
+@dataclass(frozen=True)
+class DepthwiseConv2DOptions:
+    """DEPTHWISE_CONV_2D: inputs (x, filter 1HW(C*multiplier) int8, bias int32 or absent)."""
+
+    stride_h: int = 1
+    stride_w: int = 1
+    padding: Padding = Padding.VALID
+    depth_multiplier: int = 1
+    dilation_h: int = 1
+    dilation_w: int = 1
+    activation: Activation = Activation.NONE
+
+
+@dataclass(frozen=True)
+class FullyConnectedOptions:
+    """FULLY_CONNECTED: inputs (x, weights [out, in] int8, bias int32 or absent)."""
+
+    activation: Activation = Activation.NONE
+    keep_num_dims: bool = False
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """AVERAGE_POOL_2D / MAX_POOL_2D."""
+
+    filter_h: int
+    filter_w: int
+    stride_h: int = 1
+    stride_w: int = 1
+    padding: Padding = Padding.VALID
+    activation: Activation = Activation.NONE
+
+
+@dataclass(frozen=True)
+class ElementwiseOptions:
+    """ADD / MUL (broadcasting as TFLite allows)."""
+
+    activation: Activation = Activation.NONE
+
+
+@dataclass(frozen=True)
+class MeanOptions:
+    """MEAN: inputs (x, axes int32 constant)."""
+
+    keep_dims: bool = False
+
+
+@dataclass(frozen=True)
+class ReshapeOptions:
+    """RESHAPE: the new shape (also given as an int32 constant input)."""
+
+    new_shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ConcatenationOptions:
+    axis: int
+    activation: Activation = Activation.NONE
+
+
+@dataclass(frozen=True)
+class SoftmaxOptions:
+    beta: float = 1.0
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE."""
+
+
+OpOptions = (
+    Conv2DOptions
+    | DepthwiseConv2DOptions
+    | FullyConnectedOptions
+    | PoolOptions
+    | ElementwiseOptions
+    | MeanOptions
+    | ReshapeOptions
+    | ConcatenationOptions
+    | SoftmaxOptions
+    | NoOptions
+)
+
+OPTIONS_TYPE: dict[OpType, type] = {
+    OpType.CONV_2D: Conv2DOptions,
+    OpType.DEPTHWISE_CONV_2D: DepthwiseConv2DOptions,
+    OpType.FULLY_CONNECTED: FullyConnectedOptions,
+    OpType.ADD: ElementwiseOptions,
+    OpType.MUL: ElementwiseOptions,
+    OpType.AVERAGE_POOL_2D: PoolOptions,
+    OpType.MAX_POOL_2D: PoolOptions,
+    OpType.MEAN: MeanOptions,
+    OpType.RESHAPE: ReshapeOptions,
+    OpType.CONCATENATION: ConcatenationOptions,
+    OpType.PAD: NoOptions,
+    OpType.SOFTMAX: SoftmaxOptions,
+    OpType.LOGISTIC: NoOptions,
+    OpType.TANH: NoOptions,
+    OpType.QUANTIZE: NoOptions,
+    OpType.DEQUANTIZE: NoOptions,
+}
