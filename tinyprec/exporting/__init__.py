@@ -1,0 +1,1 @@
+"""Stage 3: export orchestration (lower, writers, firmware bundle, manifest)."""

@@ -1,0 +1,1 @@
+"""Wrappers of the real runtimes: TFLM, TensorFlow Lite, ONNX Runtime (imported lazily)."""

@@ -1,0 +1,1 @@
+"""tinyprec.training: stage 1, mixed-precision training."""
