@@ -19,3 +19,18 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from tinyprec import __version__
+
+        console.print(f"tinyprec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version."),
+) -> None:
+    """TinyML quantization pipeline: train, QAT, int8 export for TFLite Micro, validation."""
