@@ -90,6 +90,38 @@ class Graph:
                 seen.append(op.type)
         return seen
 
+    def quant_kind(self) -> str:
+        """How the model is quantized, judged from its ops' tensors.
+
+        ``"int8"``: every op computes on int8 activations (QUANTIZE/DEQUANTIZE may convert at the edges);
+        ``"float"``: float activations and float weights; ``"hybrid"``: float activations with int8
+        weights (dynamic-range quantization); ``"int16x8"``: int16 activations; ``"uint8"``: legacy
+        uint8 quantization; ``"mixed"``: anything else.
+        """
+        act_types: set[DType] = set()
+        weight_types: set[DType] = set()
+        for op in self.ops:
+            edge = op.type.value in ("QUANTIZE", "DEQUANTIZE")
+            for name in (*op.inputs, *op.outputs):
+                t = self.tensors.get(name) if name is not None else None
+                if t is None:
+                    continue
+                if t.is_const:
+                    if t.dtype in (DType.INT8, DType.UINT8, DType.FLOAT32, DType.INT16):
+                        weight_types.add(t.dtype)
+                elif not (edge and t.dtype is DType.FLOAT32):
+                    act_types.add(t.dtype)
+        if act_types <= {DType.INT8, DType.INT32}:
+            return "int8" if DType.INT8 in act_types else ("float" if not act_types else "mixed")
+        if act_types <= {DType.FLOAT32, DType.INT32}:
+            quantized = weight_types & {DType.INT8, DType.UINT8, DType.INT16}
+            return "hybrid" if quantized else "float"
+        if DType.INT16 in act_types and act_types <= {DType.INT16, DType.INT8, DType.INT32}:
+            return "int16x8"
+        if act_types <= {DType.UINT8, DType.INT32}:
+            return "uint8"
+        return "mixed"
+
     def producers(self) -> dict[str, Op]:
         return {out: op for op in self.ops for out in op.outputs}
 
