@@ -1,0 +1,346 @@
+"""Recipes: one TOML file names the model, the data and the settings of every stage.
+
+    name = "digits_cnn"          # optional, defaults to the file stem
+    seed = 0
+    [model]  arch = "digits_cnn"   (or module = "my_models.py:build")   [model.args] ...
+    [data]   name = "digits" | "mnist1d" | "npz" | "synthetic", ...
+    [train] [quant] [export] [validate]
+
+Every section is a frozen dataclass with defaults. Relative paths resolve against the recipe's folder.
+A bad recipe raises :class:`RecipeError` naming the file, the key and what is allowed.
+"""
+
+from __future__ import annotations
+
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal
+
+from tinyprec.errors import RecipeError
+
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A zoo architecture (``arch`` + ``args``) or a user's ``module`` ("pkg.mod:fn" or "file.py:fn")."""
+
+    arch: str | None = None
+    module: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the data comes from and how it is split and normalized."""
+
+    name: Literal["digits", "mnist1d", "npz", "synthetic"] = "digits"
+    path: Path | None = None  # npz: arrays x, y (and optionally x_test, y_test, class_labels)
+    shape: tuple[int, ...] | None = None  # synthetic: per-sample shape (C,H,W) | (C,L) | (F,)
+    num_classes: int | None = None  # synthetic/npz; digits and mnist1d know theirs
+    samples: int = 512  # synthetic: total samples before the split
+    task: Literal["classification", "autoencoder"] = "classification"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2  # digits/npz/synthetic (mnist1d has its own test split)
+    normalize: bool = True  # standardize with train mean/std (recorded for firmware)
+    class_labels: tuple[str, ...] | None = None
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Stage 1: mixed-precision training."""
+
+    epochs: int = 20
+    batch_size: int = 64
+    lr: float = 3e-3
+    optimizer: Literal["adam", "adamw", "sgd"] = "adamw"
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    scheduler: Literal["cosine", "none"] = "cosine"
+    label_smoothing: float = 0.0
+    precision: Precision = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    grad_clip: float | None = None
+    init_scale: float = 65536.0  # GradScaler's first loss scale (fp16 only)
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """Stage 2: quantization-aware training (or post-training quantization)."""
+
+    mode: Literal["qat", "ptq"] = "qat"
+    epochs: int = 3
+    lr: float = 1e-4
+    batch_size: int = 64
+    freeze_bn_epoch: int = 2
+    freeze_observer_epoch: int = 2
+    calibration: Literal["minmax", "moving_average", "percentile", "mse"] = "moving_average"
+    calibration_batches: int = 16
+    percentile: float = 99.99
+    precision: Precision = "auto"
+    per_channel: bool = True
+    output_softmax: bool = False
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """Stage 3: int8 .tflite, int8 ONNX and the firmware bundle."""
+
+    float_io: bool = False
+    golden_vectors: int = 4
+    arena_margin_bytes: int = 1024
+    onnx: bool = True
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """Stage 4: accuracy on emulated MCU inference and the resource gate."""
+
+    max_drop: float = 1.0
+    board: str = "nrf52840"
+    target: str = "cortex-m4"
+    flash_budget: int | None = None
+    ram_budget: int | None = None
+    max_samples: int | None = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe. ``path`` is the file it came from (None when built in code)."""
+
+    name: str
+    path: Path | None
+    model: ModelConfig
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    validate: ValidateConfig = field(default_factory=ValidateConfig)
+    seed: int = 0
+
+
+_SECTIONS: dict[str, type] = {
+    "model": ModelConfig,
+    "data": DataConfig,
+    "train": TrainConfig,
+    "quant": QuantConfig,
+    "export": ExportConfig,
+    "validate": ValidateConfig,
+}
+_TOP_LEVEL = {"name": str, "seed": int, "description": str}
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp) if a is not type(None))
+    if origin is tuple:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        return "a table"
+    if tp is Path:
+        return "a path (string)"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, base: Path) -> Any:
+    """Return ``value`` converted to ``tp`` or raise TypeError."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, base)
+            except TypeError:
+                pass
+        raise TypeError
+    if origin is Literal:
+        if value in typing.get_args(tp) and isinstance(value, str):
+            return value
+        raise TypeError
+    if origin is tuple:
+        (item,) = typing.get_args(tp)[:1]
+        if not isinstance(value, list) or not value:
+            raise TypeError
+        return tuple(_convert(v, item, base) for v in value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise TypeError
+        return dict(value)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise TypeError
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise TypeError
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise TypeError
+    if tp is Path:
+        if isinstance(value, str):
+            p = Path(value).expanduser()
+            return p if p.is_absolute() else (base / p).resolve()
+        raise TypeError
+    raise TypeError
+
+
+def _section(cls: type, table: Any, where: str, section: str, base: Path) -> Any:
+    if not isinstance(table, dict):
+        raise RecipeError(f"{where}: [{section}] must be a table")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        if key not in hints:
+            raise RecipeError(f"{where}: unknown key '{section}.{key}'; allowed: {', '.join(names)}")
+        try:
+            kwargs[key] = _convert(value, hints[key], base)
+        except TypeError:
+            raise RecipeError(
+                f"{where}: '{section}.{key}' = {value!r} is not valid; expected {_describe(hints[key])}"
+            ) from None
+    for f in fields(cls):
+        if f.default is MISSING and f.default_factory is MISSING and f.name not in kwargs:
+            raise RecipeError(f"{where}: missing key '{section}.{f.name}'")
+    return cls(**kwargs)
+
+
+def _check_model(model: ModelConfig, where: str, base: Path) -> ModelConfig:
+    from tinyprec.zoo import ARCHITECTURES
+
+    if (model.arch is None) == (model.module is None):
+        raise RecipeError(f"{where}: [model] needs exactly one of 'arch' (a zoo architecture) or 'module' (\"pkg.mod:fn\")")
+    if model.arch is not None and model.arch not in ARCHITECTURES:
+        raise RecipeError(
+            f"{where}: unknown architecture 'model.arch' = '{model.arch}'; allowed: {', '.join(sorted(ARCHITECTURES))}"
+        )
+    if model.module is not None:
+        target, _, attr = model.module.rpartition(":")
+        if not target or not attr:
+            raise RecipeError(f"{where}: 'model.module' = '{model.module}' must look like \"pkg.mod:fn\" or \"file.py:fn\"")
+        if target.endswith(".py"):
+            file = Path(target).expanduser()
+            file = file if file.is_absolute() else (base / file).resolve()
+            if not file.is_file():
+                raise RecipeError(f"{where}: 'model.module' file not found: {file}")
+            return ModelConfig(arch=None, module=f"{file}:{attr}", args=model.args)
+    return model
+
+
+def _check_data(data: DataConfig, where: str) -> None:
+    if data.name == "npz":
+        if data.path is None:
+            raise RecipeError(f"{where}: data.name = 'npz' needs 'data.path' (a .npz file with arrays x and y)")
+        if not data.path.is_file():
+            raise RecipeError(f"{where}: 'data.path' file not found: {data.path}")
+    if data.name == "synthetic" and data.shape is None:
+        raise RecipeError(f"{where}: data.name = 'synthetic' needs 'data.shape', e.g. shape = [1, 49, 10]")
+    if not (0.0 <= data.val_fraction < 1.0 and 0.0 <= data.test_fraction < 1.0
+            and data.val_fraction + data.test_fraction < 1.0):
+        raise RecipeError(f"{where}: 'data.val_fraction' + 'data.test_fraction' must be in [0, 1)")
+
+
+def parse_recipe(doc: dict[str, Any], *, where: str = "<recipe>", base: Path | None = None,
+                 default_name: str = "recipe") -> Recipe:
+    """Build a Recipe from an already-parsed TOML document (``where`` names it in errors)."""
+    base = Path(base) if base is not None else Path.cwd()
+    top: dict[str, Any] = {}
+    sections: dict[str, Any] = {}
+    for key, value in doc.items():
+        if key in _SECTIONS:
+            sections[key] = _section(_SECTIONS[key], value, where, key, base)
+        elif key in _TOP_LEVEL:
+            if not isinstance(value, _TOP_LEVEL[key]) or isinstance(value, bool):
+                raise RecipeError(f"{where}: '{key}' = {value!r} is not valid; expected {_TOP_LEVEL[key].__name__}")
+            top[key] = value
+        else:
+            allowed = ", ".join([*_TOP_LEVEL, *(f"[{s}]" for s in _SECTIONS)])
+            raise RecipeError(f"{where}: unknown key '{key}'; allowed: {allowed}")
+    if "model" not in sections:
+        raise RecipeError(f"{where}: missing section [model] (arch = \"digits_cnn\" or module = \"pkg.mod:fn\")")
+    model = _check_model(sections.pop("model"), where, base)
+    recipe = Recipe(name=top.get("name", default_name), path=None, model=model, seed=top.get("seed", 0), **sections)
+    _check_data(recipe.data, where)
+    return recipe
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    """Read and check a recipe TOML file.
+
+    >>> r = load_recipe(Path(__file__).resolve().parents[1] / "models" / "digits_cnn.toml")
+    >>> (r.name, r.model.arch, r.data.name)
+    ('digits_cnn', 'digits_cnn', 'digits')
+    """
+    path = Path(path)
+    where = str(path)
+    if not path.is_file():
+        raise RecipeError(f"{where}: recipe file not found; pass a .toml file such as models/digits_cnn.toml")
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise RecipeError(f"{where}: not valid TOML ({err})") from None
+    recipe = parse_recipe(doc, where=where, base=path.resolve().parent, default_name=path.stem)
+    return Recipe(**{**{f.name: getattr(recipe, f.name) for f in fields(Recipe)}, "path": path.resolve()})
+
+
+def build_model_for(recipe: Recipe) -> Any:
+    """The recipe's torch.nn.Module: a zoo architecture, or the user's callable called with ``model.args``."""
+    from tinyprec.zoo import build_model
+
+    where = str(recipe.path) if recipe.path else "<recipe>"
+    if recipe.model.arch is not None:
+        try:
+            return build_model(recipe.model.arch, recipe.model.args)
+        except RecipeError as err:
+            raise RecipeError(f"{where}: {err}") from None
+    return _build_user_model(recipe.model, where)
+
+
+def _build_user_model(model: ModelConfig, where: str) -> Any:
+    import importlib
+    import importlib.util
+
+    from torch import nn
+
+    assert model.module is not None
+    target, _, attr = model.module.rpartition(":")
+    try:
+        if target.endswith(".py"):
+            spec = importlib.util.spec_from_file_location(Path(target).stem, target)
+            assert spec is not None and spec.loader is not None
+            mod = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(mod)
+        else:
+            mod = importlib.import_module(target)
+    except ImportError as err:
+        raise RecipeError(f"{where}: 'model.module' cannot import '{target}' ({err}); check the name and sys.path") from None
+    fn = getattr(mod, attr, None)
+    if not callable(fn):
+        raise RecipeError(f"{where}: 'model.module': '{target}' has no callable '{attr}'")
+    try:
+        built = fn(**model.args)
+    except TypeError as err:
+        raise RecipeError(f"{where}: 'model.args' do not fit {model.module} ({err})") from None
+    if not isinstance(built, nn.Module):
+        raise RecipeError(f"{where}: 'model.module' {model.module} returned {type(built).__name__}, not a torch.nn.Module")
+    return built
+
+
+__all__ = [
+    "DataConfig", "ExportConfig", "ModelConfig", "QuantConfig", "Recipe", "TrainConfig", "ValidateConfig",
+    "build_model_for", "load_recipe", "parse_recipe",
+]
