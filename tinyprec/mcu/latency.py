@@ -1,0 +1,182 @@
+"""Latency ESTIMATE for TFLM reference kernels on a microcontroller core, from per-op work counts.
+
+Model: cycles = sum over ops of (cycles per MAC of the op's class) * MACs
+                + (prior cycles per output element of the op) * output elements + a per-op overhead.
+
+The two cycles-per-MAC figures (CONV_2D/FULLY_CONNECTED and DEPTHWISE_CONV_2D) are CALIBRATED on the
+published MLPerf Tiny v0.5 reference results, TFLM reference kernels on a Nucleo-L4R5ZI (Cortex-M4,
+120 MHz): keyword spotting (DS-CNN) 181.9 ms and image classification (ResNet-8) 704.2 ms, using the
+MAC counts of those exact models (../shared/fixtures/mlperf_tiny). Two points fix two unknowns, so the
+calibration fits exactly by construction; :data:`ONE_CLASS_FIT_ERROR` shows the spread a single
+cycles-per-MAC figure leaves on the same points, a fair idea of how far off the estimate may be on a
+model of a different shape. Other cores are scaled by CoreMark/MHz relative to the Cortex-M4: an
+estimate of an estimate. Optimised kernels (CMSIS-NN, ESP-NN) run several times faster.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from tinyprec.errors import DataError
+from tinyprec.ir import Graph, OpType
+from tinyprec.mcu.macs import OpCost, op_costs
+
+LABEL = "estimate (TFLM reference kernels; calibrated on MLPerf Tiny KWS 181.9 ms / IC 704.2 ms, Cortex-M4 @ 120 MHz)"
+
+# Published MLPerf Tiny v0.5 reference latencies (ms), Cortex-M4 @ 120 MHz, TFLM reference kernels.
+CALIBRATION_POINTS: dict[str, float] = {"kws_ref_model.tflite": 181.9, "pretrainedResnet_quant.tflite": 704.2}
+CALIBRATION_MHZ = 120.0
+
+# Fitted by fit_calibration() on the two models above (tests refit them and compare).
+CYCLES_PER_MAC: dict[str, float] = {"dense": 6.4111, "depthwise": 15.339}
+# The one-class model's relative error on (KWS, IC): cycles per MAC 6.453 for every MAC op.
+ONE_CLASS_FIT_ERROR: dict[str, float] = {"kws_ref_model.tflite": -0.113, "pretrainedResnet_quant.tflite": 0.006}
+
+_MAC_CLASS: dict[OpType, str] = {
+    OpType.CONV_2D: "dense",
+    OpType.FULLY_CONNECTED: "dense",
+    OpType.DEPTHWISE_CONV_2D: "depthwise",
+}
+
+# Priors (not fitted): Cortex-M4 cycles per output element of the integer reference kernels
+# (requantization, clamping, lookups); per "MAC" for pooling and MEAN (one add/compare per element).
+_PER_OUTPUT: dict[OpType, float] = {
+    OpType.CONV_2D: 30.0,
+    OpType.DEPTHWISE_CONV_2D: 30.0,
+    OpType.FULLY_CONNECTED: 30.0,
+    OpType.ADD: 60.0,
+    OpType.MUL: 40.0,
+    OpType.AVERAGE_POOL_2D: 30.0,
+    OpType.MAX_POOL_2D: 10.0,
+    OpType.MEAN: 30.0,
+    OpType.RESHAPE: 0.5,
+    OpType.CONCATENATION: 2.0,
+    OpType.PAD: 2.0,
+    OpType.SOFTMAX: 300.0,
+    OpType.LOGISTIC: 60.0,
+    OpType.TANH: 60.0,
+    OpType.QUANTIZE: 20.0,
+    OpType.DEQUANTIZE: 20.0,
+}
+_PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
+_PER_OP_OVERHEAD = 2000.0
+
+
+@dataclass(frozen=True)
+class Core:
+    """A CPU core family: default clock and CoreMark/MHz (vendor figures) for cross-core scaling."""
+
+    name: str
+    default_mhz: float
+    coremark_per_mhz: float
+
+
+CORES: dict[str, Core] = {
+    "cortex-m0plus": Core("cortex-m0plus", 133.0, 2.46),
+    "cortex-m4": Core("cortex-m4", 120.0, 3.42),
+    "cortex-m7": Core("cortex-m7", 280.0, 5.01),
+    "cortex-m33": Core("cortex-m33", 160.0, 4.02),
+    "xtensa-lx7": Core("xtensa-lx7", 240.0, 2.56),
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """A core at a clock, e.g. ``cortex-m4@120``."""
+
+    core: Core
+    mhz: float
+
+    @property
+    def name(self) -> str:
+        return f"{self.core.name}@{self.mhz:g}MHz"
+
+
+@dataclass(frozen=True)
+class LatencyEstimate:
+    """An estimated latency per inference, with the per-op split (ms) and the label to show with it."""
+
+    target: str
+    ms: float
+    cycles: float
+    per_op_ms: tuple[tuple[str, str, float], ...]
+    label: str = LABEL
+
+
+def parse_target(spec: str) -> Target:
+    """``"cortex-m7"`` (default clock) or ``"cortex-m7@480"`` (MHz). Raises DataError for unknown cores."""
+    m = re.fullmatch(r"\s*([a-z0-9+-]+)\s*(?:@\s*([0-9.]+)\s*(?:mhz)?)?\s*", spec.lower())
+    name = (m.group(1) if m else spec).replace("cortex-m0+", "cortex-m0plus")
+    if m is None or name not in CORES:
+        raise DataError(f"unknown target '{spec}'; use one of {', '.join(CORES)} optionally with @MHZ (cortex-m4@120)")
+    mhz = float(m.group(2)) if m.group(2) else CORES[name].default_mhz
+    if mhz <= 0:
+        raise DataError(f"target '{spec}': the clock must be positive MHz")
+    return Target(CORES[name], mhz)
+
+
+def _m4_cycles(cost: OpCost, per_mac: dict[str, float]) -> float:
+    cycles = _PER_OP_OVERHEAD + _PER_OUTPUT[cost.op] * cost.out_elements
+    cls = _MAC_CLASS.get(cost.op)
+    if cls is not None:
+        cycles += per_mac[cls] * cost.macs
+    else:
+        cycles += _PER_ACCUMULATE.get(cost.op, 0.0) * cost.macs
+    return cycles
+
+
+def estimate_latency(costs: Graph | Sequence[OpCost], target: str | Target = "cortex-m4") -> LatencyEstimate:
+    """Estimated ms per inference on ``target`` for a graph (or its :func:`op_costs`). An ESTIMATE: see LABEL."""
+    items = op_costs(costs) if isinstance(costs, Graph) else list(costs)
+    tgt = parse_target(target) if isinstance(target, str) else target
+    scale = CORES["cortex-m4"].coremark_per_mhz / tgt.core.coremark_per_mhz
+    per_op = []
+    total = 0.0
+    for c in items:
+        cycles = _m4_cycles(c, CYCLES_PER_MAC) * scale
+        total += cycles
+        per_op.append((c.name, c.op.value, cycles / (tgt.mhz * 1e3)))
+    return LatencyEstimate(tgt.name, total / (tgt.mhz * 1e3), total, tuple(per_op))
+
+
+def estimate_latency_ms(costs: Graph | Sequence[OpCost], target: str | Target = "cortex-m4") -> float:
+    """Only the milliseconds of :func:`estimate_latency`."""
+    return estimate_latency(costs, target).ms
+
+
+@dataclass(frozen=True)
+class CalibrationFit:
+    """The fit on the MLPerf points: cycles per MAC per class, and the one-class comparison."""
+
+    cycles_per_mac: dict[str, float]
+    predicted_ms: dict[str, float]
+    relative_error: dict[str, float]
+    one_class_cycles_per_mac: float
+    one_class_relative_error: dict[str, float]
+
+
+def fit_calibration(models: Iterable[tuple[str, Sequence[OpCost]]]) -> CalibrationFit:
+    """Solve the two cycles-per-MAC figures from ``(file name, op costs)`` of the calibration models."""
+    import numpy as np
+
+    names, rows, priors, totals = [], [], [], []
+    for name, costs in models:
+        names.append(name)
+        totals.append(CALIBRATION_POINTS[name] * CALIBRATION_MHZ * 1e3)
+        priors.append(sum(_m4_cycles(c, {"dense": 0.0, "depthwise": 0.0}) for c in costs))
+        rows.append([sum(c.macs for c in costs if _MAC_CLASS.get(c.op) == k) for k in ("dense", "depthwise")])
+    a, prior, total = np.asarray(rows, float), np.asarray(priors), np.asarray(totals)
+    solution = np.linalg.lstsq(a, total - prior, rcond=None)[0]
+    pred = prior + a @ solution
+    m = a.sum(axis=1)
+    one = float(m @ (total - prior) / (m @ m))
+    pred_one = prior + one * m
+    return CalibrationFit(
+        cycles_per_mac={"dense": float(solution[0]), "depthwise": float(solution[1])},
+        predicted_ms={n: float(p / (CALIBRATION_MHZ * 1e3)) for n, p in zip(names, pred)},
+        relative_error={n: float(p / t - 1) for n, p, t in zip(names, pred, total)},
+        one_class_cycles_per_mac=one,
+        one_class_relative_error={n: float(p / t - 1) for n, p, t in zip(names, pred_one, total)},
+    )
