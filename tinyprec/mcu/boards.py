@@ -89,3 +89,9 @@ class FitVerdict:
 def check_fit(board: Board, ram_needed: int, flash_needed: int) -> FitVerdict:
     """Compare the needs with the board's RAM and flash."""
     return FitVerdict(board.name, int(ram_needed), board.ram_bytes, int(flash_needed), board.flash_bytes)
+
+
+def target_for(spec: str) -> str:
+    """A latency target string from a board name (its core at its clock) or a core spec as given."""
+    key = spec.lower().replace("-", "").replace("_", "")
+    return BOARDS[key].target if key in BOARDS else spec

@@ -12,7 +12,7 @@ Native messages (allocation failures, the recording allocator's report) are capt
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,21 +231,30 @@ def run_tflm(
 
 
 def run_tflm_with_taps(
-    tflite_bytes: bytes, x_batch: np.ndarray, *, include_const: bool = False, where: str = "<bytes>"
+    tflite_bytes: bytes,
+    x_batch: np.ndarray,
+    *,
+    include_const: bool = False,
+    names: Sequence[str] | None = None,
+    where: str = "<bytes>",
 ) -> dict[str, np.ndarray]:
-    """Every tensor TFLM exposes (kPreserveAllTensors + GetTensor), by flatbuffer tensor name, batch first.
+    """Every tensor TFLM exposes (kPreserveAllTensors + GetTensor), by tensor name, batch first.
 
-    Only tensors of subgraph 0; constants are left out unless ``include_const``. Duplicate names
-    get ``#<index>`` appended. The values are TFLM's own, so they can be compared with an emulator's taps.
+    Only tensors of subgraph 0; constants are left out unless ``include_const``. Keys are the
+    flatbuffer names (a repeated name gets ``#<index>``), or ``names[index]`` when given (pass the
+    index -> IR name list of ``tflite_reader.read_tflite_indexed`` to key taps by IR tensor name).
+    The values are TFLM's own, so they can be compared with an emulator's taps.
     """
     tensors = model_tensors(tflite_bytes, where=where)
+    if names is not None and len(names) != len(tensors):
+        raise DataError(f"{where}: {len(names)} names given for {len(tensors)} tensors")
     interp = _open(tflite_bytes, None, True, where)
     x = _as_batch(interp, x_batch, where)
     wanted = [t for t in tensors if include_const or not t.is_const]
     seen: set[str] = set()
     keys = []
     for t in wanted:
-        key = t.name if t.name not in seen else f"{t.name}#{t.index}"
+        key = names[t.index] if names is not None else (t.name if t.name not in seen else f"{t.name}#{t.index}")
         seen.add(t.name)
         keys.append(key)
     acc: dict[str, list[np.ndarray]] = {k: [] for k in keys}
