@@ -1,0 +1,216 @@
+"""CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED: exact integer sums, then TFLM's requantization.
+
+CONV_2D and FULLY_CONNECTED sum as a float GEMM on integer values: float32 when every partial sum is
+provably below 2**24 in magnitude (255 * sum|w| per output channel; |x - zp| <= 255 for int8), float64
+otherwise (exact below 2**53). Either way the sums are exact integers, so the result is what TFLM's int32
+loops compute. Padding taps contribute x - zp = 0, which is what skipping them does in TFLM.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tinyprec.emulator import kernels
+from tinyprec.emulator.common import Prepared, fail, per_tensor, pool_geometry, sample_shape
+from tinyprec.emulator.common import act_range
+from tinyprec.ir import (
+    Conv2DOptions,
+    DepthwiseConv2DOptions,
+    DType,
+    FullyConnectedOptions,
+    Graph,
+    Op,
+    Tensor,
+    quantize_multiplier,
+)
+
+_F32_EXACT = 1 << 24
+_F64_EXACT = 1 << 53
+
+
+def _weights(op: Op, graph: Graph) -> tuple[Tensor, np.ndarray, np.ndarray | None]:
+    name = op.inputs[1]
+    w = graph.tensors[name] if name is not None else None
+    if w is None or w.data is None or w.dtype is not DType.INT8 or w.qparams is None:
+        raise fail(op, "weights must be a constant int8 tensor with quantization parameters")
+    bias = None
+    if len(op.inputs) > 2 and op.inputs[2] is not None:
+        b = graph.tensors[op.inputs[2]]
+        if b.data is None or b.dtype is not DType.INT32:
+            raise fail(op, f"bias '{b.name}' must be a constant int32 tensor")
+        bias = b.data.astype(np.int64).reshape(-1)
+    return w, w.data.astype(np.int64), bias
+
+
+def _channel_multipliers(op: Op, in_scale: float, w: Tensor, out_scale: float, channels: int,
+                         single: bool) -> tuple[np.ndarray, np.ndarray]:
+    """TFLM PopulateConvolutionQuantizationParams: per channel, in double precision."""
+    assert w.qparams is not None
+    scales = w.qparams.scale
+    if scales.size not in (1, channels):
+        raise fail(op, f"{scales.size} weight scales for {channels} output channels")
+    mult = np.empty(channels, np.int64)
+    shift = np.empty(channels, np.int64)
+    for c in range(channels):
+        s = float(scales[c] if scales.size > 1 else scales[0])
+        mult[c], shift[c] = quantize_multiplier(in_scale * s / out_scale, single)
+    return mult, shift
+
+
+def _float_type(op: Op, w_rows: np.ndarray) -> type:
+    """float32 when every partial sum is provably exact in float32, else float64."""
+    bound = 255 * int(np.abs(w_rows).sum(axis=1).max(initial=0))
+    if bound < _F32_EXACT:
+        return np.float32
+    if bound < _F64_EXACT:
+        return np.float64
+    raise fail(op, "accumulator bound exceeds 2**53; the weights are not int8-sized")
+
+
+def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
+    opts = op.options
+    assert isinstance(opts, Conv2DOptions)
+    x = graph.tensors[op.inputs[0]]  # type: ignore[index]
+    y = graph.tensors[op.outputs[0]]
+    w, wd, bias = _weights(op, graph)
+    if len(x.shape) != 4 or wd.ndim != 4:
+        raise fail(op, f"input {x.shape} and filter {wd.shape} must be 4-D (NHWC, OHWI)")
+    oc, kh, kw, cin_f = wd.shape
+    cin = x.shape[3]
+    if cin_f == 0 or cin % cin_f or oc % (cin // cin_f):
+        raise fail(op, f"filter depth {cin_f} does not divide input depth {cin} into groups")
+    groups = cin // cin_f
+    geo = pool_geometry(op, x.shape[1], x.shape[2], kh, kw, opts.stride_h, opts.stride_w, opts.dilation_h,
+                        opts.dilation_w, opts.padding)
+    if sample_shape(y) != (geo.out_h, geo.out_w, oc):
+        raise fail(op, f"output shape {y.shape} does not match the convolution's {(1, geo.out_h, geo.out_w, oc)}")
+    if bias is not None and bias.size != oc:
+        raise fail(op, f"bias has {bias.size} values for {oc} output channels")
+    si, zi = per_tensor(op, x)
+    so, zo = per_tensor(op, y)
+    mult, shift = _channel_multipliers(op, si, w, so, oc, single)
+    lo, hi = act_range(op, opts.activation, so, zo)
+    rows = wd.reshape(oc, -1)
+    ftype = _float_type(op, rows)
+    per_group = oc // groups
+    # (groups, KH*KW*cin_f, per_group): im2col columns ordered (ky, kx, c) to match the OHWI filter.
+    mats = [np.ascontiguousarray(rows[g * per_group:(g + 1) * per_group].T.astype(ftype)) for g in range(groups)]
+    bias_v = bias if bias is not None else np.zeros(oc, np.int64)
+    sh, sw, dh, dw = opts.stride_h, opts.stride_w, opts.dilation_h, opts.dilation_w
+    pointwise = kh == kw == 1 and sh == sw == 1 and groups == 1
+    in_h, in_w = x.shape[1], x.shape[2]
+    need_h = (geo.out_h - 1) * sh + (kh - 1) * dh + 1
+    need_w = (geo.out_w - 1) * sw + (kw - 1) * dw + 1
+    pad_bottom = max(need_h - in_h - geo.pad_h, 0)
+    pad_right = max(need_w - in_w - geo.pad_w, 0)
+
+    def run(args: list[np.ndarray]) -> np.ndarray:
+        xb = args[0]
+        n = xb.shape[0]
+        xf = xb.astype(ftype)
+        xf -= ftype(zi)
+        if pointwise:
+            acc = xf.reshape(-1, cin) @ mats[0]
+        else:
+            xp = np.pad(xf, ((0, 0), (geo.pad_h, pad_bottom), (geo.pad_w, pad_right), (0, 0)))
+            s = xp.strides
+            win = np.lib.stride_tricks.as_strided(
+                xp, (n, geo.out_h, geo.out_w, kh, kw, cin),
+                (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
+            if groups == 1:
+                acc = win.reshape(-1, kh * kw * cin) @ mats[0]
+            else:
+                acc = np.concatenate(
+                    [win[..., g * cin_f:(g + 1) * cin_f].reshape(-1, kh * kw * cin_f) @ mats[g] for g in range(groups)],
+                    axis=1)
+        out = kernels.requantize_acc(np.ascontiguousarray(acc), bias_v, mult, shift, zo, lo, hi, single)
+        return out.reshape(n, geo.out_h, geo.out_w, oc)
+
+    itemsize = np.dtype(ftype).itemsize
+    scratch = geo.out_h * geo.out_w * (kh * kw * cin + oc) * itemsize
+    return Prepared(run, macs=geo.out_h * geo.out_w * oc * kh * kw * cin_f, scratch_per_sample=scratch)
+
+
+def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
+    opts = op.options
+    assert isinstance(opts, DepthwiseConv2DOptions)
+    x = graph.tensors[op.inputs[0]]  # type: ignore[index]
+    y = graph.tensors[op.outputs[0]]
+    w, wd, bias = _weights(op, graph)
+    if len(x.shape) != 4 or wd.ndim != 4 or wd.shape[0] != 1:
+        raise fail(op, f"input {x.shape} must be NHWC and filter {wd.shape} 1HWC")
+    _, kh, kw, oc = wd.shape
+    cin = x.shape[3]
+    dm = opts.depth_multiplier
+    if cin * dm != oc:
+        raise fail(op, f"input depth {cin} x depth multiplier {dm} != filter depth {oc}")
+    geo = pool_geometry(op, x.shape[1], x.shape[2], kh, kw, opts.stride_h, opts.stride_w, opts.dilation_h,
+                        opts.dilation_w, opts.padding)
+    if sample_shape(y) != (geo.out_h, geo.out_w, oc):
+        raise fail(op, f"output shape {y.shape} does not match the convolution's {(1, geo.out_h, geo.out_w, oc)}")
+    if bias is not None and bias.size != oc:
+        raise fail(op, f"bias has {bias.size} values for {oc} output channels")
+    si, zi = per_tensor(op, x)
+    so, zo = per_tensor(op, y)
+    mult, shift = _channel_multipliers(op, si, w, so, oc, single)
+    lo, hi = act_range(op, opts.activation, so, zo)
+    filt = np.ascontiguousarray(wd[0].astype(np.int8))
+    bias_v = bias if bias is not None else np.zeros(oc, np.int64)
+
+    def run(args: list[np.ndarray]) -> np.ndarray:
+        return kernels.depthwise(np.ascontiguousarray(args[0]), filt, bias_v, mult, shift, -zi, zo, lo, hi,
+                                 opts.stride_h, opts.stride_w, opts.dilation_h, opts.dilation_w, geo.pad_h,
+                                 geo.pad_w, geo.out_h, geo.out_w, dm, single)
+
+    return Prepared(run, macs=geo.out_h * geo.out_w * oc * kh * kw)
+
+
+def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
+    opts = op.options
+    assert isinstance(opts, FullyConnectedOptions)
+    x = graph.tensors[op.inputs[0]]  # type: ignore[index]
+    y = graph.tensors[op.outputs[0]]
+    w, wd, bias = _weights(op, graph)
+    if wd.ndim != 2:
+        raise fail(op, f"weights of shape {wd.shape} must be 2-D [out, in]")
+    oc, depth = wd.shape
+    x_elems = int(np.prod(sample_shape(x), dtype=np.int64))
+    if depth == 0 or x_elems % depth or not y.shape or y.shape[-1] != oc:
+        raise fail(op, f"input {x.shape} and output {y.shape} do not fit weights {wd.shape}")
+    rows_per_sample = x_elems // depth
+    if int(np.prod(sample_shape(y), dtype=np.int64)) != rows_per_sample * oc:
+        raise fail(op, f"output shape {y.shape} does not hold {rows_per_sample} rows of {oc}")
+    if bias is not None and bias.size != oc:
+        raise fail(op, f"bias has {bias.size} values for {oc} outputs")
+    si, zi = per_tensor(op, x)
+    so, zo = per_tensor(op, y)
+    assert w.qparams is not None
+    w_offset = -int(w.qparams.zero_point[0])
+    if w.qparams.scale.size > 1:
+        mult, shift = _channel_multipliers(op, si, w, so, oc, single)
+    else:
+        # TFLM forms the per-tensor product in float32 before widening it to double.
+        product = float(np.float32(si) * np.float32(w.qparams.scale[0]))
+        if bias is not None:
+            b = graph.tensors[op.inputs[2]]  # type: ignore[index]
+            b_scale = float(b.qparams.scale[0]) if b.qparams is not None else 0.0
+            if abs(float(si) * float(w.qparams.scale[0]) - b_scale) / so > 0.02:
+                raise fail(op, f"bias scale {b_scale:.6g} is not input_scale * weight_scale (TFLM refuses it)")
+        m, s = quantize_multiplier(product / so, single)
+        mult, shift = np.full(oc, m, np.int64), np.full(oc, s, np.int64)
+    lo, hi = act_range(op, opts.activation, so, zo)
+    wrows = wd + w_offset
+    ftype = _float_type(op, wrows)
+    mat = np.ascontiguousarray(wrows.T.astype(ftype))
+    bias_v = bias if bias is not None else np.zeros(oc, np.int64)
+    out_sample = sample_shape(y)
+
+    def run(args: list[np.ndarray]) -> np.ndarray:
+        xb = args[0]
+        xf = xb.reshape(-1, depth).astype(ftype)
+        xf -= ftype(zi)
+        acc = np.ascontiguousarray(xf @ mat)
+        out = kernels.requantize_acc(acc, bias_v, mult, shift, zo, lo, hi, single)
+        return out.reshape((xb.shape[0], *out_sample))
+
+    return Prepared(run, macs=rows_per_sample * oc * depth)

@@ -1,0 +1,143 @@
+"""The emulator: an int8 graph prepared once, then evaluated on whole batches, bit-exact with TFLM."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from tinyprec.emulator.common import Prepared
+from tinyprec.errors import DataError, ModelFormatError, TinyprecError, UnsupportedOpError
+from tinyprec.ir import Graph
+
+ROUNDINGS = ("double", "single")
+# Temporary buffers (im2col) one chunk of the batch may use.
+_CHUNK_SCRATCH_BYTES = 96 << 20
+
+_KIND_HELP = {
+    "float": "it is a float model (no int8 quantization); an MCU runs the int8 model, so export one with "
+             "full integer quantization (tinyprec quantize, or TFLiteConverter with a representative dataset)",
+    "hybrid": "it is a hybrid (dynamic-range) model: float activations with int8 weights, which TFLM does not "
+              "run as integer kernels; export it with full integer quantization (a representative dataset)",
+    "int16x8": "it uses int16 activations (16x8 quantization); tinyprec emulates int8 activations only",
+    "uint8": "it uses legacy uint8 quantization; re-export it with int8 quantization",
+    "mixed": "its tensors mix quantized and float types; export it with full int8 quantization",
+}
+
+
+class Emulator:
+    """Bit-exact emulation of TFLM's int8 reference kernels on a batch.
+
+    ``rounding="double"`` (TFLM's default build) or ``"single"`` (TFLITE_SINGLE_ROUNDING).
+    Construction prepares every op (multipliers, shifts, offsets, tables) and checks what TFLM's
+    Prepare checks; :meth:`run` then evaluates a batch whose leading dimension is the sample index.
+
+    >>> from tinyprec.ir import Graph
+    >>> Emulator(Graph({}, [], [], []), rounding="triple")
+    Traceback (most recent call last):
+    ...
+    tinyprec.errors.TinyprecError: rounding 'triple' is not one of double, single
+    """
+
+    def __init__(self, graph: Graph, *, rounding: str = "double") -> None:
+        if rounding not in ROUNDINGS:
+            raise TinyprecError(f"rounding '{rounding}' is not one of {', '.join(ROUNDINGS)}")
+        from tinyprec.emulator.ops import PREPARE
+
+        self.graph = graph
+        self.rounding = rounding
+        kind = graph.quant_kind()
+        if kind != "int8":
+            raise ModelFormatError(f"model '{graph.name}' cannot be emulated as an MCU int8 model: "
+                                   f"{_KIND_HELP.get(kind, kind)}")
+        self._check_batchable()
+        available = set(graph.inputs) | {n for n, t in graph.tensors.items() if t.is_const}
+        self._prepared: list[Prepared] = []
+        for op in graph.ops:
+            missing = [n for n in op.inputs if n is not None and n not in available]
+            if missing:
+                raise ModelFormatError(f"{op.type.value} '{op.name}': input '{missing[0]}' is used before "
+                                       "any op produces it (ops are not in execution order)")
+            prepare = PREPARE.get(op.type)
+            if prepare is None:
+                raise UnsupportedOpError(op.type.value, f"op '{op.name}'", "the emulator has no kernel for it")
+            self._prepared.append(prepare(op, graph, rounding == "single"))
+            available.update(op.outputs)
+        for name in graph.outputs:
+            if name not in available:
+                raise ModelFormatError(f"graph output '{name}' is produced by no op")
+        scratch = max((p.scratch_per_sample for p in self._prepared), default=0)
+        self._chunk = max(1, _CHUNK_SCRATCH_BYTES // max(scratch, 1))
+
+    def _check_batchable(self) -> None:
+        for name, t in self.graph.tensors.items():
+            if not t.is_const and (not t.shape or t.shape[0] != 1):
+                raise ModelFormatError(f"tensor '{name}' has shape {t.shape}; the emulator batches along a "
+                                       "leading dimension of 1, as TFLite models have")
+
+    def input_spec(self, index: int = 0) -> tuple[tuple[int, ...], np.dtype]:
+        """(shape without the batch dimension, dtype) that input ``index`` takes."""
+        t = self.graph.tensors[self.graph.inputs[index]]
+        return tuple(t.shape[1:]), t.dtype.numpy
+
+    def _check_input(self, index: int, x: np.ndarray) -> np.ndarray:
+        shape, dtype = self.input_spec(index)
+        x = np.asarray(x)
+        if x.dtype != dtype:
+            raise DataError(f"input {index} has dtype {x.dtype}; the model takes {dtype} of shape "
+                            f"(batch, {', '.join(map(str, shape))})")
+        if x.ndim != len(shape) + 1 or tuple(x.shape[1:]) != shape:
+            raise DataError(f"input {index} has shape {tuple(x.shape)}; the model takes "
+                            f"(batch, {', '.join(map(str, shape))}) of {dtype}")
+        return np.ascontiguousarray(x)
+
+    def _evaluate(self, inputs: Sequence[np.ndarray], keep: bool) -> dict[str, np.ndarray]:
+        env: dict[str, np.ndarray] = {n: t.data for n, t in self.graph.tensors.items() if t.data is not None}
+        env.update(zip(self.graph.inputs, inputs))
+        wanted = set(self.graph.outputs)
+        last_use: dict[str, int] = {}
+        for i, op in enumerate(self.graph.ops):
+            for n in op.inputs:
+                if n is not None:
+                    last_use[n] = i
+        for i, (op, prep) in enumerate(zip(self.graph.ops, self._prepared)):
+            args = [env[n] for n in op.inputs if n is not None]
+            env[op.outputs[0]] = prep.run(args)
+            if not keep:  # free activations nobody reads any more
+                for n in op.inputs:
+                    if n is not None and last_use.get(n) == i and n not in wanted and not self.graph.tensors[n].is_const:
+                        env.pop(n, None)
+        return env
+
+    def run_all(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Every graph output for a batch of every graph input (batch first)."""
+        if len(inputs) != len(self.graph.inputs):
+            raise DataError(f"the model takes {len(self.graph.inputs)} input(s), got {len(inputs)}")
+        xs = [self._check_input(i, x) for i, x in enumerate(inputs)]
+        n = xs[0].shape[0] if xs else 0
+        if any(x.shape[0] != n for x in xs):
+            raise DataError("all inputs must have the same batch size")
+        parts: list[list[np.ndarray]] = [[] for _ in self.graph.outputs]
+        for start in range(0, max(n, 1), self._chunk):
+            env = self._evaluate([x[start:start + self._chunk] for x in xs], keep=False)
+            for k, name in enumerate(self.graph.outputs):
+                parts[k].append(env[name])
+        return [np.concatenate(p, axis=0) for p in parts]
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """Output 0 for a batch of input 0 (int8, batch first); the model must have one input."""
+        return self.run_all([x])[0]
+
+    def run_with_taps(self, x: np.ndarray | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
+        """Every activation tensor (graph inputs, intermediates, outputs) by IR name, batch first."""
+        xs = [x] if isinstance(x, np.ndarray) else list(x)
+        if len(xs) != len(self.graph.inputs):
+            raise DataError(f"the model takes {len(self.graph.inputs)} input(s), got {len(xs)}")
+        checked = [self._check_input(i, v) for i, v in enumerate(xs)]
+        env = self._evaluate(checked, keep=True)
+        return {n: v for n, v in env.items() if not self.graph.tensors[n].is_const}
+
+    def macs(self) -> dict[str, int]:
+        """Multiply-accumulates per sample of each op, by op name (0 for ops without MACs)."""
+        return {op.name or f"{op.type.value}_{i}": p.macs
+                for i, (op, p) in enumerate(zip(self.graph.ops, self._prepared))}

@@ -1,0 +1,187 @@
+"""Batched integer loops of the emulator, compiled with numba (parallel over the batch, cached on disk).
+
+Each loop does, for a whole batch, what one TFLM reference kernel does for one sample; the per-op
+constants (multipliers, shifts, offsets, clamps) come prepared from :mod:`tinyprec.emulator.ops`.
+Convolution sums arrive here already computed exactly (float GEMM on integers, see ``ops``).
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+from tinyprec.emulator.fixedpoint import (
+    exp_on_negative_values,
+    get_reciprocal,
+    mbqm,
+    mbqm_greater_than_one,
+    mbqm_smaller_than_one,
+    rdbpot,
+    rescale,
+    srdhm,
+    wrap32,
+)
+
+_jit = nb.njit(cache=True, nogil=True)
+_pjit = nb.njit(cache=True, nogil=True, parallel=True)
+
+
+@_pjit
+def requantize_acc(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                   out_zp: int, lo: int, hi: int, single: bool) -> np.ndarray:
+    """(rows, channels) exact sums -> int8: + bias, per-channel multiply, + zero point, clamp."""
+    rows, channels = acc.shape
+    out = np.empty((rows, channels), np.int8)
+    for r in nb.prange(rows):
+        for c in range(channels):
+            a = wrap32(np.int64(acc[r, c]) + bias[c])
+            v = mbqm(a, mult[c], shift[c], single) + out_zp
+            out[r, c] = min(max(v, lo), hi)
+    return out
+
+
+@_pjit
+def requantize_flat(x: np.ndarray, mult: int, shift: int, out_zp: int, lo: int, hi: int,
+                    single: bool) -> np.ndarray:
+    """int64 values -> int8 with one multiplier (MEAN, QUANTIZE int8 -> int8)."""
+    out = np.empty(x.size, np.int8)
+    for i in nb.prange(x.size):
+        v = mbqm(wrap32(x[i]), mult, shift, single) + out_zp
+        out[i] = min(max(v, lo), hi)
+    return out
+
+
+@_pjit
+def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+              in_off: int, out_zp: int, lo: int, hi: int, stride_h: int, stride_w: int, dil_h: int,
+              dil_w: int, pad_h: int, pad_w: int, out_h: int, out_w: int, depth_mult: int,
+              single: bool) -> np.ndarray:
+    """DEPTHWISE_CONV_2D on NHWC int8 with filter (KH, KW, C*M); taps outside the image are skipped."""
+    n, in_h, in_w, in_c = x.shape
+    kh, kw, out_c = w.shape
+    out = np.empty((n, out_h, out_w, out_c), np.int8)
+    for b in nb.prange(n):
+        acc = np.empty(out_c, np.int32)
+        for oy in range(out_h):
+            for ox in range(out_w):
+                acc[:] = 0
+                for fy in range(kh):
+                    iy = oy * stride_h - pad_h + dil_h * fy
+                    if iy < 0 or iy >= in_h:
+                        continue
+                    for fx in range(kw):
+                        ix = ox * stride_w - pad_w + dil_w * fx
+                        if ix < 0 or ix >= in_w:
+                            continue
+                        if depth_mult == 1:
+                            for c in range(in_c):
+                                acc[c] += np.int32(w[fy, fx, c]) * (np.int32(x[b, iy, ix, c]) + in_off)
+                        else:
+                            for ic in range(in_c):
+                                v = np.int32(x[b, iy, ix, ic]) + in_off
+                                for m in range(depth_mult):
+                                    oc = ic * depth_mult + m
+                                    acc[oc] += np.int32(w[fy, fx, oc]) * v
+                for oc in range(out_c):
+                    a = wrap32(np.int64(acc[oc]) + bias[oc])
+                    val = mbqm(a, mult[oc], shift[oc], single) + out_zp
+                    out[b, oy, ox, oc] = min(max(val, lo), hi)
+    return out
+
+
+@_pjit
+def pool(x: np.ndarray, fh: int, fw: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
+         out_h: int, out_w: int, lo: int, hi: int, is_max: bool) -> np.ndarray:
+    """AVERAGE_POOL_2D (rounded integer mean of the taps inside the image) or MAX_POOL_2D."""
+    n, in_h, in_w, c = x.shape
+    out = np.empty((n, out_h, out_w, c), np.int8)
+    for b in nb.prange(n):
+        for oy in range(out_h):
+            y0 = oy * stride_h - pad_h
+            fy0, fy1 = max(0, -y0), min(fh, in_h - y0)
+            for ox in range(out_w):
+                x0 = ox * stride_w - pad_w
+                fx0, fx1 = max(0, -x0), min(fw, in_w - x0)
+                count = max(fy1 - fy0, 0) * max(fx1 - fx0, 0)
+                for ch in range(c):
+                    acc = np.int64(-128) if is_max else np.int64(0)
+                    for fy in range(fy0, fy1):
+                        for fx in range(fx0, fx1):
+                            v = np.int64(x[b, y0 + fy, x0 + fx, ch])
+                            if is_max:
+                                acc = max(acc, v)
+                            else:
+                                acc += v
+                    if not is_max and count > 0:
+                        half = count // 2
+                        # C division truncates toward zero.
+                        if acc > 0:
+                            acc = (acc + half) // count
+                        else:
+                            acc = -((-(acc - half)) // count)
+                    out[b, oy, ox, ch] = min(max(acc, lo), hi)
+    return out
+
+
+@_pjit
+def add(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, left_shift: int, m1: int, s1: int, m2: int,
+        s2: int, mo: int, so: int, out_zp: int, lo: int, hi: int, single: bool) -> np.ndarray:
+    """ADD on equal-length flat int8 arrays (broadcast beforehand)."""
+    out = np.empty(x1.size, np.int8)
+    for i in nb.prange(x1.size):
+        a = mbqm_smaller_than_one(wrap32((np.int64(x1[i]) + off1) << left_shift), m1, s1, single)
+        b = mbqm_smaller_than_one(wrap32((np.int64(x2[i]) + off2) << left_shift), m2, s2, single)
+        v = mbqm_smaller_than_one(wrap32(a + b), mo, so, single) + out_zp
+        out[i] = min(max(v, lo), hi)
+    return out
+
+
+@_pjit
+def mul(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, mult: int, shift: int, out_zp: int,
+        lo: int, hi: int, single: bool) -> np.ndarray:
+    """MUL on equal-length flat int8 arrays (broadcast beforehand)."""
+    out = np.empty(x1.size, np.int8)
+    for i in nb.prange(x1.size):
+        p = wrap32((np.int64(x1[i]) + off1) * (np.int64(x2[i]) + off2))
+        v = mbqm(p, mult, shift, single) + out_zp
+        out[i] = min(max(v, lo), hi)
+    return out
+
+
+@_pjit
+def softmax(x: np.ndarray, exp_raw: np.ndarray, exp_acc: np.ndarray, diff_min: int) -> np.ndarray:
+    """int8 SOFTMAX over the last axis of (rows, depth); exp tables are indexed by -(x - row max)."""
+    rows, depth = x.shape
+    out = np.empty((rows, depth), np.int8)
+    for r in nb.prange(rows):
+        row_max = np.int64(-128)
+        for c in range(depth):
+            row_max = max(row_max, np.int64(x[r, c]))
+        total = np.int64(0)
+        for c in range(depth):
+            diff = np.int64(x[r, c]) - row_max
+            if diff >= diff_min:
+                total = wrap32(total + exp_acc[-diff])
+        scale, bits_over_unit = get_reciprocal(total, 12)
+        exponent = bits_over_unit + 31 - 8
+        for c in range(depth):
+            diff = np.int64(x[r, c]) - row_max
+            if diff >= diff_min:
+                v = rdbpot(srdhm(scale, exp_raw[-diff]), exponent) - 128
+                out[r, c] = min(max(v, -128), 127)
+            else:
+                out[r, c] = -128
+    return out
+
+
+@_jit
+def softmax_exp_tables(multiplier: int, left_shift: int, single: bool) -> tuple[np.ndarray, np.ndarray]:
+    """exp(beta * scale * d) in Q0.31 for d = 0, -1, ..., -255, and the same rescaled to Q12.19."""
+    raw = np.empty(256, np.int64)
+    acc = np.empty(256, np.int64)
+    for k in range(256):
+        rescaled = mbqm_greater_than_one(np.int64(-k), multiplier, left_shift, single)
+        e = exp_on_negative_values(rescaled, 5)
+        raw[k] = e
+        acc[k] = rescale(e, 0, 12)
+    return raw, acc
