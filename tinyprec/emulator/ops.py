@@ -24,7 +24,7 @@ from tinyprec.emulator.common import (
     sample_shape,
 )
 from tinyprec.emulator.fixedpoint import logistic, mbqm, rdbpot, tanh
-from tinyprec.ir import DType, Graph, MeanOptions, Op, OpType, PoolOptions, quantize_multiplier
+from tinyprec.ir import Activation, DType, Graph, MeanOptions, Op, OpType, PoolOptions, quantize_multiplier
 from tinyprec.ir.qparams import round_half_away
 
 
@@ -154,6 +154,8 @@ def prepare_reshape(op: Op, graph: Graph, single: bool) -> Prepared:
 
 def prepare_concatenation(op: Op, graph: Graph, single: bool) -> Prepared:
     axis = op.options.axis  # type: ignore[union-attr]
+    if op.options.activation is not Activation.NONE:  # type: ignore[union-attr]
+        raise fail(op, "TFLM's CONCATENATION takes no fused activation")
     y = graph.tensors[op.outputs[0]]
     so, zo = per_tensor(op, y)
     names = [n for n in op.inputs if n is not None]
@@ -168,12 +170,10 @@ def prepare_concatenation(op: Op, graph: Graph, single: bool) -> Prepared:
     total = sum(s[axis] for s in shapes)
     if any(len(s) != len(y.shape) for s in shapes) or total != y.shape[axis]:
         raise fail(op, f"input shapes {shapes} do not concatenate to {y.shape} on axis {axis}")
-    lo, hi = act_range(op, op.options.activation, so, zo)  # type: ignore[union-attr]
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         n = max(a.shape[0] for a in args)
-        parts = [np.broadcast_to(a, (n, *a.shape[1:])) for a in args]
-        return np.clip(np.concatenate(parts, axis=axis), lo, hi).astype(np.int8)
+        return np.concatenate([np.broadcast_to(a, (n, *a.shape[1:])) for a in args], axis=axis)
 
     return Prepared(run)
 
