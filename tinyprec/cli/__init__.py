@@ -10,6 +10,7 @@ from tinyprec.errors import TinyprecError
 # One module per command group; each registers itself on tinyprec.cli.app.app when imported.
 COMMAND_MODULES: tuple[str, ...] = (
     "inspect",
+    "validate",
 )
 
 

@@ -1,0 +1,130 @@
+"""Per-layer error: the int8 tensors the MCU computes against the FP32 model's activations.
+
+For each op of the int8 graph, its output tensor (from the emulator's or TFLM's taps) is dequantized
+and compared with the FP32 activation of the PyTorch module it came from (IR tensor ``source``, or
+model/ir_sources.json). The FP32 activation is taken after the module and the BatchNorm/activation
+modules that directly follow it (they are folded or fused into the int8 op), with the op's fused
+activation applied, and moved to the IR layout (NCHW -> NHWC).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tinyprec.ir import Activation, DType, Graph, OpType
+from tinyprec.validation.metrics import sqnr_db
+from tinyprec.validation.runners import LAYOUT_BY_RANK, dequantize, to_ir_layout
+
+# Modules whose output replaces their input's in the int8 graph (folded or fused into the producer).
+_FUSED_FOLLOWERS = ("BatchNorm1d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "Identity", "Dropout")
+_SKIP_OPS = (OpType.QUANTIZE, OpType.DEQUANTIZE, OpType.PAD)
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """Error of one int8 tensor against FP32. LSB = the tensor's quantization step."""
+
+    index: int
+    op: str
+    tensor: str
+    module: str
+    shape: tuple[int, ...]
+    sqnr_db: float
+    max_err_lsb: float
+    mean_err_lsb: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("sqnr_db", "max_err_lsb", "mean_err_lsb"):
+            v = d[key]
+            d[key] = None if not np.isfinite(v) else round(float(v), 3)
+        return d
+
+
+def record_activations(model: Any, x: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
+    """Run ``model`` on ``x`` (PyTorch layout) and log (module path, module type, output) in completion order."""
+    import torch
+
+    log: list[tuple[str, str, np.ndarray]] = []
+    handles = []
+    for name, module in model.named_modules():
+        if not name:
+            continue
+
+        def hook(mod: Any, _inp: Any, out: Any, _name: str = name) -> None:
+            if isinstance(out, torch.Tensor):
+                log.append((_name, type(mod).__name__, out.detach().float().cpu().numpy()))
+
+        handles.append(module.register_forward_hook(hook))
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+    finally:
+        for h in handles:
+            h.remove()
+    return log
+
+
+def _apply_activation(ref: np.ndarray, act: Activation) -> np.ndarray:
+    if act is Activation.RELU:
+        return np.maximum(ref, 0.0)
+    if act is Activation.RELU6:
+        return np.clip(ref, 0.0, 6.0)
+    if act is Activation.RELU_N1_TO_1:
+        return np.clip(ref, -1.0, 1.0)
+    return ref
+
+
+def _reference(log: list[tuple[str, str, np.ndarray]], module: str) -> np.ndarray | None:
+    hits = [i for i, (name, _, _) in enumerate(log) if name == module]
+    if not hits:
+        return None
+    i = hits[-1]
+    out = log[i][2]
+    j = i + 1
+    while j < len(log) and log[j][1] in _FUSED_FOLLOWERS and log[j][2].shape == out.shape:
+        out = log[j][2]
+        j += 1
+    return out
+
+
+def per_layer_errors(
+    graph: Graph,
+    taps: Mapping[str, np.ndarray],
+    log: list[tuple[str, str, np.ndarray]],
+    sources: Mapping[str, str | None] | None = None,
+) -> list[LayerError]:
+    """One row per int8 op output with a known source module whose FP32 activation has the same size.
+
+    When several ops come from one module, the last one (the module's final output) is kept.
+    """
+    rows: dict[str, LayerError] = {}
+    for index, op in enumerate(graph.ops):
+        if op.type in _SKIP_OPS:
+            continue
+        name = op.outputs[0]
+        t = graph.tensors[name]
+        module = (sources or {}).get(name) or t.source or op.source
+        if module is None or name not in taps or t.qparams is None or t.dtype is not DType.INT8:
+            continue
+        ref = _reference(log, module)
+        if ref is None:
+            continue
+        if ref.ndim in (3, 4):
+            ref = to_ir_layout(ref, LAYOUT_BY_RANK[ref.ndim])
+        q = np.asarray(taps[name])
+        n = min(q.shape[0], ref.shape[0])
+        if ref[:n].size != q[:n].size or n == 0:
+            continue
+        act = getattr(op.options, "activation", Activation.NONE)
+        ref_n = _apply_activation(ref[:n].reshape(q[:n].shape), act)
+        deq = dequantize(q[:n], t.qparams)
+        err_lsb = np.abs(deq.astype(np.float64) - ref_n) / float(t.qparams.scale[0])
+        rows[module] = LayerError(index, op.type.value, name, module, tuple(int(d) for d in t.shape),
+                                  sqnr_db(ref_n, deq), float(err_lsb.max()), float(err_lsb.mean()))
+    return sorted(rows.values(), key=lambda r: r.index)
