@@ -86,3 +86,16 @@ def test_resources_of_kws(kws_tflite: bytes) -> None:
     assert res.io_buffer_bytes == 4 * (49 * 10 + 12)
     assert res.ram_bytes == 24272 + res.io_buffer_bytes
     assert res.flash_bytes > len(kws_tflite)
+
+
+def test_macs_agree_with_the_emulator(kws_tflite: bytes, ic_tflite: bytes) -> None:
+    # Two independent counts: ours from the IR shapes, the emulator's from its prepared kernels.
+    from tinyprec.emulator import Emulator
+    from tinyprec.mcu.macs import MAC_OPS
+
+    for data in (kws_tflite, ic_tflite):
+        graph = read_tflite(data)
+        emulated = Emulator(graph).macs()
+        for cost in op_costs(graph):
+            if cost.op in MAC_OPS:
+                assert cost.macs == emulated[cost.name], cost
