@@ -229,6 +229,46 @@ def tanh(rng: np.random.Generator) -> Graph:
     return _fixed(rng, OpType.TANH, (1.0 / 128.0, 0), NoOptions())
 
 
+def multi_op(rng: np.random.Generator) -> Graph:
+    """One input through CONV_2D, ADD (residual), MUL, CONCATENATION, MEAN (no keep_dims), FC, SOFTMAX."""
+    b = MicroBuilder(rng, "multi_op")
+    x = b.input("x", (1, 6, 6, 4), scale=0.02, zp=0)
+    w = b.weights("w", (4, 3, 3, 4), axis=0)
+    a = b.out_for_accumulator("a", (1, 6, 6, 4), x, w, 36)
+    b.op(OpType.CONV_2D, (x, w, b.bias("b", x, w, 4, 36)), (a,), Conv2DOptions(1, 1, Padding.SAME,
+                                                                                   activation=Activation.RELU))
+    sa = float(b.tensors[a].qparams.scale[0])  # type: ignore[union-attr]
+    s = b.act("s", (1, 6, 6, 4), (sa + 0.02) * 1.2, -128)
+    b.op(OpType.ADD, (x, a), (s,), ElementwiseOptions(Activation.RELU))
+    m = b.act("m", (1, 6, 6, 4), float(b.tensors[s].qparams.scale[0]) * sa * 60, -100)  # type: ignore[union-attr]
+    b.op(OpType.MUL, (s, a), (m,), ElementwiseOptions())
+    c = b.act("c", (1, 6, 6, 8), float(b.tensors[m].qparams.scale[0]), -100)  # type: ignore[union-attr]
+    b.op(OpType.CONCATENATION, (m, m), (c,), ConcatenationOptions(axis=3))
+    axes = b.const("axes", np.array([1, 2], np.int32), DType.INT32)
+    r = b.act("r", (1, 8), float(b.tensors[c].qparams.scale[0]) * 0.5, -110)  # type: ignore[union-attr]
+    b.op(OpType.MEAN, (c, axes), (r,), MeanOptions(keep_dims=False))
+    fw = b.weights("fw", (6, 8), axis=None)
+    logits = b.out_for_accumulator("logits", (1, 6), r, fw, 8)
+    b.op(OpType.FULLY_CONNECTED, (r, fw, b.bias("fb", r, fw, 6, 8)), (logits,), FullyConnectedOptions())
+    p = b.act("p", (1, 6), 1.0 / 256.0, -128)
+    # beta brings the logits' real spread (about 25 steps) to a couple of units, so no class dominates.
+    beta = round(2.0 / (25 * float(b.tensors[logits].qparams.scale[0])), 3)  # type: ignore[union-attr]
+    b.op(OpType.SOFTMAX, (logits,), (p,), SoftmaxOptions(beta))
+    return b.graph([p])
+
+
+def pool_fc(rng: np.random.Generator) -> Graph:
+    """MAX_POOL_2D then FULLY_CONNECTED straight on the 4-D tensor (TFLite flattens it, NHWC order)."""
+    b = MicroBuilder(rng, "pool_fc")
+    x = b.input("x", (1, 6, 6, 4))
+    b.tensors["p"] = Tensor("p", (1, 3, 3, 4), DType.INT8, b.tensors[x].qparams)
+    b.op(OpType.MAX_POOL_2D, (x,), ("p",), PoolOptions(2, 2, 2, 2, Padding.SAME))
+    w = b.weights("w", (5, 36), axis=0)
+    y = b.out_for_accumulator("y", (1, 5), "p", w, 36)
+    b.op(OpType.FULLY_CONNECTED, ("p", w, b.bias("b", "p", w, 5, 36)), (y,), FullyConnectedOptions())
+    return b.graph([y])
+
+
 MICRO_MODELS: dict[str, Callable[[np.random.Generator], Graph]] = {
     "conv2d": conv2d,
     "conv2d_valid_nobias": lambda rng: conv2d(rng, padding=Padding.VALID, stride=1,
@@ -247,6 +287,8 @@ MICRO_MODELS: dict[str, Callable[[np.random.Generator], Graph]] = {
     "softmax": softmax,
     "logistic": logistic,
     "tanh": tanh,
+    "multi_op": multi_op,
+    "pool_fc": pool_fc,
 }
 
 
