@@ -181,7 +181,7 @@ def test_float_io_bundle_registers_quantize_ops(tmp_path: Path) -> None:
     assert re.findall(r"resolver\.(\w+)\(\)", text) == ["AddQuantize", "AddFullyConnected", "AddDequantize"]
     settings = paths["settings_header"].read_text()
     assert "using ModelInputType = float;" in settings and "kCategoryCount = 0;" in settings
-    assert "kCategoryLabels" not in settings
+    assert 'kCategoryLabels[1] = {""};' in settings
     assert OpType.QUANTIZE not in graph.op_types()  # the bundle read the ops from the file
 
 

@@ -40,6 +40,7 @@ from tinyprec.ir.graph import Graph
 from tinyprec.ir.ops import OpType
 
 DEFAULT_ARENA_MARGIN = 1024
+_EMPTY_LABEL = '""'  # C++ has no zero-length arrays
 ARRAY_NAME = "g_model_data"
 
 FILES: dict[str, str] = {
@@ -168,9 +169,9 @@ def settings_header(graph: Graph, *, input_type: np.dtype, output_type: np.dtype
         f"constexpr int kOutputZeroPoint = {int(y.qparams.zero_point[0])};",
         "",
         f"constexpr int kCategoryCount = {len(class_labels)};",
+        "// One name per output class (a single empty name when the model has no class labels).",
+        f"constexpr const char* kCategoryLabels[{max(len(class_labels), 1)}] = {{{labels or _EMPTY_LABEL}}};",
     ]
-    if class_labels:
-        lines.append(f"constexpr const char* kCategoryLabels[kCategoryCount] = {{{labels}}};")
     lines += [
         "",
         f"// Smallest arena TFLM allocates this model with, measured on the host ({int(arena_bytes)} bytes),",
