@@ -133,7 +133,8 @@ def validate_model(
         output_layout=graph.metadata.get("output_layout", "NF"), where=str(tflite_path),
     )
     feed = make_feed(models, dataset.preprocess.apply(split.x[:n]))
-    task = Task(dataset.task, np.asarray(split.y[:n]), dataset.num_classes, tuple(dataset.class_labels))
+    labels = np.zeros(n, np.int64) if split.y is None else np.asarray(split.y[:n])
+    task = Task(dataset.task, labels, dataset.num_classes, tuple(dataset.class_labels))
     report, checks = evaluate(models, feed, task, settings, name=recipe.name, mode="recipe",
                               sources=sources, progress=progress)
     return _finish(report, checks, out)

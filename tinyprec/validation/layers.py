@@ -21,7 +21,9 @@ from tinyprec.validation.runners import LAYOUT_BY_RANK, dequantize, to_ir_layout
 
 # Modules whose output replaces their input's in the int8 graph (folded or fused into the producer).
 _FUSED_FOLLOWERS = ("BatchNorm1d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "Identity", "Dropout")
-_SKIP_OPS = (OpType.QUANTIZE, OpType.DEQUANTIZE, OpType.PAD)
+# No rows for ops that only move values: PAD, and RESHAPE whose flattening order in the IR (NHWC) may
+# differ from PyTorch's (NCHW) flatten; their values are their input's, already compared.
+_SKIP_OPS = (OpType.QUANTIZE, OpType.DEQUANTIZE, OpType.PAD, OpType.RESHAPE)
 
 
 @dataclass(frozen=True)

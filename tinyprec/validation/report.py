@@ -57,6 +57,9 @@ def markdown(report: dict[str, Any]) -> str:
     for name, r in report["runners"].items():
         lines.append(f"| {name} | {r['title']} | {_fmt(report['accuracy'].get(name))} | "
                      f"{_fmt(report['drop'].get(name))} | {_fmt(r['seconds'])} | {r['note']} |")
+    if report.get("reconstruction_mse"):
+        lines += ["", "Reconstruction MSE per runner (model input vs output, normalized units): "
+                  + ", ".join(f"{k} {v:.5g}" for k, v in report["reconstruction_mse"].items() if v is not None)]
     lines += ["", f"Metric: {metric}.", "", "## Agreement between runners", "",
               "| pair | identical int8 outputs (%) | identical top-1 (%) | max diff (LSB) |", "|---|---|---|---|"]
     for pair, a in report["agreement"].items():
