@@ -97,3 +97,12 @@ def test_quantize_rounds_half_away_and_saturates() -> None:
     qp = QParams.per_tensor(0.5, -1)
     got = quantize(np.array([0.25, -0.25, 0.75, 1000.0, -1000.0], np.float32), qp)
     assert got.tolist() == [0, -2, 1, 127, -128]
+
+
+def test_roc_auc_matches_scikit_learn_with_ties() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(1)
+    scores = rng.integers(0, 6, 300).astype(np.float64)  # many ties
+    labels = rng.integers(0, 2, 300)
+    assert metrics.roc_auc(scores, labels) == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
