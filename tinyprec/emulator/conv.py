@@ -67,6 +67,14 @@ def _float_type(op: Op, w_rows: np.ndarray) -> type:
     raise fail(op, "accumulator bound exceeds 2**53; the weights are not int8-sized")
 
 
+def _float_requant_is_exact(w_rows: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> bool:
+    """Whether the float64 requantization is exact for every reachable accumulator (see kernels)."""
+    total = 255 * np.abs(w_rows).sum(axis=1).astype(np.float64) + np.abs(bias).astype(np.float64)
+    shifted = total * np.exp2(np.maximum(shift, 0))  # TFLM wraps x << left in int32; stay below that
+    product = shifted * mult.astype(np.float64)
+    return bool(shifted.max(initial=0) < 2.0**31 and product.max(initial=0) < 2.0**52)
+
+
 def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     opts = op.options
     assert isinstance(opts, Conv2DOptions)
@@ -96,6 +104,7 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     # (groups, KH*KW*cin_f, per_group): im2col columns ordered (ky, kx, c) to match the OHWI filter.
     mats = [np.ascontiguousarray(rows[g * per_group:(g + 1) * per_group].T.astype(ftype)) for g in range(groups)]
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
+    exact_float = _float_requant_is_exact(rows, bias_v, mult, shift)
     sh, sw, dh, dw = opts.stride_h, opts.stride_w, opts.dilation_h, opts.dilation_w
     pointwise = kh == kw == 1 and sh == sw == 1 and groups == 1
     in_h, in_w = x.shape[1], x.shape[2]
@@ -123,7 +132,7 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
                 acc = np.concatenate(
                     [win[..., g * cin_f:(g + 1) * cin_f].reshape(-1, kh * kw * cin_f) @ mats[g] for g in range(groups)],
                     axis=1)
-        out = kernels.requantize_acc(np.ascontiguousarray(acc), bias_v, mult, shift, zo, lo, hi, single)
+        out = kernels.requantize_acc(np.ascontiguousarray(acc), bias_v, mult, shift, zo, lo, hi, single, exact_float)
         return out.reshape(n, geo.out_h, geo.out_w, oc)
 
     itemsize = np.dtype(ftype).itemsize
@@ -156,11 +165,12 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
     lo, hi = act_range(op, opts.activation, so, zo)
     filt = np.ascontiguousarray(wd[0].astype(np.int8))
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
+    exact_float = _float_requant_is_exact(wd[0].reshape(-1, oc).T, bias_v, mult, shift)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         return kernels.depthwise(np.ascontiguousarray(args[0]), filt, bias_v, mult, shift, -zi, zo, lo, hi,
                                  opts.stride_h, opts.stride_w, opts.dilation_h, opts.dilation_w, geo.pad_h,
-                                 geo.pad_w, geo.out_h, geo.out_w, dm, single)
+                                 geo.pad_w, geo.out_h, geo.out_w, dm, single, exact_float)
 
     return Prepared(run, macs=geo.out_h * geo.out_w * oc * kh * kw)
 
@@ -203,6 +213,7 @@ def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
     ftype = _float_type(op, wrows)
     mat = np.ascontiguousarray(wrows.T.astype(ftype))
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
+    exact_float = _float_requant_is_exact(wrows, bias_v, mult, shift)
     out_sample = sample_shape(y)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
@@ -210,7 +221,7 @@ def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
         xf = xb.reshape(-1, depth).astype(ftype)
         xf -= ftype(zi)
         acc = np.ascontiguousarray(xf @ mat)
-        out = kernels.requantize_acc(acc, bias_v, mult, shift, zo, lo, hi, single)
+        out = kernels.requantize_acc(acc, bias_v, mult, shift, zo, lo, hi, single, exact_float)
         return out.reshape((xb.shape[0], *out_sample))
 
     return Prepared(run, macs=rows_per_sample * oc * depth)

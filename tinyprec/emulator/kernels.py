@@ -26,12 +26,50 @@ _jit = nb.njit(cache=True, nogil=True)
 _pjit = nb.njit(cache=True, nogil=True, parallel=True)
 
 
+@_jit
+def requantize_exact_float(a: float, mult: float, left_scale: float, right_scale: float, single: bool) -> float:
+    """MultiplyByQuantizedMultiplier in float64 arithmetic, exact when |a| * 2**left * mult < 2**52.
+
+    Every intermediate is an integer times a power of two with at most 53 significant bits, so each
+    float operation is exact and the roundings are TFLM's integer ones. Callers check the bound at
+    prepare time (``exact_float``); otherwise the int64 path runs.
+    """
+    p = a * left_scale * mult
+    if single:
+        # (x * m + 2**(total - 1)) >> total with total = 31 - shift: floor, then half up.
+        v = p * right_scale * (1.0 / 2147483648.0)
+        q = np.floor(v)
+        return q + (1.0 if v - q >= 0.5 else 0.0)
+    # SaturatingRoundingDoublingHighMul rounds half up (its nudge sends negative ties toward zero);
+    # RoundingDivideByPOT rounds half away from zero.
+    h = np.floor(p * (1.0 / 2147483648.0) + 0.5)
+    v = h * right_scale
+    return np.copysign(np.floor(np.abs(v) + 0.5), v)
+
+
 @_pjit
 def requantize_acc(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
-                   out_zp: int, lo: int, hi: int, single: bool) -> np.ndarray:
-    """(rows, channels) exact sums -> int8: + bias, per-channel multiply, + zero point, clamp."""
+                   out_zp: int, lo: int, hi: int, single: bool, exact_float: bool) -> np.ndarray:
+    """(rows, channels) exact sums -> int8: + bias, per-channel multiply, + zero point, clamp.
+
+    ``exact_float`` selects the float64 formulation (faster; the caller proved it exact) over int64.
+    """
     rows, channels = acc.shape
     out = np.empty((rows, channels), np.int8)
+    if exact_float:
+        mf = mult.astype(np.float64)
+        bf = bias.astype(np.float64)
+        ls = np.empty(channels, np.float64)
+        rs = np.empty(channels, np.float64)
+        for c in range(channels):
+            ls[c] = 2.0 ** max(shift[c], 0)
+            rs[c] = 2.0 ** min(shift[c], 0)
+        flo, fhi, fzp = float(lo), float(hi), float(out_zp)
+        for r in nb.prange(rows):
+            for c in range(channels):
+                v = requantize_exact_float(np.float64(acc[r, c]) + bf[c], mf[c], ls[c], rs[c], single) + fzp
+                out[r, c] = np.int8(min(max(v, flo), fhi))
+        return out
     for r in nb.prange(rows):
         for c in range(channels):
             a = wrap32(np.int64(acc[r, c]) + bias[c])
@@ -55,11 +93,19 @@ def requantize_flat(x: np.ndarray, mult: int, shift: int, out_zp: int, lo: int, 
 def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
               in_off: int, out_zp: int, lo: int, hi: int, stride_h: int, stride_w: int, dil_h: int,
               dil_w: int, pad_h: int, pad_w: int, out_h: int, out_w: int, depth_mult: int,
-              single: bool) -> np.ndarray:
+              single: bool, exact_float: bool) -> np.ndarray:
     """DEPTHWISE_CONV_2D on NHWC int8 with filter (KH, KW, C*M); taps outside the image are skipped."""
     n, in_h, in_w, in_c = x.shape
     kh, kw, out_c = w.shape
     out = np.empty((n, out_h, out_w, out_c), np.int8)
+    off = np.int32(in_off)
+    mf = mult.astype(np.float64)
+    bf = bias.astype(np.float64)
+    ls = np.empty(out_c, np.float64)
+    rs = np.empty(out_c, np.float64)
+    for c in range(out_c):
+        ls[c] = 2.0 ** max(shift[c], 0)
+        rs[c] = 2.0 ** min(shift[c], 0)
     for b in nb.prange(n):
         acc = np.empty(out_c, np.int32)
         for oy in range(out_h):
@@ -75,17 +121,22 @@ def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, 
                             continue
                         if depth_mult == 1:
                             for c in range(in_c):
-                                acc[c] += np.int32(w[fy, fx, c]) * (np.int32(x[b, iy, ix, c]) + in_off)
+                                acc[c] += np.int32(w[fy, fx, c]) * (np.int32(x[b, iy, ix, c]) + off)
                         else:
                             for ic in range(in_c):
-                                v = np.int32(x[b, iy, ix, ic]) + in_off
+                                v = np.int32(x[b, iy, ix, ic]) + off
                                 for m in range(depth_mult):
                                     oc = ic * depth_mult + m
                                     acc[oc] += np.int32(w[fy, fx, oc]) * v
-                for oc in range(out_c):
-                    a = wrap32(np.int64(acc[oc]) + bias[oc])
-                    val = mbqm(a, mult[oc], shift[oc], single) + out_zp
-                    out[b, oy, ox, oc] = min(max(val, lo), hi)
+                if exact_float:
+                    for oc in range(out_c):
+                        fv = requantize_exact_float(np.float64(acc[oc]) + bf[oc], mf[oc], ls[oc], rs[oc], single)
+                        out[b, oy, ox, oc] = np.int8(min(max(fv + out_zp, lo), hi))
+                else:
+                    for oc in range(out_c):
+                        a = wrap32(np.int64(acc[oc]) + bias[oc])
+                        val = mbqm(a, mult[oc], shift[oc], single) + out_zp
+                        out[b, oy, ox, oc] = min(max(val, lo), hi)
     return out
 
 
