@@ -11,6 +11,7 @@ from tinyprec.errors import TinyprecError
 COMMAND_MODULES: tuple[str, ...] = (
     "inspect",
     "validate",
+    "qat",
 )
 
 

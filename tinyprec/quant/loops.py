@@ -1,0 +1,148 @@
+"""The loops of stage 2: QAT fine-tuning, PTQ calibration and evaluation of a (prepared/converted) program.
+
+QAT runs under the stage-1 mixed-precision policy (autocast); fake quantization itself runs in float32
+(observers.Float32FakeQuantize), parameters stay float32 master weights. Batch-norm statistics freeze
+after ``freeze_bn_epoch`` (the exported batch_norm ops switch to running statistics) and observers
+after ``freeze_observer_epoch`` (scales stop moving; weights keep training against them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx
+
+from tinyprec.errors import TinyprecError
+
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class QatLog:
+    """What a QAT run did: per-epoch mean training loss, and when BN and observers froze."""
+
+    losses: tuple[float, ...]
+    steps: int
+    bn_frozen_at: int | None
+    observers_frozen_at: int | None
+
+
+def _precision_api() -> tuple[Callable[..., str], Callable[..., Any], Callable[..., Any] | None]:
+    """Stage 1's precision policy (helper A's tinyprec.training), so QAT uses the same rules."""
+    from tinyprec.training import precision as p
+
+    return p.select_precision, p.autocast_context, getattr(p, "make_grad_scaler", None)
+
+
+def select_precision(policy: str, device: str) -> str:
+    """Resolve "auto"/"bf16"/"fp16"/"fp32" exactly as stage 1 does."""
+    return _precision_api()[0](policy, device)
+
+
+def batches(n: int, batch_size: int, *, shuffle: bool, rng: np.random.Generator | None = None):
+    """Index arrays of at most ``batch_size`` covering range(n), shuffled with ``rng`` if asked."""
+    order = rng.permutation(n) if shuffle and rng is not None else np.arange(n)
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size]
+
+
+def _loss(task: str, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    out = out.float()
+    if task == "autoencoder":
+        return torch.nn.functional.mse_loss(out, x.reshape(out.shape))
+    return torch.nn.functional.cross_entropy(out, y)
+
+
+def run_qat(prepared: fx.GraphModule, x: np.ndarray, y: np.ndarray, *, task: str, epochs: int, lr: float,
+            batch_size: int, freeze_bn_epoch: int, freeze_observer_epoch: int, precision: str, seed: int,
+            max_steps: int | None = None, progress: Progress | None = None) -> QatLog:
+    """Fine-tune a prepare_qat_pt2e program in place on normalized inputs ``x`` (labels ``y``)."""
+    import tinyprec.quant._quiet_torchao  # noqa: F401
+    from torchao.quantization.pt2e import disable_observer
+
+    from tinyprec.quant.bnfold import set_train_mode
+
+    _, autocast_context, make_grad_scaler = _precision_api()
+    device = "cpu"
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    params = [p for p in prepared.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(params, lr=lr)
+    scaler = make_grad_scaler(precision, device) if make_grad_scaler else None
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    losses: list[float] = []
+    steps = 0
+    bn_at = obs_at = None
+    for epoch in range(epochs):
+        frozen = epoch >= freeze_bn_epoch
+        set_train_mode(prepared, bn_train=not frozen, dropout_train=True)
+        if frozen:
+            bn_at = epoch if bn_at is None else bn_at
+        if epoch >= freeze_observer_epoch:
+            prepared.apply(disable_observer)
+            obs_at = epoch if obs_at is None else obs_at
+        total, count = 0.0, 0
+        for idx in batches(len(xt), batch_size, shuffle=True, rng=rng):
+            if len(idx) < 2:  # batch norm cannot train on one sample
+                continue
+            xb, yb = xt[idx], yt[idx]
+            with autocast_context(precision, device):
+                loss = _loss(task, prepared(xb), xb, yb)
+            if not torch.isfinite(loss):
+                raise TinyprecError(f"QAT: loss became {float(loss)} at epoch {epoch + 1}; lower quant.lr (now {lr})")
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None and scaler.is_enabled():
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            total += float(loss.detach()) * len(idx)
+            count += len(idx)
+            steps += 1
+            if max_steps is not None and steps >= max_steps:
+                break
+        losses.append(total / max(count, 1))
+        if progress:
+            progress(f"QAT epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
+        if max_steps is not None and steps >= max_steps:
+            break
+    return QatLog(tuple(losses), steps, bn_at, obs_at)
+
+
+@torch.no_grad()
+def calibrate(prepared: fx.GraphModule, x: np.ndarray, *, batch_size: int, num_batches: int,
+              progress: Progress | None = None) -> int:
+    """Run ``num_batches`` batches of ``x`` through a prepare_pt2e program (float32). Returns samples seen."""
+    seen = 0
+    for i, idx in enumerate(batches(len(x), batch_size, shuffle=False)):
+        if i >= num_batches:
+            break
+        prepared(torch.from_numpy(np.ascontiguousarray(x[idx])))
+        seen += len(idx)
+    if progress:
+        progress(f"PTQ calibration: {seen} samples")
+    return seen
+
+
+@torch.no_grad()
+def evaluate(model: Callable[[torch.Tensor], torch.Tensor], x: np.ndarray, y: np.ndarray, *, task: str,
+             batch_size: int = 256) -> float:
+    """Top-1 accuracy in percent (classification) or mean squared reconstruction error (autoencoder)."""
+    correct, err, n = 0, 0.0, 0
+    for idx in batches(len(x), batch_size, shuffle=False):
+        xb = torch.from_numpy(np.ascontiguousarray(x[idx]))
+        out = model(xb).float()
+        if task == "autoencoder":
+            err += float(torch.sum((out - xb.reshape(out.shape)) ** 2)) / out[0].numel()
+        else:
+            correct += int((out.argmax(-1) == torch.from_numpy(y[idx])).sum())
+        n += len(idx)
+    if n == 0:
+        return float("nan")
+    return err / n if task == "autoencoder" else 100.0 * correct / n

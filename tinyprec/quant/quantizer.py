@@ -1,0 +1,225 @@
+"""Our PT2E Quantizer: the TFLite int8 spec as annotations on an exported aten graph.
+
+One annotator per :class:`~tinyprec.quant.ops.Role`; fused patterns first: conv/linear (+ batch norm)
+(+ ReLU/ReLU6) and add/mul (+ ReLU/ReLU6) get a single observer after the last op of the pattern.
+Consumers observe their inputs through the producer's observer (SharedQuantizationSpec), so every
+activation edge carries exactly one set of qparams.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Callable
+
+import torch
+
+import tinyprec.quant._quiet_torchao  # noqa: F401  (before any torchao import)
+from torch import fx
+from torchao.quantization.pt2e.quantizer import (
+    DerivedQuantizationSpec,
+    FixedQParamsQuantizationSpec,
+    QuantizationAnnotation,
+    QuantizationSpec,
+    QuantizationSpecBase,
+    Quantizer,
+    SharedQuantizationSpec,
+)
+from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+from tinyprec.errors import QuantSpecError
+from tinyprec.quant.capture import check_graph, is_bookkeeping
+from tinyprec.quant.observers import (
+    ACT_QMAX,
+    ACT_QMIN,
+    INT32_QMAX,
+    INT32_QMIN,
+    Calibration,
+    activation_qspec,
+    derive_bias_qparams,
+    make_float32_fake_quant,
+    weight_qspec,
+)
+from tinyprec.quant.ops import FIXED_QPARAMS, OP_ROLES, Role
+
+
+class TFLiteInt8Quantizer(Quantizer):
+    """Annotates an exported graph so that convert_pt2e yields TFLite-int8-compatible Q/DQ.
+
+    Args:
+        qat: fake-quantize (QAT) instead of observing (PTQ).
+        per_channel: per-output-channel weight scales (TFLite's default for conv).
+        calibration: PTQ activation range setting.
+        percentile: the percentile for ``Calibration.PERCENTILE``.
+    """
+
+    def __init__(self, *, qat: bool, per_channel: bool = True,
+                 calibration: Calibration = Calibration.MOVING_AVERAGE, percentile: float = 99.99) -> None:
+        super().__init__()
+        self.qat = qat
+        self.per_channel = per_channel
+        self.act = activation_qspec(qat=qat, calibration=calibration, percentile=percentile)
+        self.weight = weight_qspec(qat=qat, per_channel=per_channel)
+
+    # --- Quantizer API -------------------------------------------------------------------------
+    def annotate(self, model: fx.GraphModule) -> fx.GraphModule:
+        check_graph(model)
+        state = _State()
+        for node in model.graph.nodes:
+            if node.op == "placeholder" and _is_float_tensor(node):
+                _set(node, output=self.act)
+                state.quantized.add(node)
+        for node in model.graph.nodes:
+            if node.op != "call_function" or node in state.done or is_bookkeeping(node):
+                continue
+            role = OP_ROLES[str(node.target)]
+            self._ANNOTATORS[role](self, node, state)
+        return model
+
+    def validate(self, model: fx.GraphModule) -> None:
+        """Every float tensor the graph returns must be quantized (int8 model output)."""
+        out = next(n for n in model.graph.nodes if n.op == "output")
+        for value in _flat_nodes(out.args):
+            ann = value.meta.get(Q_ANNOTATION_KEY)
+            if ann is None or ann.output_qspec is None:
+                raise QuantSpecError(f"graph output '{value.name}' is not quantized: the model must end in a "
+                                     "quantizable op (see tinyprec.quant.ops.SUPPORTED_SUMMARY)")
+
+    def prepare_obs_or_fq_callback(self, model: fx.GraphModule, edge_or_node_to_obs_or_fq: dict) -> None:
+        """QAT: the fixed-qparams fake quants PT2E builds itself also compute in float32 under autocast."""
+        if self.qat:
+            for module in {id(m): m for m in edge_or_node_to_obs_or_fq.values()}.values():
+                make_float32_fake_quant(module)
+
+    # --- annotators, one per role ---------------------------------------------------------------
+    def _edge(self, node: fx.Node, state: _State) -> QuantizationSpecBase:
+        """Spec for an input edge: reuse the producer's observer; constants get their own."""
+        if node in state.quantized:
+            return SharedQuantizationSpec(node)
+        return self.act
+
+    def _finish(self, last: fx.Node, state: _State, output: QuantizationSpecBase | None = None) -> None:
+        """Put the output observer on ``last``, fusing a following ReLU/ReLU6 that is its only user."""
+        act = _sole_user(last)
+        if act is not None and OP_ROLES.get(str(act.target)) is Role.ACTIVATION and output is None:
+            _set(last, annotated_only=True)
+            state.done.add(act)
+            last = act
+        _set(last, output=output if output is not None else self.act)
+        state.quantized.add(last)
+
+    def _compute(self, node: fx.Node, state: _State) -> None:
+        x, w = node.args[0], node.args[1]
+        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+        inputs: dict[fx.Node, QuantizationSpecBase] = {x: self._edge(x, state), w: self.weight}
+        if isinstance(bias, fx.Node):
+            inputs[bias] = DerivedQuantizationSpec(
+                derived_from=[(x, node), (w, node)],
+                derive_qparams_fn=derive_bias_qparams,
+                dtype=torch.int32,
+                quant_min=INT32_QMIN,
+                quant_max=INT32_QMAX,
+                qscheme=torch.per_channel_symmetric if self.per_channel else torch.per_tensor_symmetric,
+                ch_axis=0 if self.per_channel else None,
+            )
+        _set(node, inputs=inputs)
+        last = node
+        bn = _sole_user(node)
+        if bn is not None and OP_ROLES.get(str(bn.target)) is Role.FOLDED:
+            state.done.add(bn)
+            last = bn
+            item = _sole_user(bn)
+            if item is not None and item.target is operator.getitem:
+                _set(bn, annotated_only=True)
+                state.done.add(item)
+                last = item
+        if last is not node:
+            _set(last, annotated_only=True)
+        self._finish(last, state)
+
+    def _elementwise(self, node: fx.Node, state: _State) -> None:
+        a, b = node.args[0], node.args[1]
+        _set(node, inputs={a: self._edge(a, state), b: self._edge(b, state)})
+        self._finish(node, state)
+
+    def _activation(self, node: fx.Node, state: _State) -> None:
+        x = node.args[0]
+        _set(node, inputs={x: self._edge(x, state)}, output=self.act)
+        state.quantized.add(node)
+
+    def _shared(self, node: fx.Node, state: _State) -> None:
+        x = node.args[0]
+        _set(node, inputs={x: self._edge(x, state)}, output=SharedQuantizationSpec((x, node)))
+        state.quantized.add(node)
+
+    def _concat(self, node: fx.Node, state: _State) -> None:
+        tensors = list(node.args[0])
+        first = tensors[0]
+        inputs: dict[fx.Node, QuantizationSpecBase] = {first: self._edge(first, state)}
+        for other in tensors[1:]:
+            if other not in inputs:
+                inputs[other] = SharedQuantizationSpec((first, node))
+        _set(node, inputs=inputs, output=SharedQuantizationSpec((first, node)))
+        state.quantized.add(node)
+
+    def _fixed(self, node: fx.Node, state: _State) -> None:
+        x = node.args[0]
+        fixed = FIXED_QPARAMS[str(node.target)]
+        spec = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=fixed.scale, zero_point=fixed.zero_point,
+                                            quant_min=ACT_QMIN, quant_max=ACT_QMAX,
+                                            qscheme=torch.per_tensor_affine)
+        _set(node, inputs={x: self._edge(x, state)}, output=spec)
+        state.quantized.add(node)
+
+    def _skip(self, node: fx.Node, state: _State) -> None:
+        return None
+
+    _ANNOTATORS: dict[Role, Callable[[TFLiteInt8Quantizer, fx.Node, _State], None]] = {
+        Role.COMPUTE: _compute,
+        Role.ELEMENTWISE: _elementwise,
+        Role.ACTIVATION: _activation,
+        Role.SHARED: _shared,
+        Role.DROP: _shared,  # identity while training; removed from the converted graph
+        Role.CONCAT: _concat,
+        Role.FIXED: _fixed,
+        Role.FOLDED: _skip,  # reached only through _compute (check_graph refuses a lone batch norm)
+        Role.META: _skip,
+    }
+
+
+class _State:
+    def __init__(self) -> None:
+        self.done: set[fx.Node] = set()  # annotated as part of a fused pattern
+        self.quantized: set[fx.Node] = set()  # nodes whose output carries an observer
+
+
+def _set(node: fx.Node, *, inputs: dict | None = None, output: QuantizationSpecBase | None = None,
+         annotated_only: bool = False) -> None:
+    ann = node.meta.get(Q_ANNOTATION_KEY) or QuantizationAnnotation()
+    if inputs:
+        ann.input_qspec_map.update(inputs)
+    if output is not None:
+        ann.output_qspec = output
+    ann._annotated = True
+    node.meta[Q_ANNOTATION_KEY] = ann
+    del annotated_only  # the flag documents intent: a node inside a fused pattern, no observer of its own
+
+
+def _sole_user(node: fx.Node) -> fx.Node | None:
+    users = list(node.users)
+    if len(users) == 1 and users[0].op == "call_function":
+        return users[0]
+    return None
+
+
+def _is_float_tensor(node: fx.Node) -> bool:
+    val = node.meta.get("val")
+    return isinstance(val, torch.Tensor) and val.is_floating_point()
+
+
+def _flat_nodes(args: object) -> list[fx.Node]:
+    out: list[fx.Node] = []
+    fx.node.map_arg(args, lambda n: out.append(n) or n)
+    return out
+
+
+__all__ = ["TFLiteInt8Quantizer", "QuantizationSpec"]

@@ -1,0 +1,171 @@
+"""Stage 2 end to end: export, quantize (QAT or PTQ) with the TFLite int8 quantizer, convert, write artifacts."""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tinyprec.errors import RecipeError
+from tinyprec.quant.loops import Progress
+
+if TYPE_CHECKING:
+    import torch
+    from torch import fx
+
+    from tinyprec.data import Dataset
+    from tinyprec.recipe import QuantConfig
+
+MODES = ("qat", "ptq")
+
+
+@dataclass(frozen=True)
+class QuantResult:
+    """What stage 2 produced. Accuracies are top-1 percent on the test split (for an autoencoder:
+    reconstruction MSE, see ``metric``). ``fake_quant_accuracy`` is the converted Q/DQ program's,
+    the numbers the int8 files must reproduce; ``ptq_accuracy`` is the PTQ baseline beside QAT."""
+
+    converted: fx.GraphModule
+    program_path: Path
+    qparams_path: Path
+    metrics_path: Path
+    fp32_accuracy: float
+    fake_quant_accuracy: float
+    ptq_accuracy: float | None
+    mode: str
+    precision: str
+    input_qparams: tuple[float, int]
+    output_qparams: tuple[float, int]
+    example_shape: tuple[int, ...]
+    metric: str = "accuracy"
+    epochs_run: int = 0
+
+
+def _prepare(model: torch.nn.Module, example: torch.Tensor, *, qat: bool, cfg: QuantConfig) -> fx.GraphModule:
+    import tinyprec.quant._quiet_torchao  # noqa: F401
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+
+    from tinyprec.quant.capture import export_for_quant, with_biases
+    from tinyprec.quant.observers import Calibration
+    from tinyprec.quant.quantizer import TFLiteInt8Quantizer
+
+    gm = export_for_quant(with_biases(model), example, train=qat)
+    quantizer = TFLiteInt8Quantizer(qat=qat, per_channel=cfg.per_channel,
+                                    calibration=Calibration(cfg.calibration), percentile=cfg.percentile)
+    return prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+
+
+def _convert(prepared: fx.GraphModule, *, qat: bool) -> fx.GraphModule:
+    import tinyprec.quant._quiet_torchao  # noqa: F401
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e
+
+    from tinyprec.quant.bnfold import fold_bn_qat
+    from tinyprec.quant.converted import tidy
+
+    if qat:
+        fold_bn_qat(prepared)  # before convert_pt2e, whose own QAT fold is very slow (see bnfold)
+    return tidy(convert_pt2e(prepared, fold_quantize=True))
+
+
+def _check_cfg(cfg: QuantConfig, mode: str) -> None:
+    if mode not in MODES:
+        raise RecipeError(f"quant.mode: '{mode}' is not one of {', '.join(MODES)}")
+    if cfg.calibration not in ("minmax", "moving_average", "percentile", "mse"):
+        raise RecipeError(f"quant.calibration: '{cfg.calibration}' is not one of minmax, moving_average, "
+                          "percentile, mse")
+    if not 50.0 < cfg.percentile <= 100.0:
+        raise RecipeError(f"quant.percentile: {cfg.percentile} must be in (50, 100]")
+    if cfg.epochs < 0 or cfg.batch_size < 2 or cfg.calibration_batches < 1 or cfg.lr <= 0:
+        raise RecipeError("quant: epochs >= 0, batch_size >= 2, calibration_batches >= 1 and lr > 0 are required")
+
+
+def ptq(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, *, progress: Progress | None = None
+        ) -> fx.GraphModule:
+    """Post-training quantization: calibrate on training inputs, return the converted program."""
+    from tinyprec.quant.capture import example_like
+    from tinyprec.quant.loops import calibrate
+
+    prepared = _prepare(copy.deepcopy(model).eval(), example_like(dataset.input_shape), qat=False, cfg=cfg)
+    calibrate(prepared, dataset.inputs("train"), batch_size=cfg.batch_size,
+              num_batches=cfg.calibration_batches, progress=progress)
+    return _convert(prepared, qat=False)
+
+
+def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, out_dir: Path, *,
+                   seed: int = 0, mode: str | None = None, max_steps: int | None = None,
+                   progress: Progress | None = None) -> QuantResult:
+    """Quantize a trained FP32 model to the TFLite int8 spec and write ``out_dir/quant/``.
+
+    ``mode`` overrides ``cfg.mode`` ("qat" fine-tunes from the given weights under the mixed-precision
+    policy; "ptq" only calibrates). QAT also runs PTQ, reported as ``ptq_accuracy``. ``max_steps`` caps
+    QAT optimizer steps (smoke tests). Raises UnsupportedOpError before any training when the model has
+    an op the int8 pipeline cannot express.
+    """
+    import torch
+
+    from tinyprec import manifest
+    from tinyprec.quant import converted as conv
+    from tinyprec.quant.capture import check_graph, example_like, export_for_quant, with_output_softmax
+    from tinyprec.quant.loops import evaluate, run_qat, select_precision
+
+    mode = mode or cfg.mode
+    _check_cfg(cfg, mode)
+    out_dir = Path(out_dir)
+    qdir = out_dir / "quant"
+    model = copy.deepcopy(model_fp32).float().cpu()
+    if cfg.output_softmax and dataset.task == "classification":
+        model = with_output_softmax(model)
+    example = example_like(dataset.input_shape)
+    check_graph(export_for_quant(model, example, train=False))  # refuse unsupported ops before training
+
+    task = dataset.task
+    x_test, y_test = dataset.inputs("test"), dataset.test.y
+    model.eval()
+    fp32_acc = evaluate(model, x_test, y_test, task=task)
+    t0 = time.perf_counter()
+    ptq_program = ptq(model, dataset, cfg, progress=progress)
+    ptq_acc = evaluate(ptq_program, x_test, y_test, task=task)
+    facts: dict[str, Any] = {"ptq_seconds": round(time.perf_counter() - t0, 3)}
+    precision = "fp32"
+    epochs_run = 0
+    if mode == "qat":
+        precision = select_precision(cfg.precision, "cpu")
+        torch.manual_seed(seed)
+        prepared = _prepare(model.train(), example, qat=True, cfg=cfg)
+        t0 = time.perf_counter()
+        log = run_qat(prepared, dataset.inputs("train"), dataset.train.y, task=task, epochs=cfg.epochs, lr=cfg.lr,
+                      batch_size=cfg.batch_size, freeze_bn_epoch=cfg.freeze_bn_epoch,
+                      freeze_observer_epoch=cfg.freeze_observer_epoch, precision=precision, seed=seed,
+                      max_steps=max_steps, progress=progress)
+        epochs_run = len(log.losses)
+        facts.update(qat_seconds=round(time.perf_counter() - t0, 3), qat_losses=list(log.losses),
+                     qat_steps=log.steps, bn_frozen_at_epoch=log.bn_frozen_at,
+                     observers_frozen_at_epoch=log.observers_frozen_at)
+        program = _convert(prepared, qat=True)
+        fq_acc = evaluate(program, x_test, y_test, task=task)
+    else:
+        program, fq_acc = ptq_program, ptq_acc
+
+    program_path = conv.save_program(program, example, qdir / conv.PROGRAM_NAME)
+    table = conv.qparams_table(program)
+    qparams_path = conv.write_json(qdir / conv.QPARAMS_NAME, {"tensors": table})
+    in_q, out_q = conv.io_qparams(program)
+    metric = "mse" if task == "autoencoder" else "accuracy"
+    metrics = {
+        "mode": mode, "precision": precision, "metric": metric, "fp32": fp32_acc, "fake_quant": fq_acc,
+        "ptq": ptq_acc, "drop": fp32_acc - fq_acc if metric == "accuracy" else fq_acc - fp32_acc,
+        "epochs": epochs_run, "calibration": cfg.calibration, "per_channel": cfg.per_channel,
+        "input_qparams": list(in_q), "output_qparams": list(out_q), "test_samples": int(len(y_test)),
+        "config": asdict(cfg), **facts,
+    }
+    metrics_path = conv.write_json(qdir / conv.METRICS_NAME, metrics)
+    manifest.record(out_dir, {"quant_program": program_path, "quant_qparams": qparams_path,
+                              "quant_metrics": metrics_path})
+    return QuantResult(
+        converted=program, program_path=program_path, qparams_path=qparams_path, metrics_path=metrics_path,
+        fp32_accuracy=fp32_acc, fake_quant_accuracy=fq_acc, ptq_accuracy=ptq_acc, mode=mode,
+        precision=precision, input_qparams=in_q, output_qparams=out_q,
+        example_shape=(1, *dataset.input_shape), metric=metric, epochs_run=epochs_run,
+    )
