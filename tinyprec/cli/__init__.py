@@ -9,9 +9,11 @@ from tinyprec.errors import TinyprecError
 
 # One module per command group; each registers itself on tinyprec.cli.app.app when imported.
 COMMAND_MODULES: tuple[str, ...] = (
+    "train",
     "inspect",
     "validate",
     "qat",
+    "emulate",
 )
 
 
