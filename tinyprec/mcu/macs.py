@@ -97,11 +97,11 @@ def op_costs(graph: Graph) -> list[OpCost]:
         out = sum(_elements(graph.tensors[name].shape) for name in op.outputs)
         first = op.inputs[0] if op.inputs else None
         inp = _elements(graph.tensors[first].shape) if first is not None else 0
-        params = sum(
-            int(graph.tensors[name].data.size)  # type: ignore[union-attr]
-            for name in op.inputs[1:]
-            if name is not None and graph.tensors[name].is_const
-        ) if op.type in MAC_OPS else 0
+        params = 0
+        if op.type in MAC_OPS:
+            for name in op.inputs[1:]:
+                data = graph.tensors[name].data if name is not None else None
+                params += int(data.size) if data is not None else 0
         costs.append(OpCost(i, op.type, op.name or op.outputs[0], _MACS[op.type](graph, op, out), inp, out, params))
     return costs
 

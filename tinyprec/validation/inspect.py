@@ -125,8 +125,9 @@ def inspect_tflite(data: bytes, *, target: str = "cortex-m4", where: str = "<byt
         arena_note = "not measured"
     res = resources(graph, len(data), arena or 0)
     if kind == "int8":
-        latency: LatencyEstimate | None = estimate_latency(costs, parsed_target)
-        latency_note = latency.label
+        estimate = estimate_latency(costs, parsed_target)
+        latency: LatencyEstimate | None = estimate
+        latency_note = estimate.label
     else:
         latency, latency_note = None, f"no estimate: the model is {kind}, the latency model covers int8 kernels only"
     return InspectResult(

@@ -162,7 +162,7 @@ def _torch_scores(models: Models, out: Any) -> np.ndarray:
     return to_ir_layout(arr, LAYOUT_BY_RANK.get(arr.ndim, "NF")) if arr.ndim in (3, 4) else arr
 
 
-def _run_torch(module: Any, x: np.ndarray, chunk: int = 512) -> np.ndarray:
+def _run_torch(module: Any, x: np.ndarray, chunk: int = 512) -> Any:
     import torch
 
     parts = []
