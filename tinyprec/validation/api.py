@@ -61,8 +61,8 @@ def _check_settings(settings: GateSettings) -> None:
 
     get_board(settings.board)
     parse_target(target_for(settings.target))
-    if settings.max_drop < 0:
-        raise DataError(f"max_drop = {settings.max_drop} must be >= 0 (accuracy points)")
+    if not np.isfinite(settings.max_drop):
+        raise DataError(f"max_drop = {settings.max_drop} must be a finite number of accuracy points")
 
 
 def _finish(report: dict[str, Any], checks: list[Any], out_dir: Path) -> ValidationResult:
