@@ -106,7 +106,7 @@ def test_board_that_does_not_fit_fails(mlperf_dir: Path, kws_npz: Path, tmp_path
 
 
 @pytest.mark.parametrize("case", ["missing_model", "corrupt_model", "wrong_shape", "no_labels", "float_model",
-                                  "bad_board", "missing_run"])
+                                  "bad_board", "missing_run", "corrupt_run"])
 def test_bad_input_exit_2_one_line(case: str, mlperf_dir: Path, kws_npz: Path, tmp_path: Path,
                                    capsys: pytest.CaptureFixture[str]) -> None:
     model = mlperf_dir / "kws_ref_model.tflite"
@@ -131,10 +131,16 @@ def test_bad_input_exit_2_one_line(case: str, mlperf_dir: Path, kws_npz: Path, t
     elif case == "bad_board":
         argv_extra = ["--board", "commodore64"]
     argv = ["validate", "--tflite", str(model), "--data", str(data), "--out", str(tmp_path / "o"), *argv_extra]
-    if case == "missing_run":
+    if case in ("missing_run", "corrupt_run"):
         recipe = tmp_path / "r.toml"
         recipe.write_text('name = "r"\n[model]\narch = "digits_cnn"\n[data]\nname = "digits"\n')
-        argv = ["validate", str(recipe), "--out", str(tmp_path / "empty")]
+        run = tmp_path / "run"
+        if case == "corrupt_run":
+            (run / "model").mkdir(parents=True)
+            (run / "train").mkdir()
+            (run / "model" / "model_int8.tflite").write_bytes((mlperf_dir / "kws_ref_model.tflite").read_bytes()[:9000])
+            (run / "train" / "model_fp32.pt").write_bytes(b"not used: the model file is checked first")
+        argv = ["validate", str(recipe), "--out", str(run)]
     code, _, err = _cli(argv, capsys)
     assert code == 2, err
     lines = err.strip().splitlines()
