@@ -1,5 +1,8 @@
 """Hostile input: mutated .tflite files must read cleanly or raise ModelFormatError, never anything else.
 
+Every twentieth clean read also goes through the emulator (prepare and one sample): it may refuse the
+graph with a TinyprecError, but must not crash.
+
 A few thousand seeded mutations of the MLPerf Tiny fixtures: bit flips, byte overwrites, truncation and
 corruption of 32-bit words (the flatbuffer's offsets and lengths) with extreme values.
 """
@@ -11,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from tinyprec.errors import ModelFormatError
+from tinyprec.emulator import Emulator
+from tinyprec.errors import ModelFormatError, TinyprecError
 from tinyprec.formats.tflite_reader import MAX_TENSOR_ELEMENTS, read_tflite
 from tinyprec.ir import Graph
 
@@ -43,6 +47,20 @@ def _mutate(data: bytes, rng: np.random.Generator) -> bytes:
     return bytes(buf)
 
 
+def _check_emulates(graph: Graph) -> str:
+    try:
+        emulator = Emulator(graph, threads=1)
+    except TinyprecError:
+        return "refused"
+    shape, dtype = emulator.input_spec()
+    try:
+        y = emulator.run(np.zeros((1, *shape), dtype))
+    except TinyprecError:
+        return "refused"
+    assert y.shape[0] == 1
+    return "ran"
+
+
 def _check_clean(graph: Graph) -> None:
     assert graph.inputs and graph.outputs
     for t in graph.tensors.values():
@@ -61,7 +79,7 @@ def test_mutations_read_cleanly_or_raise_model_format_error(fixture: str, cases:
                                                            request: pytest.FixtureRequest) -> None:
     data: bytes = request.getfixturevalue(fixture)
     rng = np.random.default_rng(20261129)
-    outcomes = {"clean": 0, "error": 0}
+    outcomes = {"clean": 0, "error": 0, "ran": 0, "refused": 0}
     slowest = 0.0
     for case in range(cases):
         mutated = _mutate(data, rng)
@@ -69,13 +87,16 @@ def test_mutations_read_cleanly_or_raise_model_format_error(fixture: str, cases:
         try:
             graph = read_tflite(mutated, where="fuzz.tflite")
         except ModelFormatError as err:
+            slowest = max(slowest, time.perf_counter() - start)
             message = str(err)
             assert message.startswith("fuzz.tflite: ") and "\n" not in message, (case, message)
             outcomes["error"] += 1
-        else:
-            _check_clean(graph)
-            outcomes["clean"] += 1
+            continue
         slowest = max(slowest, time.perf_counter() - start)
+        _check_clean(graph)
+        outcomes["clean"] += 1
+        if outcomes["clean"] % 20 == 1:
+            outcomes[_check_emulates(graph)] += 1
     # Both outcomes must occur, or the mutations are not reaching the parser.
-    assert outcomes["error"] > cases // 5 and outcomes["clean"] > 0, outcomes
+    assert outcomes["error"] > cases // 5 and outcomes["clean"] > 0 and outcomes["ran"] > 0, outcomes
     assert slowest < 1.0, f"one read took {slowest:.2f} s (a hang in the making)"

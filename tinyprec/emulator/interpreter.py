@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -30,7 +32,8 @@ class Emulator:
 
     ``rounding="double"`` (TFLM's default build) or ``"single"`` (TFLITE_SINGLE_ROUNDING).
     Construction prepares every op (multipliers, shifts, offsets, tables) and checks what TFLM's
-    Prepare checks; :meth:`run` then evaluates a batch whose leading dimension is the sample index.
+    Prepare checks; :meth:`run` then evaluates a batch whose leading dimension is the sample index,
+    in chunks spread over ``threads`` threads (default: the CPU count).
 
     >>> from tinyprec.ir import Graph
     >>> Emulator(Graph({}, [], [], []), rounding="triple")
@@ -39,9 +42,12 @@ class Emulator:
     tinyprec.errors.TinyprecError: rounding 'triple' is not one of double, single
     """
 
-    def __init__(self, graph: Graph, *, rounding: str = "double") -> None:
+    def __init__(self, graph: Graph, *, rounding: str = "double", threads: int | None = None) -> None:
         if rounding not in ROUNDINGS:
             raise TinyprecError(f"rounding '{rounding}' is not one of {', '.join(ROUNDINGS)}")
+        if threads is not None and threads < 1:
+            raise TinyprecError(f"threads={threads}: use a positive number of threads")
+        self.threads = threads or os.cpu_count() or 1
         from tinyprec.emulator.ops import PREPARE
 
         self.graph = graph
@@ -117,12 +123,23 @@ class Emulator:
         n = xs[0].shape[0] if xs else 0
         if any(x.shape[0] != n for x in xs):
             raise DataError("all inputs must have the same batch size")
-        parts: list[list[np.ndarray]] = [[] for _ in self.graph.outputs]
-        for start in range(0, max(n, 1), self._chunk):
-            env = self._evaluate([x[start:start + self._chunk] for x in xs], keep=False)
-            for k, name in enumerate(self.graph.outputs):
-                parts[k].append(env[name])
-        return [np.concatenate(p, axis=0) for p in parts]
+        per_thread = -(-n // self.threads) if n >= 4 * self.threads else n
+        size = max(1, min(self._chunk, per_thread))
+        starts = list(range(0, max(n, 1), size))
+
+        def chunk(start: int) -> list[np.ndarray]:
+            env = self._evaluate([x[start:start + size] for x in xs], keep=False)
+            return [env[name] for name in self.graph.outputs]
+
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):  # parallel over chunks, not inside GEMMs
+            if len(starts) > 1 and self.threads > 1:
+                with ThreadPoolExecutor(max_workers=self.threads) as pool:
+                    results = list(pool.map(chunk, starts))
+            else:
+                results = [chunk(s) for s in starts]
+        return [np.concatenate([r[k] for r in results], axis=0) for k in range(len(self.graph.outputs))]
 
     def run(self, x: np.ndarray) -> np.ndarray:
         """Output 0 for a batch of input 0 (int8, batch first); the model must have one input."""

@@ -1,8 +1,10 @@
-"""Batched integer loops of the emulator, compiled with numba (parallel over the batch, cached on disk).
+"""Batched integer loops of the emulator, compiled with numba (cached on disk, GIL released).
 
 Each loop does, for a whole batch, what one TFLM reference kernel does for one sample; the per-op
 constants (multipliers, shifts, offsets, clamps) come prepared from :mod:`tinyprec.emulator.ops`.
-Convolution sums arrive here already computed exactly (float GEMM on integers, see ``ops``).
+Convolution sums arrive here already computed exactly (float GEMM on integers, see ``conv``).
+The loops are serial: the interpreter runs chunks of the batch on a thread pool, which scales
+without the spinning thread teams (OpenMP, BLAS) that fight each other on a busy machine.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from tinyprec.emulator.fixedpoint import (
 )
 
 _jit = nb.njit(cache=True, nogil=True)
-_pjit = nb.njit(cache=True, nogil=True, parallel=True)
+_pjit = _jit
 
 
 @_jit
@@ -65,12 +67,12 @@ def requantize_acc(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: n
             ls[c] = 2.0 ** max(shift[c], 0)
             rs[c] = 2.0 ** min(shift[c], 0)
         flo, fhi, fzp = float(lo), float(hi), float(out_zp)
-        for r in nb.prange(rows):
+        for r in range(rows):
             for c in range(channels):
                 v = requantize_exact_float(np.float64(acc[r, c]) + bf[c], mf[c], ls[c], rs[c], single) + fzp
                 out[r, c] = np.int8(min(max(v, flo), fhi))
         return out
-    for r in nb.prange(rows):
+    for r in range(rows):
         for c in range(channels):
             a = wrap32(np.int64(acc[r, c]) + bias[c])
             v = mbqm(a, mult[c], shift[c], single) + out_zp
@@ -83,7 +85,7 @@ def requantize_flat(x: np.ndarray, mult: int, shift: int, out_zp: int, lo: int, 
                     single: bool) -> np.ndarray:
     """int64 values -> int8 with one multiplier (MEAN, QUANTIZE int8 -> int8)."""
     out = np.empty(x.size, np.int8)
-    for i in nb.prange(x.size):
+    for i in range(x.size):
         v = mbqm(wrap32(x[i]), mult, shift, single) + out_zp
         out[i] = min(max(v, lo), hi)
     return out
@@ -106,7 +108,7 @@ def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, 
     for c in range(out_c):
         ls[c] = 2.0 ** max(shift[c], 0)
         rs[c] = 2.0 ** min(shift[c], 0)
-    for b in nb.prange(n):
+    for b in range(n):
         acc = np.empty(out_c, np.int32)
         for oy in range(out_h):
             for ox in range(out_w):
@@ -146,7 +148,7 @@ def pool(x: np.ndarray, fh: int, fw: int, stride_h: int, stride_w: int, pad_h: i
     """AVERAGE_POOL_2D (rounded integer mean of the taps inside the image) or MAX_POOL_2D."""
     n, in_h, in_w, c = x.shape
     out = np.empty((n, out_h, out_w, c), np.int8)
-    for b in nb.prange(n):
+    for b in range(n):
         for oy in range(out_h):
             y0 = oy * stride_h - pad_h
             fy0, fy1 = max(0, -y0), min(fh, in_h - y0)
@@ -179,7 +181,7 @@ def add(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, left_shift: int, m
         s2: int, mo: int, so: int, out_zp: int, lo: int, hi: int, single: bool) -> np.ndarray:
     """ADD on equal-length flat int8 arrays (broadcast beforehand)."""
     out = np.empty(x1.size, np.int8)
-    for i in nb.prange(x1.size):
+    for i in range(x1.size):
         a = mbqm_smaller_than_one(wrap32((np.int64(x1[i]) + off1) << left_shift), m1, s1, single)
         b = mbqm_smaller_than_one(wrap32((np.int64(x2[i]) + off2) << left_shift), m2, s2, single)
         v = mbqm_smaller_than_one(wrap32(a + b), mo, so, single) + out_zp
@@ -192,7 +194,7 @@ def mul(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, mult: int, shift: 
         lo: int, hi: int, single: bool) -> np.ndarray:
     """MUL on equal-length flat int8 arrays (broadcast beforehand)."""
     out = np.empty(x1.size, np.int8)
-    for i in nb.prange(x1.size):
+    for i in range(x1.size):
         p = wrap32((np.int64(x1[i]) + off1) * (np.int64(x2[i]) + off2))
         v = mbqm(p, mult, shift, single) + out_zp
         out[i] = min(max(v, lo), hi)
@@ -204,7 +206,7 @@ def softmax(x: np.ndarray, exp_raw: np.ndarray, exp_acc: np.ndarray, diff_min: i
     """int8 SOFTMAX over the last axis of (rows, depth); exp tables are indexed by -(x - row max)."""
     rows, depth = x.shape
     out = np.empty((rows, depth), np.int8)
-    for r in nb.prange(rows):
+    for r in range(rows):
         row_max = np.int64(-128)
         for c in range(depth):
             row_max = max(row_max, np.int64(x[r, c]))

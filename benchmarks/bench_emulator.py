@@ -1,0 +1,112 @@
+"""Emulator vs TFLM's Python interpreter on kws_ref_model.tflite: time per sample and the ratio.
+
+TFLM runs sample by sample (its only mode); the emulator runs the whole batch at once. Both wall-clock
+and CPU time are reported, with the machine's load average: on a shared machine wall-clock depends on
+the neighbours, CPU time much less. The outputs of the samples both ran are checked to be identical.
+
+    python benchmarks/bench_emulator.py [--batch 256] [--tflm-samples 64] [--threads N] [--repeats 5]
+
+Writes benchmarks/results/emulator.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_MODEL = ROOT.parent / "shared" / "fixtures" / "mlperf_tiny" / "kws_ref_model.tflite"
+
+
+def _timed(fn):  # type: ignore[no-untyped-def]
+    wall, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--tflm-samples", type=int, default=64, help="samples timed through TFLM (per-sample cost)")
+    parser.add_argument("--threads", type=int, default=None, help="emulator threads (default: CPU count)")
+    parser.add_argument("--repeats", type=int, default=5, help="emulator batch runs; the best is kept")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "emulator.json")
+    args = parser.parse_args()
+
+    from tflite_micro.python.tflite_micro import runtime
+
+    from tinyprec._io import atomic_write_text
+    from tinyprec.emulator import Emulator
+    from tinyprec.formats.tflite_reader import read_tflite
+
+    data = args.model.read_bytes()
+    rng = np.random.default_rng(0)
+    graph = read_tflite(data, where=str(args.model))
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    x = rng.integers(-128, 128, size=(args.batch, *shape)).astype(np.int8)
+
+    interp = runtime.Interpreter.from_bytes(data)
+    interp.set_input(x[:1], 0)
+    interp.invoke()  # warm-up
+    n_tflm = min(args.tflm_samples, args.batch)
+
+    def tflm_loop() -> np.ndarray:
+        outs = []
+        for i in range(n_tflm):
+            interp.set_input(x[i:i + 1], 0)
+            interp.invoke()
+            outs.append(np.array(interp.get_output(0), copy=True))
+        return np.concatenate(outs)
+
+    tflm_out, tflm_wall, tflm_cpu = _timed(tflm_loop)
+
+    emu, prepare_wall, _ = _timed(lambda: Emulator(graph, threads=args.threads))
+    _, first_wall, _ = _timed(lambda: emu.run(x))  # first call: numba dispatch / cache load
+    best_wall, best_cpu, emu_out = float("inf"), float("inf"), None
+    for _ in range(args.repeats):
+        emu_out, wall, cpu = _timed(lambda: emu.run(x))
+        best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
+    assert emu_out is not None
+    identical = bool(np.array_equal(emu_out[:n_tflm], tflm_out))
+
+    tflm_ms = 1000 * tflm_wall / n_tflm
+    tflm_cpu_ms = 1000 * tflm_cpu / n_tflm
+    emu_ms = 1000 * best_wall / args.batch
+    emu_cpu_ms = 1000 * best_cpu / args.batch
+    result = {
+        "model": args.model.name,
+        "batch": args.batch,
+        "tflm_samples_timed": n_tflm,
+        "tflm_ms_per_sample_wall": round(tflm_ms, 4),
+        "tflm_ms_per_sample_cpu": round(tflm_cpu_ms, 4),
+        "emulator_ms_per_sample_wall": round(emu_ms, 4),
+        "emulator_ms_per_sample_cpu": round(emu_cpu_ms, 4),
+        "speedup_wall": round(tflm_ms / emu_ms, 2),
+        "speedup_cpu": round(tflm_cpu_ms / emu_cpu_ms, 2),
+        "emulator_threads": emu.threads,
+        "emulator_prepare_s": round(prepare_wall, 3),
+        "emulator_first_run_s": round(first_wall, 3),
+        "outputs_identical_to_tflm": identical,
+        "cpu_count": os.cpu_count(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "machine": platform.processor() or platform.machine(),
+        "python": platform.python_version(),
+    }
+    print(f"TFLM interpreter : {tflm_ms:8.3f} ms/sample wall, {tflm_cpu_ms:8.3f} ms/sample CPU ({n_tflm} samples)")
+    print(f"emulator (batch {args.batch}, {emu.threads} threads): {emu_ms:8.4f} ms/sample wall, "
+          f"{emu_cpu_ms:8.4f} ms/sample CPU")
+    print(f"speed-up: {result['speedup_wall']}x wall, {result['speedup_cpu']}x CPU   "
+          f"(outputs identical: {identical}; load average {result['load_average_1min']} on {os.cpu_count()} CPUs)")
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
