@@ -64,7 +64,7 @@ def emulate_command(
     if taps is not None:
         values = emulator.run_with_taps(arrays if len(arrays) > 1 else arrays[0])  # type: ignore[arg-type]
         with atomic_path(taps) as tmp, open(tmp, "wb") as f:
-            np.savez(f, **values)
+            np.savez(f, **values)  # type: ignore[arg-type]
         written.append(f"{taps} ({len(values)} tensors)")
     n = int(outs[0].shape[0]) if outs else 0
     console.print(f"emulated {n} sample(s) in {seconds:.3f} s ({rounding} rounding); wrote " + "; ".join(written))

@@ -102,7 +102,7 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     ftype = _float_type(op, rows)
     per_group = oc // groups
     # (groups, KH*KW*cin_f, per_group): im2col columns ordered (ky, kx, c) to match the OHWI filter.
-    mats = [np.ascontiguousarray(rows[g * per_group:(g + 1) * per_group].T.astype(ftype)) for g in range(groups)]
+    mats: list[np.ndarray] = [np.ascontiguousarray(rows[g * per_group:(g + 1) * per_group].T.astype(ftype)) for g in range(groups)]
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
     exact_float = _float_requant_is_exact(rows, bias_v, mult, shift)
     sh, sw, dh, dw = opts.stride_h, opts.stride_w, opts.dilation_h, opts.dilation_w
@@ -116,7 +116,7 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     def run(args: list[np.ndarray]) -> np.ndarray:
         xb = args[0]
         n = xb.shape[0]
-        xf = xb.astype(ftype)
+        xf: np.ndarray = xb.astype(ftype)
         xf -= ftype(zi)
         if pointwise:
             acc = xf.reshape(-1, cin) @ mats[0]
@@ -211,14 +211,14 @@ def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
     lo, hi = act_range(op, opts.activation, so, zo)
     wrows = wd + w_offset
     ftype = _float_type(op, wrows)
-    mat = np.ascontiguousarray(wrows.T.astype(ftype))
+    mat: np.ndarray = np.ascontiguousarray(wrows.T.astype(ftype))
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
     exact_float = _float_requant_is_exact(wrows, bias_v, mult, shift)
     out_sample = sample_shape(y)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         xb = args[0]
-        xf = xb.reshape(-1, depth).astype(ftype)
+        xf: np.ndarray = xb.reshape(-1, depth).astype(ftype)
         xf -= ftype(zi)
         acc = np.ascontiguousarray(xf @ mat)
         out = kernels.requantize_acc(acc, bias_v, mult, shift, zo, lo, hi, single, exact_float)

@@ -7,6 +7,8 @@ The loops are serial: the interpreter runs chunks of the batch on a thread pool,
 without the spinning thread teams (OpenMP, BLAS) that fight each other on a busy machine.
 """
 
+# The loop bodies mix numpy scalars and Python ints, which numba types precisely and mypy cannot.
+# mypy: disable-error-code="arg-type,assignment"
 from __future__ import annotations
 
 import numba as nb
