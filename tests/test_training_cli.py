@@ -92,3 +92,28 @@ def test_torchrun_two_processes_matches_one_process_double_batch(tmp_path: Path)
         torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-6)
     initial = build_model_for(recipe).state_dict()
     assert any(not torch.allclose(initial[k], ddp[k]) for k in initial)  # it did train
+
+
+def test_progress_bar_on_a_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from rich.console import Console
+
+    import tinyprec.cli.train as cli_train
+    from tinyprec.training import ProgressEvent
+
+    buf = io.StringIO()
+    monkeypatch.setattr(cli_train, "console", Console(file=buf, force_terminal=True, width=100))
+    reporter = cli_train._Reporter(enabled=True)
+    assert reporter.tty
+    reporter(ProgressEvent("start", 0, 1, steps=2, record={"precision": "bf16", "device": "cpu", "world_size": 1,
+                                                           "resumed_from_epoch": None, "train_samples": 4}))
+    assert reporter.bar is not None
+    reporter(ProgressEvent("step", 1, 1, 1, 2, 0.5))
+    safety = {"precision": "bf16", "loss_scale_end": 1.0}
+    reporter(ProgressEvent("epoch", 1, 1, 2, 2, 0.5, {"train_loss": 0.5, "val_loss": 0.4, "val_accuracy": 0.9,
+                                                     "samples_per_s": 10.0, "skipped_steps": 0, "safety": safety}))
+    reporter(ProgressEvent("end", 1, 1, record={}))
+    assert reporter.bar is None
+    text = buf.getvalue()
+    assert "train: precision bf16" in text and "epoch 1/1 loss 0.5000" in text and "\x1b[" in text

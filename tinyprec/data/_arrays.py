@@ -133,6 +133,9 @@ def check_model_fits(dataset: Dataset, model: Any) -> None:
     import torch
 
     x = torch.from_numpy(dataset.preprocess.apply(dataset.train.x[:2]))
+    first = next(iter(model.parameters()), None)
+    if first is not None:
+        x = x.to(first.device)
     was_training = model.training
     model.eval()
     try:

@@ -203,8 +203,8 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
     precision = select_precision(cfg.precision, device)
     if cfg.deterministic:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    check_model_fits(dataset, model)
     model.to(device)
+    check_model_fits(dataset, model)
     for p in model.parameters():
         if p.dtype != torch.float32:
             raise TinyprecError(f"model parameter dtype {p.dtype}: train keeps FP32 master weights; pass a float32 model")
