@@ -1,0 +1,349 @@
+"""Lower a converted PT2E graph (dequantize -> op -> quantize) to the quantized-graph IR.
+
+This is the only place where torch meets the IR. The converted GraphModule (``convert_pt2e`` with
+``fold_quantize=True``) holds int8 weights as constants behind ``dequantize_per_channel`` nodes, int32
+biases the same way, and every activation as a ``quantize_per_tensor -> dequantize_per_tensor`` pair.
+Each float op between dequantize and quantize nodes becomes one IR op (tables in
+:mod:`tinyprec.quant.lower_ops`), in NHWC with TFLite filter layouts, so the TFLite file computes in
+integers what the fake-quant graph simulates in float.
+
+Example (needs a converted model)::
+
+    graph = lower_to_ir(converted, example_input, name="digits_cnn")
+    tflite_bytes = write_tflite(graph)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tinyprec.errors import QuantSpecError, UnsupportedOpError
+from tinyprec.ir import Activation, DType, Graph, Op, OpType, QParams, Tensor
+from tinyprec.ir.ops import OpOptions
+from tinyprec.ir.verify import verify_int8
+from tinyprec.quant.lower_layout import ir_shape, layout_of_rank
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import fx
+
+
+@dataclass
+class Value:
+    """A quantized activation as the IR holds it.
+
+    ``torch_shape`` is the PyTorch shape with batch 1. ``order`` is set only for a 2-D value made by
+    flattening a spatial map: IR position k holds the PyTorch flat element ``order[k]`` (NHWC
+    storage), and the FULLY_CONNECTED that consumes it permutes its weights to match.
+    """
+
+    name: str
+    qparams: QParams
+    torch_shape: tuple[int, ...]
+    source: str | None
+    order: np.ndarray | None = None
+    # A zero pad not yet emitted: (unpadded value, torch pad list) so a conv can fuse it as SAME.
+    pending_pad: tuple["Value", tuple[int, ...]] | None = None
+
+
+@dataclass
+class Lowering:
+    """State of one lowering: recorded node values, IR tensors and ops under construction."""
+
+    gm: Any
+    values: dict[Any, Any]
+    name: str
+    tensors: dict[str, Tensor] = field(default_factory=dict)
+    ops: list[Op] = field(default_factory=list)
+    qvals: dict[Any, Value] = field(default_factory=dict)  # quantize nodes -> their int8 value
+    floats: dict[Any, Value] = field(default_factory=dict)  # nodes equal to a dequantized value
+    consumed: set[Any] = field(default_factory=set)  # activation nodes fused into their producer
+    inputs: list[str] = field(default_factory=list)
+    input_layouts: list[str] = field(default_factory=list)
+
+    # --- naming and sources -------------------------------------------------------------------
+    def where(self, node: "fx.Node") -> str:
+        """A human description of a node for error messages: module path and node name."""
+        src = self.source(node)
+        return f"module '{src}' (node {node.name})" if src else f"node {node.name}"
+
+    @staticmethod
+    def source(node: "fx.Node") -> str | None:
+        """The PyTorch module path that produced ``node``, from torch.export's nn_module_stack."""
+        stack = node.meta.get("nn_module_stack") or {}
+        if not stack:
+            return None
+        path = list(stack.values())[-1][0]
+        path = str(path).removeprefix("L['self'].").removeprefix("L__self__.")
+        return path or None
+
+    def unique(self, base: str) -> str:
+        base = base or "t"
+        name, k = base, 1
+        while name in self.tensors:
+            name, k = f"{base}_{k}", k + 1
+        return name
+
+    # --- tensors --------------------------------------------------------------------------------
+    def add_const(self, base: str, data: np.ndarray, dtype: DType, qparams: QParams | None,
+                  source: str | None) -> str:
+        name = self.unique(base)
+        arr = np.ascontiguousarray(data.astype(dtype.numpy))
+        self.tensors[name] = Tensor(name, tuple(arr.shape), dtype, qparams, arr, source)
+        return name
+
+    def add_act(self, base: str, torch_shape: tuple[int, ...], qparams: QParams, source: str | None,
+                order: np.ndarray | None = None) -> Value:
+        name = self.unique(base)
+        self.tensors[name] = Tensor(name, ir_shape(torch_shape), DType.INT8, qparams, None, source)
+        return Value(name, qparams, torch_shape, source, order)
+
+    def emit(self, op_type: OpType, inputs: tuple[str | None, ...], out: Value, options: OpOptions,
+             source: str | None) -> None:
+        self.ops.append(Op(op_type, inputs, (out.name,), options, name=out.name, source=source))
+
+    # --- reading the converted graph --------------------------------------------------------------
+    def val(self, arg: Any) -> Any:
+        """The recorded value of a node (or the literal itself)."""
+        from torch import fx
+
+        return self.values[arg] if isinstance(arg, fx.Node) else arg
+
+    def shape(self, node: "fx.Node") -> tuple[int, ...]:
+        return tuple(int(d) for d in self.values[node].shape)
+
+    def act(self, arg: Any, user: "fx.Node") -> Value:
+        """The int8 value behind a dequantized activation argument, emitting a pending PAD."""
+        value = self.act_unpadded(arg, user)
+        if value.pending_pad is not None:
+            from tinyprec.quant.lower_ops import materialize_pad
+
+            materialize_pad(self, value)
+        return value
+
+    def act_unpadded(self, arg: Any, user: "fx.Node") -> Value:
+        if arg not in self.floats:
+            what = getattr(arg, "name", repr(arg))
+            raise QuantSpecError(
+                f"{self.where(user)}: input '{what}' is not a quantized activation; the quantizer must "
+                "put a quantize/dequantize pair on every input of a lowered op"
+            )
+        return self.floats[arg]
+
+    def tail(self, node: "fx.Node", fusable: bool) -> tuple[Activation, "fx.Node"]:
+        """Follow ``node`` to the quantize node of its output: (fused activation name, quantize node)."""
+        from tinyprec.quant.lower_ops import ACTIVATIONS, QUANTIZE_OPS
+
+        users = list(node.users)
+        if fusable and len(users) == 1 and users[0].target in ACTIVATIONS:
+            act_node = users[0]
+            act = ACTIVATIONS[act_node.target](self, act_node)
+            after = list(act_node.users)
+            if len(after) == 1 and after[0].target in QUANTIZE_OPS:
+                self.consumed.add(act_node)
+                return act, after[0]
+        if len(users) == 1 and users[0].target in QUANTIZE_OPS:
+            return Activation.NONE, users[0]
+        raise QuantSpecError(
+            f"{self.where(node)}: the output of '{node.target}' is not quantized (expected one quantize "
+            "node, optionally after a ReLU/ReLU6 the op can fuse); annotate its output in the quantizer"
+        )
+
+
+def qparams_of(lw: Lowering, qnode: "fx.Node") -> QParams:
+    """Per-tensor qparams of a quantize_per_tensor node, checked to be int8 [-128, 127]."""
+    scale = float(np.asarray(lw.val(qnode.args[1]), dtype=np.float64).reshape(-1)[0])
+    zp = int(np.asarray(lw.val(qnode.args[2])).reshape(-1)[0])
+    qmin, qmax, dtype = (lw.val(a) for a in qnode.args[3:6])
+    if (int(qmin), int(qmax)) != (-128, 127) or "int8" not in str(dtype):
+        raise QuantSpecError(
+            f"{lw.where(qnode)}: activations must be int8 in [-128, 127], got {dtype} [{qmin}, {qmax}]"
+        )
+    return QParams.per_tensor(scale, zp)
+
+
+def _record_values(gm: "fx.GraphModule", example: "torch.Tensor") -> dict[Any, Any]:
+    import torch
+    from torch import fx
+
+    values: dict[Any, Any] = {}
+
+    class _Recorder(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            values[n] = out
+            return out
+
+    with torch.no_grad():
+        _Recorder(gm).run(example)
+    return values
+
+
+def lower_to_ir(converted_gm: "fx.GraphModule", example_input: "torch.Tensor", *, name: str) -> Graph:
+    """Lower a converted PT2E GraphModule to a verified int8 :class:`~tinyprec.ir.Graph` (NHWC).
+
+    ``example_input`` is one batch in the model's PyTorch layout (only its first sample is used, to
+    fix the shapes). Every IR tensor's ``source`` names the PyTorch module that produced it.
+    Raises :class:`UnsupportedOpError` for an op with no int8 TFLite equivalent and
+    :class:`QuantSpecError` for a graph that breaks the int8 spec.
+    """
+    return lower_with_trace(converted_gm, example_input, name=name).graph
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """A lowered graph plus, for each int8 activation of the IR, the fx quantize node that made it."""
+
+    graph: Graph
+    quant_nodes: dict[str, str]  # IR tensor name -> fx node name of its quantize node
+    orders: dict[str, np.ndarray]  # flattened IR tensors: PyTorch flat index at each IR position
+
+
+def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tensor", *, name: str) -> Lowered:
+    """:func:`lower_to_ir`, also returning which fx quantize node each IR activation mirrors.
+
+    Use it with :func:`fake_quant_taps` to compare a runtime's intermediate tensors layer by layer.
+    """
+    import torch
+
+    from tinyprec.quant import lower_ops, lower_table
+
+    example = example_input[:1].detach().float()
+    values = _record_values(converted_gm, example)
+    lw = Lowering(converted_gm, values, name)
+    outputs: list[Value] = []
+    live = _data_dependent(converted_gm)
+    for node in converted_gm.graph.nodes:
+        if node.op in ("placeholder", "get_attr", "call_module"):
+            continue  # inputs start at their quantize node; constants are read by consumers
+        if node.op == "output":
+            outputs = [_output_value(lw, arg, node) for arg in _flatten_args(node.args[0])]
+            continue
+        if node in lw.consumed or node not in live or not isinstance(values.get(node), torch.Tensor):
+            continue  # fused activations; constants and buffer updates; shape arithmetic of dynamic shapes
+        handler = lower_table.HANDLERS.get(node.target)
+        if handler is None:
+            if node.target in lower_ops.ACTIVATIONS:
+                raise UnsupportedOpError(
+                    str(node.target), lw.where(node),
+                    "a ReLU/ReLU6 must directly follow a conv, linear, add, mul, pool or concat whose "
+                    "output observer sits after the activation (fused activation)",
+                )
+            raise UnsupportedOpError(str(node.target), lw.where(node), lower_table.SUPPORTED_HINT)
+        handler(lw, node)
+    if not outputs:
+        raise QuantSpecError(f"model '{name}': the converted graph has no quantized output")
+    graph = Graph(
+        tensors=lw.tensors, ops=lw.ops, inputs=lw.inputs, outputs=[v.name for v in outputs], name=name,
+        metadata={
+            "input_layout": ",".join(lw.input_layouts),
+            "output_layout": ",".join(layout_of_rank(len(v.torch_shape)) for v in outputs),
+            "producer": "tinyprec.quant.lower",
+        },
+    )
+    verify_int8(graph)
+    quant_nodes = {v.name: q.name for q, v in lw.qvals.items() if v.name in graph.tensors}
+    orders = {v.name: v.order for v in lw.qvals.values() if v.order is not None}
+    return Lowered(graph, quant_nodes, orders)
+
+
+def _data_dependent(gm: "fx.GraphModule") -> set[Any]:
+    """Nodes whose value depends on a model input (the rest are constants or buffer bookkeeping)."""
+    live: set[Any] = set()
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" or any(a in live for a in node.all_input_nodes):
+            live.add(node)
+    return live
+
+
+def _flatten_args(arg: Any) -> list[Any]:
+    if isinstance(arg, (tuple, list)):
+        return [x for a in arg for x in _flatten_args(a)]
+    return [arg]
+
+
+def _output_value(lw: Lowering, arg: Any, node: "fx.Node") -> Value:
+    value = lw.floats.get(arg)
+    if value is None:
+        raise QuantSpecError(
+            f"model output '{getattr(arg, 'name', arg)}' is not a dequantized int8 tensor; the quantizer "
+            "must quantize the model's output"
+        )
+    if value.order is not None:
+        raise UnsupportedOpError(
+            "flatten", lw.where(node), "a flattened spatial map cannot be a model output; add a Linear"
+        )
+    if value.pending_pad is not None:
+        lw.act(arg, node)
+    return value
+
+
+def quantized_output(converted_gm: "fx.GraphModule", x: "torch.Tensor") -> list[np.ndarray]:
+    """Run the converted model on float ``x`` and return the int8 of each output's final quantize node.
+
+    This is the reference the int8 runtimes must reproduce (PyTorch layout, one array per output).
+    """
+    import torch
+    from torch import fx
+
+    from tinyprec.quant.lower_ops import DEQUANTIZE_OPS
+
+    wanted: list[fx.Node] = []
+    out_node = next(n for n in converted_gm.graph.nodes if n.op == "output")
+    for arg in _flatten_args(out_node.args[0]):
+        if not (isinstance(arg, fx.Node) and arg.target in DEQUANTIZE_OPS):
+            raise QuantSpecError(f"model output '{arg}' is not a dequantized int8 tensor")
+        wanted.append(arg.args[0])
+    got: dict[fx.Node, Any] = {}
+
+    class _Grab(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            if n in wanted:
+                got[n] = out
+            return out
+
+    with torch.no_grad():
+        _Grab(converted_gm).run(x.float())
+    return [got[n].to(torch.int8).numpy() for n in wanted]
+
+
+def sources_of(graph: Graph) -> dict[str, str | None]:
+    """IR tensor name -> PyTorch module path (the content of ir_sources.json)."""
+    return {name: t.source for name, t in graph.tensors.items()}
+
+
+def fake_quant_taps(converted_gm: "fx.GraphModule", x: "torch.Tensor", lowered: Lowered) -> dict[str, np.ndarray]:
+    """The int8 value of every IR activation as the converted (fake-quant) model computes it.
+
+    Keys are IR tensor names, arrays are batch-first in the IR (NHWC) layout, so they compare
+    directly with TFLM's or the emulator's taps. Flattened values keep the IR storage order.
+    """
+    import torch
+    from torch import fx
+
+    from tinyprec.quant.lower_layout import to_ir_layout
+
+    by_node = {q: t for t, q in lowered.quant_nodes.items()}
+    got: dict[str, np.ndarray] = {}
+
+    class _Grab(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            if n.name in by_node:
+                got[by_node[n.name]] = out.to(torch.int8).numpy()
+            return out
+
+    with torch.no_grad():
+        _Grab(converted_gm).run(x.float())
+    taps: dict[str, np.ndarray] = {}
+    for name, arr in got.items():
+        if arr.ndim in (3, 4):
+            arr = to_ir_layout(arr, layout_of_rank(arr.ndim))
+        elif name in lowered.orders:
+            arr = arr[:, lowered.orders[name]]
+        taps[name] = arr.reshape((arr.shape[0], *lowered.graph.tensors[name].shape[1:]))
+    return taps

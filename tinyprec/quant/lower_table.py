@@ -1,0 +1,268 @@
+"""The lowering table: aten op -> handler; the shape, pooling and elementwise handlers live here.
+
+Weighted ops, quantize/dequantize and shared helpers are in :mod:`tinyprec.quant.lower_ops`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+from torch import fx
+
+from tinyprec.errors import UnsupportedOpError
+from tinyprec.ir import (
+    Activation,
+    ConcatenationOptions,
+    DType,
+    ElementwiseOptions,
+    MeanOptions,
+    NoOptions,
+    OpType,
+    Padding,
+    PoolOptions,
+    ReshapeOptions,
+    SoftmaxOptions,
+)
+from tinyprec.quant.lower import Lowering, Value, qparams_of
+from tinyprec.quant.lower_layout import ir_shape, storage_order
+from tinyprec.quant.lower_ops import (
+    _AXIS,
+    DEQUANTIZE_OPS,
+    QUANTIZE_OPS,
+    _arg,
+    _conv,
+    _dequantize,
+    _finish,
+    _hw,
+    _identity,
+    _ignore,
+    _linear,
+    _no_order,
+    _pair,
+    _quantize,
+    _require_shared,
+    qd,
+    same_pads,
+)
+
+aten = torch.ops.aten
+
+
+def _elementwise(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
+    def handler(lw: Lowering, node: fx.Node) -> None:
+        args = [a for a in node.args[:2]]
+        if not all(isinstance(a, fx.Node) for a in args):
+            raise UnsupportedOpError(
+                f"{op_type.value.lower()} with a constant", lw.where(node), "both operands must be tensors"
+            )
+        a, b = (lw.act(x, node) for x in args)
+        if len(a.torch_shape) != len(b.torch_shape):
+            raise UnsupportedOpError(str(node.target), lw.where(node), "operands must have the same rank")
+        _no_order(lw, node, a, b)
+        act, qnode = lw.tail(node, fusable=True)
+        _finish(lw, node, op_type, (a.name, b.name), ElementwiseOptions(act), qnode)
+
+    return handler
+
+
+def _pool(op_type: OpType, adaptive: bool = False) -> Callable[[Lowering, fx.Node], None]:
+    def handler(lw: Lowering, node: fx.Node) -> None:
+        x = lw.act(node.args[0], node)
+        rank = len(x.torch_shape)
+        h, w = _hw(x.torch_shape)
+        if adaptive:
+            oh, ow = _pair(node.args[1], rank)
+            if h % oh or w % ow:
+                raise UnsupportedOpError(str(node.target), lw.where(node), "input size must be a multiple of output")
+            kernel, stride, pads = (h // oh, w // ow), (h // oh, w // ow), (0, 0)
+        else:
+            kernel = _pair(node.args[1], rank)
+            stride_arg = _arg(node, 2, "stride", [])
+            stride = _pair(stride_arg, rank) if stride_arg else kernel
+            pads = _pair(_arg(node, 3, "padding", 0), rank)
+            if rank == 3:
+                pads = (0, pads[1])
+        padding = Padding.VALID
+        if any(pads):
+            include_pad = op_type is OpType.AVERAGE_POOL_2D and bool(_arg(node, 5, "count_include_pad", True))
+            same = (same_pads(h, kernel[0], stride[0]) == (pads[0], pads[0])
+                    and same_pads(w, kernel[1], stride[1]) == (pads[1], pads[1]))
+            if include_pad or not same:
+                raise UnsupportedOpError(
+                    str(node.target), lw.where(node),
+                    "pool padding must equal TensorFlow's SAME split (and count_include_pad=False for avg)",
+                )
+            padding = Padding.SAME
+        act, qnode = lw.tail(node, fusable=True)
+        qp = qparams_of(lw, qnode)
+        if op_type is OpType.AVERAGE_POOL_2D and qp != x.qparams and kernel == (h, w) and act is Activation.NONE:
+            _mean(lw, node, x, qnode, keep_dims=True)  # a global average that rescales: MEAN does
+            return
+        _require_shared(lw, node, x, qnode)
+        options = PoolOptions(kernel[0], kernel[1], stride[0], stride[1], padding, act)
+        _finish(lw, node, op_type, (x.name,), options, qnode)
+
+    return handler
+
+
+def _mean(lw: Lowering, node: fx.Node, x: Value, qnode: fx.Node, keep_dims: bool) -> None:
+    src = lw.source(node)
+    axes = lw.add_const(f"{src or node.name}.axes", np.array([1, 2], np.int32), DType.INT32, None, src)
+    _finish(lw, node, OpType.MEAN, (x.name, axes), MeanOptions(keep_dims), qnode)
+
+
+def _mean_dim(lw: Lowering, node: fx.Node) -> None:
+    x = lw.act(node.args[0], node)
+    rank = len(x.torch_shape)
+    dims = sorted(int(d) % rank for d in node.args[1])
+    keep = bool(_arg(node, 2, "keepdim", False))
+    if dims != list(range(2, rank)):
+        raise UnsupportedOpError("mean", lw.where(node), "only the mean over all spatial dims (global pool)")
+    act, qnode = lw.tail(node, fusable=not keep)
+    h, w = _hw(x.torch_shape)
+    if qparams_of(lw, qnode) != x.qparams:
+        if not keep:
+            raise UnsupportedOpError("mean", lw.where(node), "a rescaling mean must keep dims")
+        _mean(lw, node, x, qnode, keep_dims=True)
+        return
+    if keep:
+        _finish(lw, node, OpType.AVERAGE_POOL_2D, (x.name,), PoolOptions(h, w, h, w, Padding.VALID, act), qnode)
+        return
+    # AVERAGE_POOL_2D to [1,1,1,C], then RESHAPE to [1, C] (same storage order).
+    src = lw.source(node)
+    pooled = lw.add_act(f"{src or node.name}.pool", (1, x.torch_shape[1], 1, 1), x.qparams, src)
+    lw.emit(OpType.AVERAGE_POOL_2D, (x.name,), pooled, PoolOptions(h, w, h, w, Padding.VALID, act), src)
+    _emit_reshape(lw, node, pooled, qnode)
+
+
+def _reshape(lw: Lowering, node: fx.Node) -> None:
+    x = lw.act(node.args[0], node)
+    _, qnode = lw.tail(node, fusable=False)
+    out_shape = lw.shape(qnode)
+    if tuple(out_shape) == tuple(x.torch_shape):
+        _require_shared(lw, node, x, qnode)
+        lw.qvals[qnode] = x
+        return
+    _emit_reshape(lw, node, x, qnode)
+
+
+def _emit_reshape(lw: Lowering, node: fx.Node, x: Value, qnode: fx.Node) -> None:
+    qp = _require_shared(lw, node, x, qnode)
+    out_shape = lw.shape(qnode)
+    if len(out_shape) not in _AXIS:
+        raise UnsupportedOpError(f"reshape to rank {len(out_shape)}", lw.where(node), "ranks 2, 3 and 4 only")
+    have = x.order if x.order is not None else storage_order(x.torch_shape)
+    want = storage_order(out_shape)
+    order = None
+    if not np.array_equal(have, want):
+        if len(out_shape) != 2:
+            raise UnsupportedOpError(
+                str(node.target), lw.where(node),
+                "this reshape reorders NHWC data (it would need a TRANSPOSE); only flatten before a Linear",
+            )
+        order = have
+    src = lw.source(node)
+    # -1 for the batch, as TensorFlow's converter writes it, so a runtime may resize the batch.
+    new_shape = (-1, *ir_shape(out_shape)[1:])
+    shape_const = lw.add_const(f"{src or node.name}.shape", np.array(new_shape, np.int32), DType.INT32, None, src)
+    _finish(lw, node, OpType.RESHAPE, (x.name, shape_const), ReshapeOptions(tuple(new_shape)), qnode,
+            qparams=qp, order=order)
+
+
+def _cat(lw: Lowering, node: fx.Node) -> None:
+    values = [lw.act(a, node) for a in node.args[0]]
+    rank = len(values[0].torch_shape)
+    _no_order(lw, node, *values)
+    dim = int(_arg(node, 1, "dim", 0)) % rank
+    act, qnode = lw.tail(node, fusable=True)
+    for v in values:
+        _require_shared(lw, node, v, qnode)
+    options = ConcatenationOptions(_AXIS[rank][dim], act)
+    _finish(lw, node, OpType.CONCATENATION, tuple(v.name for v in values), options, qnode)
+
+
+def _softmax(lw: Lowering, node: fx.Node) -> None:
+    x = lw.act(node.args[0], node)
+    rank = len(x.torch_shape)
+    if _AXIS[rank][int(node.args[1]) % rank] != len(ir_shape(x.torch_shape)) - 1:
+        raise UnsupportedOpError("softmax", lw.where(node), "softmax must run over the channel/feature dim")
+    _, qnode = lw.tail(node, fusable=False)
+    order = x.order if rank == 2 else None
+    _finish(lw, node, OpType.SOFTMAX, (x.name,), SoftmaxOptions(1.0), qnode, order=order)
+
+
+def _unary(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
+    def handler(lw: Lowering, node: fx.Node) -> None:
+        x = lw.act(node.args[0], node)
+        _, qnode = lw.tail(node, fusable=False)
+        _finish(lw, node, op_type, (x.name,), NoOptions(), qnode, order=x.order)
+
+    return handler
+
+
+def _pad(lw: Lowering, node: fx.Node) -> None:
+    x = lw.act(node.args[0], node)
+    pads = tuple(int(p) for p in node.args[1])
+    if node.target is aten.pad.default:
+        mode = _arg(node, 2, "mode", "constant")
+        value = _arg(node, 3, "value", None)
+    else:
+        mode, value = "constant", _arg(node, 2, "value", 0)
+    if mode != "constant" or float(value or 0.0) != 0.0 or min(pads, default=0) < 0:
+        raise UnsupportedOpError(f"pad({mode}, {value})", lw.where(node), "only zero padding by >= 0")
+    _, qnode = lw.tail(node, fusable=False)
+    qp = _require_shared(lw, node, x, qnode)
+    lw.qvals[qnode] = Value("", qp, lw.shape(qnode), lw.source(node), None, (x, pads))
+
+
+HANDLERS: dict[Any, Callable[[Lowering, fx.Node], None]] = {
+    **{op: _quantize for op in QUANTIZE_OPS},
+    **{op: _dequantize for op in DEQUANTIZE_OPS},
+    qd.dequantize_per_channel.default: _ignore,
+    aten.conv2d.default: _conv,
+    aten.conv2d.padding: _conv,
+    aten.conv1d.default: _conv,
+    aten.conv1d.padding: _conv,
+    aten.linear.default: _linear,
+    aten.add.Tensor: _elementwise(OpType.ADD),
+    aten.add_.Tensor: _elementwise(OpType.ADD),
+    aten.mul.Tensor: _elementwise(OpType.MUL),
+    aten.mul_.Tensor: _elementwise(OpType.MUL),
+    aten.max_pool2d.default: _pool(OpType.MAX_POOL_2D),
+    aten.max_pool1d.default: _pool(OpType.MAX_POOL_2D),
+    aten.avg_pool2d.default: _pool(OpType.AVERAGE_POOL_2D),
+    aten.avg_pool1d.default: _pool(OpType.AVERAGE_POOL_2D),
+    aten.adaptive_avg_pool2d.default: _pool(OpType.AVERAGE_POOL_2D, adaptive=True),
+    aten.adaptive_avg_pool1d.default: _pool(OpType.AVERAGE_POOL_2D, adaptive=True),
+    aten.mean.dim: _mean_dim,
+    aten.view.default: _reshape,
+    aten.reshape.default: _reshape,
+    aten._unsafe_view.default: _reshape,
+    aten.flatten.using_ints: _reshape,
+    aten.unsqueeze.default: _reshape,
+    aten.squeeze.dim: _reshape,
+    aten.squeeze.dims: _reshape,
+    aten.squeeze.default: _reshape,
+    aten.cat.default: _cat,
+    aten.concat.default: _cat,
+    aten.pad.default: _pad,
+    aten.constant_pad_nd.default: _pad,
+    aten.softmax.int: _softmax,
+    aten._softmax.default: _softmax,
+    aten.sigmoid.default: _unary(OpType.LOGISTIC),
+    aten.tanh.default: _unary(OpType.TANH),
+    aten.dropout.default: _identity,
+    aten.dropout_.default: _identity,
+    aten.feature_dropout.default: _identity,
+    aten.clone.default: _identity,
+    aten.alias.default: _identity,
+    aten.detach.default: _identity,
+}
+
+SUPPORTED_HINT = (
+    "supported: conv1d, conv2d (incl. depthwise), linear, add, mul, max/avg pool, adaptive avg pool, mean, "
+    "flatten/view/reshape, cat, zero pad, softmax, sigmoid, tanh, dropout, ReLU/ReLU6 after a fusable op"
+)
