@@ -74,7 +74,7 @@ RESOLVER_METHOD: dict[OpType, str] = {
 _C_TYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",
            np.dtype(np.float32): "float"}
 # TFLite TensorType code -> numpy dtype, for the file's input/output tensors.
-_TFLITE_TYPE = {0: np.dtype(np.float32), 3: np.dtype(np.uint8), 7: np.dtype(np.int16), 9: np.dtype(np.int8)}
+_TFLITE_TYPE: dict[int, np.dtype] = {0: np.dtype(np.float32), 3: np.dtype(np.uint8), 7: np.dtype(np.int16), 9: np.dtype(np.int8)}
 
 
 class PreprocessLike(Protocol):

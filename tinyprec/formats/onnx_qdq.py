@@ -93,10 +93,9 @@ class _Builder:
         return self.const_keys[key]
 
     def qparams_inputs(self, qp: QParams, zp_dtype: type, base: str, per_axis: bool) -> list[str]:
-        if per_axis:
-            scale, zp = qp.scale.astype(np.float32), qp.zero_point.astype(zp_dtype)
-        else:
-            scale, zp = np.array(qp.scale[0], np.float32), np.array(qp.zero_point[0], zp_dtype)
+        scale: np.ndarray = qp.scale.astype(np.float32) if per_axis else np.array(qp.scale[0], np.float32)
+        zp: np.ndarray = (qp.zero_point.astype(zp_dtype) if per_axis
+                          else np.array(qp.zero_point[0], dtype=zp_dtype))
         return [self.const(f"{base}_scale", scale), self.const(f"{base}_zero_point", zp)]
 
     def quantized(self, ir_name: str, float_value: str) -> None:

@@ -1,0 +1,197 @@
+"""The TFLite builtin-op table of the writer: code, options and version for each IR op type.
+
+Versions follow TensorFlow's ``tensorflow/lite/tools/versioning/op_version.cc`` for the tensor types
+we write (int8 CONV_2D 3, DEPTHWISE_CONV_2D 3, FULLY_CONNECTED 4 / 5 with keep_num_dims / 6 with two
+inputs, MUL 3 when in1_scale * in2_scale / out_scale >= 1, PAD 4 above rank 4, ...); codes and enum
+values come from the schema (``schema.fbs``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from tinyprec.ir.graph import DType, Graph, Op
+from tinyprec.ir.ops import (
+    Activation,
+    ConcatenationOptions,
+    Conv2DOptions,
+    DepthwiseConv2DOptions,
+    ElementwiseOptions,
+    FullyConnectedOptions,
+    MeanOptions,
+    OpType,
+    Padding,
+    PoolOptions,
+    ReshapeOptions,
+    SoftmaxOptions,
+)
+
+# TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
+TENSOR_TYPE: dict[DType, int] = {
+    DType.FLOAT32: 0, DType.INT32: 2, DType.UINT8: 3, DType.INT64: 4, DType.INT16: 7, DType.INT8: 9,
+}
+PADDING_CODE: dict[Padding, int] = {Padding.SAME: 0, Padding.VALID: 1}
+ACTIVATION_CODE: dict[Activation, int] = {
+    Activation.NONE: 0, Activation.RELU: 1, Activation.RELU_N1_TO_1: 2, Activation.RELU6: 3,
+}
+
+
+def _dtype(graph: Graph, name: str | None) -> DType | None:
+    return None if name is None else graph.tensors[name].dtype
+
+
+# --- op versions: the rules of TensorFlow's op_version.cc for the types we write ---------------
+
+def _v_int8_3(op: Op, g: Graph) -> int:
+    return 3 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
+
+
+def _v_int8_2(op: Op, g: Graph) -> int:
+    return 2 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
+
+
+def _v_depthwise(op: Op, g: Graph) -> int:
+    if _dtype(g, op.inputs[0]) is DType.INT8:
+        return 3
+    opts = op.options
+    assert isinstance(opts, DepthwiseConv2DOptions)
+    return 2 if (opts.dilation_h, opts.dilation_w) != (1, 1) else 1
+
+
+def _v_fully_connected(op: Op, g: Graph) -> int:
+    opts = op.options
+    assert isinstance(opts, FullyConnectedOptions)
+    if len(op.inputs) == 2:
+        return 6
+    if opts.keep_num_dims:
+        return 5
+    return 4 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
+
+
+def _v_mul(op: Op, g: Graph) -> int:
+    a, b, y = (g.tensors[n] for n in (op.inputs[0], op.inputs[1], op.outputs[0]))  # type: ignore[index]
+    if a.qparams is not None and b.qparams is not None and y.qparams is not None:
+        s1, s2, so = (float(t.qparams.scale[0]) for t in (a, b, y))  # type: ignore[union-attr]
+        if s1 and s2 and so and s1 * s2 / so >= 1.0:
+            return 3
+    return 2 if a.dtype is DType.INT8 else 1
+
+
+def _v_pad(op: Op, g: Graph) -> int:
+    if len(g.tensors[op.inputs[0]].shape) > 4:  # type: ignore[index]
+        return 4
+    return _v_int8_2(op, g)
+
+
+def _v_dequantize(op: Op, g: Graph) -> int:
+    x = g.tensors[op.inputs[0]]  # type: ignore[index]
+    if x.dtype is DType.INT8:
+        return 5 if x.qparams is not None and x.qparams.scale.size > 1 else 2
+    return 3 if x.dtype is DType.INT16 else 1
+
+
+def _v_quantize(op: Op, g: Graph) -> int:
+    y = g.tensors[op.outputs[0]]
+    if y.qparams is not None and y.qparams.scale.size > 1:
+        return 3
+    return 2 if y.dtype is DType.INT16 else 1
+
+
+def _v_one(op: Op, g: Graph) -> int:
+    return 1
+
+
+# --- builtin options -------------------------------------------------------------------------
+
+def _o_conv(s: Any, o: Conv2DOptions, op: Op) -> Any:
+    return s.Conv2DOptionsT(
+        padding=PADDING_CODE[o.padding], strideW=o.stride_w, strideH=o.stride_h,
+        fusedActivationFunction=ACTIVATION_CODE[o.activation],
+        dilationWFactor=o.dilation_w, dilationHFactor=o.dilation_h,
+    )
+
+
+def _o_depthwise(s: Any, o: DepthwiseConv2DOptions, op: Op) -> Any:
+    return s.DepthwiseConv2DOptionsT(
+        padding=PADDING_CODE[o.padding], strideW=o.stride_w, strideH=o.stride_h,
+        depthMultiplier=o.depth_multiplier, fusedActivationFunction=ACTIVATION_CODE[o.activation],
+        dilationWFactor=o.dilation_w, dilationHFactor=o.dilation_h,
+    )
+
+
+def _o_fc(s: Any, o: FullyConnectedOptions, op: Op) -> Any:
+    return s.FullyConnectedOptionsT(
+        fusedActivationFunction=ACTIVATION_CODE[o.activation], keepNumDims=o.keep_num_dims
+    )
+
+
+def _o_add(s: Any, o: ElementwiseOptions, op: Op) -> Any:
+    return s.AddOptionsT(fusedActivationFunction=ACTIVATION_CODE[o.activation])
+
+
+def _o_mul(s: Any, o: ElementwiseOptions, op: Op) -> Any:
+    return s.MulOptionsT(fusedActivationFunction=ACTIVATION_CODE[o.activation])
+
+
+def _o_pool(s: Any, o: PoolOptions, op: Op) -> Any:
+    return s.Pool2DOptionsT(
+        padding=PADDING_CODE[o.padding], strideW=o.stride_w, strideH=o.stride_h,
+        filterWidth=o.filter_w, filterHeight=o.filter_h,
+        fusedActivationFunction=ACTIVATION_CODE[o.activation],
+    )
+
+
+def _o_mean(s: Any, o: MeanOptions, op: Op) -> Any:
+    return s.ReducerOptionsT(keepDims=o.keep_dims)
+
+
+def _o_reshape(s: Any, o: ReshapeOptions, op: Op) -> Any:
+    # The shape travels as the second input when the IR has it; the options are the fallback.
+    if len(op.inputs) >= 2 and op.inputs[1] is not None:
+        return None
+    return s.ReshapeOptionsT(newShape=[int(d) for d in o.new_shape])
+
+
+def _o_concat(s: Any, o: ConcatenationOptions, op: Op) -> Any:
+    return s.ConcatenationOptionsT(axis=o.axis, fusedActivationFunction=ACTIVATION_CODE[o.activation])
+
+
+def _o_softmax(s: Any, o: SoftmaxOptions, op: Op) -> Any:
+    return s.SoftmaxOptionsT(beta=float(o.beta))
+
+
+def _o_none(s: Any, o: object, op: Op) -> Any:
+    return None
+
+
+@dataclass(frozen=True)
+class _OpSpec:
+    """How one IR op type is written: builtin code, options (type name in BuiltinOptions), version."""
+
+    code: int
+    options_kind: str
+    options: Callable[[Any, Any, Op], Any]
+    version: Callable[[Op, Graph], int]
+
+
+# BuiltinOperator codes from schema.fbs.
+OP_TABLE: dict[OpType, _OpSpec] = {
+    OpType.CONV_2D: _OpSpec(3, "Conv2DOptions", _o_conv, _v_int8_3),
+    OpType.DEPTHWISE_CONV_2D: _OpSpec(4, "DepthwiseConv2DOptions", _o_depthwise, _v_depthwise),
+    OpType.FULLY_CONNECTED: _OpSpec(9, "FullyConnectedOptions", _o_fc, _v_fully_connected),
+    OpType.ADD: _OpSpec(0, "AddOptions", _o_add, _v_int8_2),
+    OpType.MUL: _OpSpec(18, "MulOptions", _o_mul, _v_mul),
+    OpType.AVERAGE_POOL_2D: _OpSpec(1, "Pool2DOptions", _o_pool, _v_int8_2),
+    OpType.MAX_POOL_2D: _OpSpec(17, "Pool2DOptions", _o_pool, _v_int8_2),
+    OpType.MEAN: _OpSpec(40, "ReducerOptions", _o_mean, _v_int8_2),
+    OpType.RESHAPE: _OpSpec(22, "ReshapeOptions", _o_reshape, _v_one),
+    OpType.CONCATENATION: _OpSpec(2, "ConcatenationOptions", _o_concat, _v_int8_2),
+    OpType.PAD: _OpSpec(34, "NONE", _o_none, _v_pad),
+    OpType.SOFTMAX: _OpSpec(25, "SoftmaxOptions", _o_softmax, _v_int8_2),
+    OpType.LOGISTIC: _OpSpec(14, "NONE", _o_none, _v_int8_2),
+    OpType.TANH: _OpSpec(28, "NONE", _o_none, _v_int8_2),
+    OpType.QUANTIZE: _OpSpec(114, "NONE", _o_none, _v_quantize),
+    OpType.DEQUANTIZE: _OpSpec(6, "NONE", _o_none, _v_dequantize),
+}
