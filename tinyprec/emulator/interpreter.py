@@ -13,8 +13,9 @@ from tinyprec.errors import DataError, ModelFormatError, TinyprecError, Unsuppor
 from tinyprec.ir import Graph
 
 ROUNDINGS = ("double", "single")
-# Temporary buffers (im2col) one chunk of the batch may use.
+# Temporary buffers (im2col) one chunk of the batch may use, and the most one sample may need.
 _CHUNK_SCRATCH_BYTES = 96 << 20
+_MAX_SAMPLE_SCRATCH_BYTES = 2 << 30
 
 _KIND_HELP = {
     "float": "it is a float model (no int8 quantization); an MCU runs the int8 model, so export one with "
@@ -73,6 +74,9 @@ class Emulator:
             if name not in available:
                 raise ModelFormatError(f"graph output '{name}' is produced by no op")
         scratch = max((p.scratch_per_sample for p in self._prepared), default=0)
+        if scratch > _MAX_SAMPLE_SCRATCH_BYTES:
+            raise ModelFormatError(f"model '{graph.name}' needs {scratch >> 20} MiB of temporary buffers per sample; "
+                                   "too large to emulate (is the file damaged?)")
         self._chunk = max(1, _CHUNK_SCRATCH_BYTES // max(scratch, 1))
 
     def _check_batchable(self) -> None:
@@ -154,7 +158,15 @@ class Emulator:
         env = self._evaluate(checked, keep=True)
         return {n: v for n, v in env.items() if not self.graph.tensors[n].is_const}
 
+    def tap_sources(self) -> dict[str, str | None]:
+        """The PyTorch module each activation tensor came from (None where unknown, e.g. foreign files)."""
+        return {n: t.source for n, t in self.graph.tensors.items() if not t.is_const}
+
     def macs(self) -> dict[str, int]:
-        """Multiply-accumulates per sample of each op, by op name (0 for ops without MACs)."""
-        return {op.name or f"{op.type.value}_{i}": p.macs
-                for i, (op, p) in enumerate(zip(self.graph.ops, self._prepared))}
+        """Multiply-accumulates per sample of each op (CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED;
+        0 for the others), by op name in execution order (``#<index>`` appended to a repeated name)."""
+        result: dict[str, int] = {}
+        for i, (op, p) in enumerate(zip(self.graph.ops, self._prepared)):
+            key = op.name or f"{op.type.value}_{i}"
+            result[key if key not in result else f"{key}#{i}"] = p.macs
+        return result
