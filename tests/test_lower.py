@@ -216,20 +216,25 @@ def test_flattened_map_as_output_is_refused() -> None:
         lower_to_ir(_convert(model, x), x, name="bad")
 
 
-def test_relu_with_its_own_observer_is_refused_with_module_path() -> None:
+def test_relu_with_its_own_qparams_becomes_mul_by_one() -> None:
     class Block(nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.conv = nn.Conv2d(2, 3, 3)
-            self.act = nn.ReLU()
+            self.act = nn.ReLU6()
 
         def forward(self, x: Any) -> Any:
             return self.act(self.conv(x))
 
     x = _data((2, 5, 5))
-    with pytest.raises(UnsupportedOpError) as err:
-        lower_to_ir(_convert(Block(), x, separate_relu=True), x, name="bad")
-    assert "relu" in str(err.value) and "act" in str(err.value)
+    converted = _convert(Block(), x, separate_relu=True)
+    graph = lower_to_ir(converted, x, name="relu")
+    assert [op.type for op in graph.ops] == [OpType.CONV_2D, OpType.MUL]
+    mul = graph.ops[1]
+    assert mul.source == "act" and mul.options.activation.value == "RELU6"
+    assert graph.tensors[mul.outputs[0]].qparams != graph.tensors[mul.inputs[0]].qparams
+    agreement = compare_with_converted(converted, graph, write_tflite(graph), x.numpy())
+    assert agreement.tflm_equals_tflite and agreement.max_abs_diff <= 1 and agreement.exact_fraction >= 0.99
 
 
 def test_unquantized_output_is_a_spec_error() -> None:

@@ -209,7 +209,7 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
     """
     import torch
 
-    from tinyprec.quant import lower_ops, lower_table
+    from tinyprec.quant import lower_table
 
     example = example_input[:1].detach().float()
     values = _record_values(converted_gm, example)
@@ -226,12 +226,6 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
             continue  # fused activations; constants and buffer updates; shape arithmetic of dynamic shapes
         handler = lower_table.HANDLERS.get(node.target)
         if handler is None:
-            if node.target in lower_ops.ACTIVATIONS:
-                raise UnsupportedOpError(
-                    str(node.target), lw.where(node),
-                    "a ReLU/ReLU6 must directly follow a conv, linear, add, mul, pool or concat whose "
-                    "output observer sits after the activation (fused activation)",
-                )
             raise UnsupportedOpError(str(node.target), lw.where(node), lower_table.SUPPORTED_HINT)
         handler(lw, node)
     if not outputs:

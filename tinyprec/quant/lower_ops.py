@@ -202,12 +202,18 @@ def _quantize(lw: Lowering, node: fx.Node) -> None:
         lw.input_layouts.append(layout_of_rank(len(shape)))
         lw.qvals[node] = value
     elif src in lw.floats:
-        if lw.floats[src].qparams != qp:
-            raise QuantSpecError(
-                f"{lw.where(node)}: requantizing an int8 activation to new qparams needs a QUANTIZE op "
-                "inside the model; share the qparams in the quantizer instead"
-            )
-        lw.qvals[node] = lw.floats[src]
+        x = lw.floats[src]
+        if x.qparams == qp:
+            lw.qvals[node] = x
+            return
+        # dequantize -> quantize with new qparams: an int8 -> int8 requantizing QUANTIZE (TFLM runs it).
+        if x.pending_pad is not None:
+            materialize_pad(lw, x)
+        _no_order(lw, node, x)
+        src_name = lw.source(src) if isinstance(src, fx.Node) else None
+        out = lw.add_act(f"{x.name}.requant", x.torch_shape, qp, src_name or x.source)
+        lw.emit(OpType.QUANTIZE, (x.name,), out, NoOptions(), out.source)
+        lw.qvals[node] = out
     else:
         raise QuantSpecError(f"{lw.where(node)}: quantize of an unlowered float value '{src}'")
 

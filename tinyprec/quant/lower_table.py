@@ -23,6 +23,7 @@ from tinyprec.ir import (
     OpType,
     Padding,
     PoolOptions,
+    QParams,
     ReshapeOptions,
     SoftmaxOptions,
 )
@@ -30,6 +31,7 @@ from tinyprec.quant.lower import Lowering, Value, qparams_of
 from tinyprec.quant.lower_layout import ir_shape, storage_order
 from tinyprec.quant.lower_ops import (
     _AXIS,
+    ACTIVATIONS,
     DEQUANTIZE_OPS,
     QUANTIZE_OPS,
     _arg,
@@ -218,7 +220,25 @@ def _pad(lw: Lowering, node: fx.Node) -> None:
     lw.qvals[qnode] = Value("", qp, lw.shape(qnode), lw.source(node), None, (x, pads))
 
 
+def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
+    """A ReLU/ReLU6 with its own output qparams: MUL by an exact int8 1.0 with the fused activation.
+
+    TFLite has no int8 RELU in our op set; MUL(x, 1.0) requantizes once from the input's to the output's
+    qparams and clamps, which is what the fake-quant relu -> quantize computes.
+    """
+    x = lw.act(node.args[0], node)
+    act = ACTIVATIONS[node.target](lw, node)
+    _, qnode = lw.tail(node, fusable=False)
+    src = lw.source(node)
+    # 1.0 as int8 1 with scale 1: the requantizing multiplier is then exactly s_in / s_out, and TFLM's
+    # MUL applies it with one rounding (a small int8 value would need a large right shift and round twice).
+    one = lw.add_const(f"{src or node.name}.one", np.array([1], np.int8), DType.INT8,
+                       QParams.per_tensor(1.0, 0), src)
+    _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order)
+
+
 HANDLERS: dict[Any, Callable[[Lowering, fx.Node], None]] = {
+    **{op: _standalone_activation for op in ACTIVATIONS},
     **{op: _quantize for op in QUANTIZE_OPS},
     **{op: _dequantize for op in DEQUANTIZE_OPS},
     qd.dequantize_per_channel.default: _ignore,
@@ -264,5 +284,5 @@ HANDLERS: dict[Any, Callable[[Lowering, fx.Node], None]] = {
 
 SUPPORTED_HINT = (
     "supported: conv1d, conv2d (incl. depthwise), linear, add, mul, max/avg pool, adaptive avg pool, mean, "
-    "flatten/view/reshape, cat, zero pad, softmax, sigmoid, tanh, dropout, ReLU/ReLU6 after a fusable op"
+    "flatten/view/reshape, cat, zero pad, softmax, sigmoid, tanh, dropout, ReLU/ReLU6"
 )
