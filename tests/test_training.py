@@ -199,11 +199,13 @@ def test_metrics_and_files(tiny: Dataset, tmp_path: Path) -> None:
 def test_bring_your_own_model_and_autoencoder(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     x = rng.standard_normal((80, 6)).astype(np.float32)
-    own = Dataset.from_arrays(x, (x[:, 0] > 0).astype(np.int64), name="own", seed=0)
+    # two features and two classes: the output has the input's shape, and it is still a classifier
+    own = Dataset.from_arrays(x[:, :2], (x[:, 0] > 0).astype(np.int64), name="own", seed=0)
     seed_everything(0)
-    mlp = nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Linear(16, 2))
-    res = train_model(mlp, own, dataclasses.replace(FAST, epochs=5), tmp_path / "own", seed=0)
+    mlp = nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 2))
+    res = train_model(mlp, own, dataclasses.replace(FAST, epochs=15), tmp_path / "own", seed=0)
     assert res.test_accuracy is not None and res.test_accuracy >= 0.75
+    assert json.loads(res.metrics_path.read_text())["epochs"][-1]["train_accuracy"] >= 0.75
     ae = Dataset.from_arrays(x, None, task="autoencoder", seed=0)
     seed_everything(0)
     res = train_model(build_model("fc_autoencoder", {"input_dim": 6, "hidden": 8, "bottleneck": 3, "depth": 1}), ae,

@@ -99,7 +99,7 @@ def _loss_fn(task: str, label_smoothing: float) -> Callable[[Any, Any, Any], Any
 
 def train_step(model: Any, xb: Any, yb: Any, loss_fn: Any, optimizer: Any, scaler: Any, precision: str,
                device: Any, *, grad_clip: float | None = None, meter: SafetyMeter | None = None,
-               global_step: int = 0, observe: bool = False) -> StepOutcome:
+               global_step: int = 0, observe: bool = False, classification: bool = True) -> StepOutcome:
     """One step: forward under autocast, scaled backward, (maybe skipped) FP32 optimizer step, scale update."""
     import torch
 
@@ -122,7 +122,7 @@ def train_step(model: Any, xb: Any, yb: Any, loss_fn: Any, optimizer: Any, scale
     scaler.update()
     scale_after = float(scaler.get_scale()) if scaler.is_enabled() else 1.0
     skipped = meter.observe_step(global_step, scale_before, scale_after) if meter else scale_after < scale_before
-    correct = int((out.argmax(1) == yb).sum()) if out.ndim == 2 and yb.ndim == 1 and out.shape != xb.shape else 0
+    correct = int((out.detach().argmax(1) == yb).sum()) if classification else 0
     return StepOutcome(float(loss.detach()), skipped, scale_after, correct)
 
 
@@ -258,7 +258,8 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
                 break  # batch norm cannot train on a single sample
             gstep = epoch * steps_per_epoch + step
             out = train_step(net, x_tr[idx], y_tr[idx], loss_fn, optimizer, scaler, precision, device,
-                             grad_clip=cfg.grad_clip, meter=meter, global_step=gstep, observe=step % sample_every == 0)
+                             grad_clip=cfg.grad_clip, meter=meter, global_step=gstep, observe=step % sample_every == 0,
+                             classification=dataset.task == "classification")
             scheduler.step()
             skipped += out.skipped
             if math.isfinite(out.loss):
