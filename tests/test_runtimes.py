@@ -132,3 +132,39 @@ def test_run_onnx_batches_like_single_samples(tmp_path) -> None:  # type: ignore
         run_onnx(data, x.astype(np.float64))
     with pytest.raises(ModelFormatError):
         run_onnx(b"not onnx", x)
+
+
+def _reshape_opcode_as_add(kws: bytes) -> bytes:
+    """KWS with RESHAPE's operator code turned into ADD: readable, but TFLM's Prepare aborts on it."""
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(kws, 0))
+    for code in model.operatorCodes:
+        if code.deprecatedBuiltinCode == 22:  # RESHAPE -> ADD
+            code.deprecatedBuiltinCode = code.builtinCode = 0
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def test_isolated_arena_turns_a_native_abort_into_an_error(kws_tflite: bytes) -> None:
+    with pytest.raises(ModelFormatError, match=r"TFLM crashed \(signal 6\)"):
+        tflm.tflm_arena_report_isolated(_reshape_opcode_as_add(kws_tflite), where="bad.tflite")
+    assert tflm.tflm_arena_report_isolated(kws_tflite).arena_bytes == 24272
+
+
+def test_loader_parse_errors_and_batch_dimension(kws_tflite: bytes) -> None:
+    import flatbuffers
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as fb
+
+    model = fb.ModelT.InitFromObj(fb.Model.GetRootAs(kws_tflite, 0))
+    model.subgraphs[0].tensors[0].shape = np.array([129, 49, 10, 1], np.int32)  # batch 129 in the file
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with pytest.raises(ModelFormatError, match="batch"):
+        tflm.run_tflm(bytes(builder.Output()), _batch(KWS_SHAPE, 1))
+    # Cut short at the end (metadata and quantization vectors run past the end of the file).
+    data = bytearray(kws_tflite)
+    with pytest.raises(ModelFormatError):
+        tflm.run_tflm(bytes(data[: len(data) - 40]), _batch(KWS_SHAPE, 1))

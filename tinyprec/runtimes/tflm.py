@@ -12,6 +12,7 @@ Native messages (allocation failures, the recording allocator's report) are capt
 from __future__ import annotations
 
 import re
+import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -126,14 +127,20 @@ def check_tflite_bytes(tflite_bytes: bytes, *, where: str = "<bytes>") -> None:
         raise ModelFormatError(f"{where}: not a .tflite file (missing the TFL3 identifier); pass an int8 .tflite model")
 
 
-def _make(tflite_bytes: bytes, arena: int, preserve: bool) -> tuple[Any | None, str]:
+def _make(tflite_bytes: bytes, arena: int, preserve: bool, where: str = "<bytes>") -> tuple[Any | None, str]:
     runtime = _runtime()
     config = runtime.InterpreterConfig.kPreserveAllTensors if preserve else runtime.InterpreterConfig.kAllocationRecording
+    parse_error: Exception | None = None
     with captured_native_output() as out:
         try:
             interp = runtime.Interpreter.from_bytes(bytes(tflite_bytes), arena_size=int(arena), intrepreter_config=config)
         except RuntimeError:
             interp = None
+        except (ValueError, IndexError, TypeError, AttributeError, struct.error) as err:
+            interp, parse_error = None, err  # the wrapper's own Python parsing of the flatbuffer
+    if parse_error is not None:
+        reason = " ".join(str(parse_error).split())[:120] or type(parse_error).__name__
+        raise ModelFormatError(f"{where}: TFLM's loader cannot parse the flatbuffer ({reason}); re-export the model")
     return interp, "".join(out)
 
 
@@ -146,14 +153,14 @@ def _open(tflite_bytes: bytes, arena_bytes: int | None, preserve: bool, where: s
     """An interpreter with the given arena, or the first power-of-two-ish size that allocates."""
     check_tflite_bytes(tflite_bytes, where=where)
     if arena_bytes is not None:
-        interp, text = _make(tflite_bytes, arena_bytes, preserve)
+        interp, text = _make(tflite_bytes, arena_bytes, preserve, where)
         if interp is None:
             raise ModelFormatError(f"{where}: TFLM could not allocate with arena_size={arena_bytes}: {_last_line(text)}")
         return interp
     arena = max(64 << 10, 10 * len(tflite_bytes))
     text = ""
     while arena <= _MAX_ARENA:
-        interp, text = _make(tflite_bytes, arena, preserve)
+        interp, text = _make(tflite_bytes, arena, preserve, where)
         if interp is not None:
             return interp
         if "missing" not in text:
@@ -169,6 +176,8 @@ def _as_batch(interp: Any, x: np.ndarray, where: str) -> np.ndarray:
     x = np.asarray(x)
     if x.shape == shape:
         x = x.reshape((1, *shape[1:])) if shape and shape[0] == 1 else x
+    if not shape or shape[0] != 1:
+        raise ModelFormatError(f"{where}: the model's input has batch dimension {shape[:1]}; TFLM models take batch 1")
     if x.ndim != len(shape) or tuple(x.shape[1:]) != shape[1:]:
         raise DataError(f"{where}: input batch has shape {x.shape}; the model takes (N, {', '.join(map(str, shape[1:]))})")
     if x.dtype != dtype:
@@ -199,8 +208,8 @@ def run_tflm_outputs(
                     acc.append(np.array(interp.get_output(k), copy=True))
                 if progress is not None and ((i + 1) % _PROGRESS_EVERY == 0 or i + 1 == n):
                     progress(i + 1, n)
-        except RuntimeError as err:
-            failure: RuntimeError | None = err
+        except (RuntimeError, ValueError) as err:
+            failure: Exception | None = err
         else:
             failure = None
     if failure is not None:
@@ -315,3 +324,27 @@ def tflm_arena_report(tflite_bytes: bytes, *, where: str = "<bytes>") -> ArenaRe
     totals = {m.group(1): int(m.group(2)) for m in _TOTAL_RE.finditer(text)}
     breakdown = {m.group(1): int(m.group(2)) for m in _RECORD_RE.finditer(text)}
     return ArenaReport(arena, totals.get("head", 0), totals.get("tail", 0), breakdown)
+
+
+def tflm_arena_report_isolated(tflite_bytes: bytes, *, where: str = "<bytes>", timeout_s: float = 120.0) -> ArenaReport:
+    """:func:`tflm_arena_report` in a child process, for untrusted files: a native abort or crash in
+    TFLM (which does not validate every field of a flatbuffer) becomes a :class:`ModelFormatError`."""
+    import json
+    import subprocess
+    import sys
+
+    check_tflite_bytes(tflite_bytes, where=where)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "tinyprec.runtimes._arena_probe", where], input=bytes(tflite_bytes),
+                              capture_output=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise ModelFormatError(f"{where}: TFLM did not finish allocating within {timeout_s:.0f} s") from err
+    if proc.returncode != 0:
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+        raise ModelFormatError(f"{where}: TFLM crashed ({how}) while loading the model; the file is inconsistent, re-export it")
+    lines = proc.stdout.decode("utf-8", errors="replace").strip().splitlines()
+    data = json.loads(lines[-1]) if lines else {"error": f"{where}: the arena probe returned nothing"}
+    if "error" in data:
+        raise ModelFormatError(str(data["error"]))
+    return ArenaReport(int(data["arena_bytes"]), int(data["head_bytes"]), int(data["tail_bytes"]),
+                       {str(k): int(v) for k, v in data["breakdown"].items()})

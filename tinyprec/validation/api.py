@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from tinyprec import manifest
-from tinyprec.errors import ArtifactError, DataError, ModelFormatError
+from tinyprec.errors import ArtifactError, DataError, ModelFormatError, TinyprecError
 from tinyprec.validation.report import write_reports
 from tinyprec.validation.runners import LAYOUT_BY_RANK, Feed, Models, dequantize, make_feed
 from tinyprec.validation.validate import (
@@ -39,6 +39,14 @@ def _read_graph(tflite: bytes, where: str) -> Any:
     if kind != "int8":
         raise ModelFormatError(f"{where}: a {kind} model; MCU validation needs a fully int8-quantized .tflite "
                                "(quantize with tinyprec or the TF converter's full-integer mode)")
+    # The emulator's prepare checks what TFLM's Prepare checks, in Python: an inconsistent file is refused
+    # here with a reason instead of aborting the process inside TFLM's native code.
+    from tinyprec.emulator import Emulator
+
+    try:
+        Emulator(graph)
+    except TinyprecError as err:
+        raise ModelFormatError(f"{where}: {err}") from err
     return graph
 
 

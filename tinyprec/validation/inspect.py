@@ -114,10 +114,10 @@ def inspect_tflite(data: bytes, *, target: str = "cortex-m4", where: str = "<byt
     arena = head = tail = None
     arena_note = "measured with TFLM's interpreter (smallest arena_size that allocates, 64-bit host)"
     if measure_arena:
-        from tinyprec.runtimes.tflm import tflm_arena_report
+        from tinyprec.runtimes.tflm import tflm_arena_report_isolated
 
         try:
-            report = tflm_arena_report(data, where=where)
+            report = tflm_arena_report_isolated(data, where=where)
             arena, head, tail = report.arena_bytes, report.head_bytes, report.tail_bytes
         except TinyprecError as err:
             arena_note = f"not measured: {err}"
