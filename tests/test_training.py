@@ -211,3 +211,18 @@ def test_bring_your_own_model_and_autoencoder(tmp_path: Path) -> None:
     res = train_model(build_model("fc_autoencoder", {"input_dim": 6, "hidden": 8, "bottleneck": 3, "depth": 1}), ae,
                       FAST, tmp_path / "ae", seed=0)
     assert res.test_accuracy is None and np.isfinite(res.test_loss)
+
+
+def test_no_validation_split_gives_strict_json(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    ds = Dataset.from_arrays(rng.standard_normal((40, 3)).astype(np.float32), np.arange(40) % 2, val_fraction=0.0)
+    assert len(ds.val) == 0
+    seed_everything(0)
+    res = train_model(nn.Linear(3, 2), ds, dataclasses.replace(FAST, epochs=1), tmp_path, seed=0)
+    assert res.val_accuracy is None
+
+    def reject(name: str) -> None:
+        raise AssertionError(f"non-JSON constant {name}")
+
+    metrics = json.loads(res.metrics_path.read_text(), parse_constant=reject)
+    assert metrics["epochs"][0]["val_loss"] is None and metrics["val_accuracy"] is None

@@ -127,8 +127,11 @@ def train_step(model: Any, xb: Any, yb: Any, loss_fn: Any, optimizer: Any, scale
 
 
 def evaluate(model: Any, x: Any, y: Any, task: str, batch_size: int = 512) -> tuple[float, float | None]:
-    """(mean loss, accuracy or None) of ``model`` in FP32 eval mode on tensors x, y."""
+    """(mean loss, accuracy or None) of ``model`` in FP32 eval mode on tensors x, y (nan, None when empty)."""
     import torch
+
+    if len(x) == 0:
+        return float("nan"), None
 
     loss_fn = _loss_fn(task, 0.0)
     was_training = model.training
@@ -320,7 +323,18 @@ def _write_metrics(path: Path, dataset: Dataset, facts: Mapping[str, Any], preci
         **facts, "epochs": history, "skipped_steps": sum(int(r["skipped_steps"]) for r in history),
         **(dict(final) if final else {}),
     }
-    atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(_finite(doc), indent=2) + "\n")
+
+
+def _finite(value: Any) -> Any:
+    """Strict JSON: non-finite floats (an empty split's loss) become null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _record_manifest(out_dir: Path, ckpt: Path, weights: Path, metrics: Path) -> None:
