@@ -26,7 +26,7 @@ def build(num_classes: int = 10, in_channels: int = 1, width: int = 16, dropout:
         nn.BatchNorm2d(2 * width),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
         nn.Dropout(dropout),
+        nn.Flatten(),
         nn.Linear(2 * width, num_classes),
     )

@@ -31,7 +31,7 @@ def build(num_classes: int = 10, in_channels: int = 1, channels: int = 32, lengt
         nn.Conv1d(2 * c, 2 * c, 3, padding=1, bias=False),
         nn.BatchNorm1d(2 * c),
         nn.ReLU(),
+        nn.Dropout(dropout),  # before the flatten, so the flatten feeds the Linear directly (NHWC lowering)
         nn.Flatten(),
-        nn.Dropout(dropout),
         nn.Linear(2 * c * (length // 4), num_classes),
     )

@@ -42,5 +42,5 @@ def build(
         pw, hw = conv_bn_relu(ch, out, (1, 1), (1, 1), hw)
         layers += dw + pw
         ch = out
-    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(dropout), nn.Linear(ch, num_classes)]
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Dropout(dropout), nn.Flatten(), nn.Linear(ch, num_classes)]
     return nn.Sequential(*layers)
