@@ -167,10 +167,18 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
     exact_float = _float_requant_is_exact(wd[0].reshape(-1, oc).T, bias_v, mult, shift)
 
+    # float32 sums are exact when every partial sum stays below 2**24 (|x - zp| <= 255).
+    f32_sums = dm == 1 and exact_float and 255 * int(np.abs(wd[0]).sum(axis=(0, 1)).max(initial=0)) < _F32_EXACT
+
     def run(args: list[np.ndarray]) -> np.ndarray:
-        return kernels.depthwise(np.ascontiguousarray(args[0]), filt, bias_v, mult, shift, -zi, zo, lo, hi,
-                                 opts.stride_h, opts.stride_w, opts.dilation_h, opts.dilation_w, geo.pad_h,
-                                 geo.pad_w, geo.out_h, geo.out_w, dm, single, exact_float)
+        x_in = np.ascontiguousarray(args[0])
+        if f32_sums:
+            return kernels.depthwise_f32(x_in, filt, bias_v, mult, shift, -zi, zo, lo, hi, opts.stride_h,
+                                         opts.stride_w, opts.dilation_h, opts.dilation_w, geo.pad_h, geo.pad_w,
+                                         geo.out_h, geo.out_w, single)
+        return kernels.depthwise(x_in, filt, bias_v, mult, shift, -zi, zo, lo, hi, opts.stride_h, opts.stride_w,
+                                 opts.dilation_h, opts.dilation_w, geo.pad_h, geo.pad_w, geo.out_h, geo.out_w, dm,
+                                 single, exact_float)
 
     return Prepared(run, macs=geo.out_h * geo.out_w * oc * kh * kw)
 

@@ -144,6 +144,45 @@ def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, 
     return out
 
 
+@_jit
+def depthwise_f32(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                  in_off: int, out_zp: int, lo: int, hi: int, stride_h: int, stride_w: int, dil_h: int,
+                  dil_w: int, pad_h: int, pad_w: int, out_h: int, out_w: int, single: bool) -> np.ndarray:
+    """:func:`depthwise` (multiplier 1) summing in float32, for filters whose every partial sum is
+    provably below 2**24 (exact), with the float64 requantization (``exact_float`` required)."""
+    n, in_h, in_w, c = x.shape
+    kh, kw, _ = w.shape
+    wf = w.astype(np.float32)
+    off = np.float32(in_off)
+    mf = mult.astype(np.float64)
+    bf = bias.astype(np.float64)
+    ls = np.empty(c, np.float64)
+    rs = np.empty(c, np.float64)
+    for ch in range(c):
+        ls[ch] = 2.0 ** max(shift[ch], 0)
+        rs[ch] = 2.0 ** min(shift[ch], 0)
+    out = np.empty((n, out_h, out_w, c), np.int8)
+    acc = np.empty(c, np.float32)
+    for b in range(n):
+        for oy in range(out_h):
+            for ox in range(out_w):
+                acc[:] = 0
+                for fy in range(kh):
+                    iy = oy * stride_h - pad_h + dil_h * fy
+                    if iy < 0 or iy >= in_h:
+                        continue
+                    for fx in range(kw):
+                        ix = ox * stride_w - pad_w + dil_w * fx
+                        if ix < 0 or ix >= in_w:
+                            continue
+                        for ch in range(c):
+                            acc[ch] += wf[fy, fx, ch] * (np.float32(x[b, iy, ix, ch]) + off)
+                for ch in range(c):
+                    fv = requantize_exact_float(np.float64(acc[ch]) + bf[ch], mf[ch], ls[ch], rs[ch], single)
+                    out[b, oy, ox, ch] = np.int8(min(max(fv + out_zp, lo), hi))
+    return out
+
+
 @_pjit
 def pool(x: np.ndarray, fh: int, fw: int, stride_h: int, stride_w: int, pad_h: int, pad_w: int,
          out_h: int, out_w: int, lo: int, hi: int, is_max: bool) -> np.ndarray:
