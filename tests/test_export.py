@@ -1,0 +1,142 @@
+"""The export stage: artifacts, manifest, golden vectors, atomicity, FP32 ONNX, CLI errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from tests.test_lower import _convert  # noqa: E402
+from tinyprec._io import sha256_file  # noqa: E402
+from tinyprec.data import Dataset  # noqa: E402
+from tinyprec.errors import ArtifactError  # noqa: E402
+from tinyprec.recipe import ExportConfig  # noqa: E402
+
+ROLES = ("tflite_int8", "onnx_int8", "onnx_fp32", "ir_sources", "c_source", "c_header", "settings_header",
+         "resolver_header", "golden_header")
+
+
+class _Small(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 3, padding=1)
+        self.relu = nn.ReLU()
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 3 * 3, 3)
+
+    def forward(self, x: Any) -> Any:
+        return self.fc(torch.flatten(self.pool(self.relu(self.conv(x))), 1))
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[Any, Any, Dataset]:
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    raw = (rng.standard_normal((60, 1, 6, 6)) * 3 + 5).astype(np.float32)
+    ds = Dataset.from_arrays(raw, np.arange(60) % 3, seed=0, class_labels=("a", "b", "c"))
+    model = _Small().eval()
+    x = torch.from_numpy(ds.inputs("train"))
+    return _convert(model, x), model, ds
+
+
+def _export(setup: tuple[Any, Any, Dataset], out: Path, cfg: ExportConfig | None = None) -> Any:
+    from tinyprec.exporting import export_converted
+
+    converted, model, ds = setup
+    return export_converted(converted, model, ds, cfg or ExportConfig(golden_vectors=3), out, name="small")
+
+
+def test_export_writes_artifacts_and_manifest(setup: tuple[Any, Any, Dataset], tmp_path: Path) -> None:
+    from tinyprec.runtimes.tflm import run_tflm, tflm_arena_bytes
+
+    result = _export(setup, tmp_path)
+    man = json.loads((tmp_path / "manifest.json").read_text())
+    for role in ROLES:
+        entry = man["artifacts"][role]
+        path = tmp_path / entry["path"]
+        assert path.is_file() and entry["sha256"] == sha256_file(path) and entry["bytes"] == path.stat().st_size
+    assert man["artifacts"]["tflite_int8"]["path"] == "model/model_int8.tflite"
+    assert man["artifacts"]["c_source"]["path"] == "firmware/model_data.cc"
+    tflite = result.tflite_path.read_bytes()
+    graph = result.graph
+    in_q = graph.tensors[graph.inputs[0]].qparams
+    assert man["input"]["scale"] == float(in_q.scale[0]) and man["input"]["zero_point"] == int(in_q.zero_point[0])
+    assert man["input"]["layout"] == "NCHW" and man["output"]["layout"] == "NF"
+    _, _, ds = setup
+    assert man["preprocess"] == {"mean": ds.preprocess.mean, "std": ds.preprocess.std}
+    assert man["ops"] == ["CONV_2D", "MAX_POOL_2D", "RESHAPE", "FULLY_CONNECTED"]
+    assert man["arena_bytes"] == result.arena_bytes == tflm_arena_bytes(tflite)
+    assert {"tinyprec", "torch", "torchao", "tensorflow", "tflite-micro", "onnx", "onnxruntime"} <= set(man["versions"])
+    check = man["export_check"]
+    assert check["max_abs_diff"] <= 1 and check["exact_fraction"] >= 0.95
+    sources = json.loads(result.ir_sources_path.read_text())
+    assert sources[graph.ops[0].outputs[0]] == "conv" and sources[graph.ops[-1].outputs[0]] == "fc"
+    # Golden vectors: the first test samples, quantized, and TFLM's outputs for them.
+    header = result.firmware["golden_header"].read_text()
+    from tinyprec.quant.lower_check import quantize_input
+    from tinyprec.quant.lower_layout import to_ir_layout
+
+    q = to_ir_layout(quantize_input(ds.inputs("test")[:3], in_q), "NCHW")
+    expected = run_tflm(tflite, q)
+    for row in expected:
+        assert ", ".join(str(int(v)) for v in row.reshape(-1)) in header
+    # Deterministic: the same converted model gives a byte-identical file.
+    again = _export(setup, tmp_path / "again")
+    assert again.tflite_path.read_bytes() == tflite
+
+
+def test_fp32_onnx_matches_torch(setup: tuple[Any, Any, Dataset], tmp_path: Path) -> None:
+    from tinyprec.exporting.fp32_onnx import fp32_onnx_bytes
+    from tinyprec.runtimes.ort import run_onnx
+
+    _, model, ds = setup
+    x = ds.inputs("test")[:8]
+    data = fp32_onnx_bytes(model, torch.from_numpy(x))
+    got = run_onnx(data, x)
+    with torch.no_grad():
+        want = model(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_failed_export_leaves_nothing_behind(setup: tuple[Any, Any, Dataset], tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import tinyprec.formats.firmware as firmware
+
+    first = _export(setup, tmp_path, ExportConfig(golden_vectors=2, onnx=False))
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def boom(*args: Any, **kwargs: Any) -> Any:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(firmware, "write_bundle", boom)
+    with pytest.raises(OSError, match="disk full"):
+        _export(setup, tmp_path)
+    after = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    assert after == before  # the earlier export is intact, no staging folder or new file is left
+    assert first.onnx_int8_path is None and not (tmp_path / "model" / "model_int8.onnx").exists()
+
+
+def test_cli_export_names_missing_artifact(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tinyprec.cli import main
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n[model]\narch = "digits_cnn"\n')
+    with pytest.raises(SystemExit) as exit_info:
+        main(["export", str(recipe), "--out", str(tmp_path / "run")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "model_fp32.pt is missing" in err and "tinyprec train" in err
+    (tmp_path / "run" / "train").mkdir(parents=True)
+    (tmp_path / "run" / "train" / "model_fp32.pt").write_bytes(b"")
+    with pytest.raises(SystemExit):
+        main(["export", str(recipe), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert "converted.pt2 is missing" in err and "tinyprec qat" in err
+    assert ArtifactError.exit_code == 2
