@@ -128,7 +128,7 @@ def validate(out_dir: str | Path, data: Any, *, model_fp32: "torch.nn.Module", c
     (``result.raise_for_gate()`` raises it).
     """
     from tinyprec.recipe import ValidateConfig
-    from tinyprec.validation.api import validate_artifacts
+    from tinyprec.validation.artifacts import validate_artifacts
 
     return validate_artifacts(Path(out_dir), model_fp32, as_dataset(data, seed=seed), config or ValidateConfig(),
                               name=name, progress=progress)

@@ -227,6 +227,7 @@ def run_recipe(recipe: Recipe | str | Path, *, out_dir: str | Path | None = None
     out.mkdir(parents=True, exist_ok=True)
     hooks = hooks or Hooks()
     say = hooks.say or (lambda _m: None)
+    _clear_leftovers(out)
     ctx = _Context(recipe, out)
     outcomes: list[StageOutcome] = []
     for stage in parse_stages(stages):
@@ -247,6 +248,17 @@ def run_recipe(recipe: Recipe | str | Path, *, out_dir: str | Path | None = None
     manifest.record(out, {}, {"pipeline": {"recipe": str(recipe.path) if recipe.path else recipe.name,
                                            "stages": {o.stage: o.status for o in outcomes}}})
     return result
+
+
+def _clear_leftovers(out: Path) -> None:
+    """Remove temp files and staging folders that a killed run left (hidden names, never artifacts)."""
+    import shutil
+
+    for path in out.rglob(".*.tmp*"):
+        if path.is_file():
+            path.unlink(missing_ok=True)
+    for path in out.glob(".export-*"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _headline(out: Path, outcomes: Sequence[StageOutcome]) -> dict[str, Any]:

@@ -1,0 +1,39 @@
+"""Smoke test: every script in examples/ runs (quick mode: fewer epochs) and prints its result."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+SCRIPTS = sorted(p.name for p in EXAMPLES.glob("0*.py"))
+EXPECT = {
+    "01_train_mixed_precision.py": "parameters stay {'torch.float32'}",
+    "02_quantization_aware_training.py": "fake-quant int8",
+    "03_export_int8.py": "TFLM int8 accuracy",
+    "04_validate_on_mcu.py": "gate passed",
+    "05_bring_your_own_model.py": "TFLM",
+}
+
+
+@pytest.fixture(scope="module")
+def out_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("examples")
+
+
+def test_every_example_is_covered() -> None:
+    assert SCRIPTS == sorted(EXPECT)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_example_runs(script: str, out_base: Path) -> None:
+    env = {**os.environ, "TINYPREC_EXAMPLES_QUICK": "1", "TINYPREC_EXAMPLES_OUT": str(out_base)}
+    proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, env=env,
+                          timeout=400, cwd=EXAMPLES)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert EXPECT[script] in proc.stdout, proc.stdout[-2000:]
