@@ -1,9 +1,10 @@
 """CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED: exact integer sums, then TFLM's requantization.
 
-CONV_2D and FULLY_CONNECTED sum as a float GEMM on integer values: float32 when every partial sum is
-provably below 2**24 in magnitude (255 * sum|w| per output channel; |x - zp| <= 255 for int8), float64
-otherwise (exact below 2**53). Either way the sums are exact integers, so the result is what TFLM's int32
-loops compute. Padding taps contribute x - zp = 0, which is what skipping them does in TFLM.
+CONV_2D and FULLY_CONNECTED sum as a float GEMM on the raw int8 values: float32 when every partial sum
+is provably below 2**24 in magnitude (128 * sum|w| per output channel), float64 otherwise (exact below
+2**53). The input offset is folded into the bias (sum w*(x - zp) = sum w*x - zp*sum w), and padding taps
+hold x = zp, so they contribute nothing, as skipping them does in TFLM. The sums are exact integers,
+so the result is what TFLM's int32 loops compute.
 """
 
 from __future__ import annotations
@@ -57,9 +58,9 @@ def _channel_multipliers(op: Op, in_scale: float, w: Tensor, out_scale: float, c
     return mult, shift
 
 
-def _float_type(op: Op, w_rows: np.ndarray) -> type:
+def _float_type(op: Op, w_rows: np.ndarray, x_bound: int) -> type:
     """float32 when every partial sum is provably exact in float32, else float64."""
-    bound = 255 * int(np.abs(w_rows).sum(axis=1).max(initial=0))
+    bound = x_bound * int(np.abs(w_rows).sum(axis=1).max(initial=0))
     if bound < _F32_EXACT:
         return np.float32
     if bound < _F64_EXACT:
@@ -67,9 +68,10 @@ def _float_type(op: Op, w_rows: np.ndarray) -> type:
     raise fail(op, "accumulator bound exceeds 2**53; the weights are not int8-sized")
 
 
-def _float_requant_is_exact(w_rows: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> bool:
+def _float_requant_is_exact(w_rows: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                            x_bound: int) -> bool:
     """Whether the float64 requantization is exact for every reachable accumulator (see kernels)."""
-    total = 255 * np.abs(w_rows).sum(axis=1).astype(np.float64) + np.abs(bias).astype(np.float64)
+    total = x_bound * np.abs(w_rows).sum(axis=1).astype(np.float64) + np.abs(bias).astype(np.float64)
     shifted = total * np.exp2(np.maximum(shift, 0))  # TFLM wraps x << left in int32; stay below that
     product = shifted * mult.astype(np.float64)
     return bool(shifted.max(initial=0) < 2.0**31 and product.max(initial=0) < 2.0**52)
@@ -99,12 +101,12 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     mult, shift = _channel_multipliers(op, si, w, so, oc, single)
     lo, hi = act_range(op, opts.activation, so, zo)
     rows = wd.reshape(oc, -1)
-    ftype = _float_type(op, rows)
+    ftype = _float_type(op, rows, 128)
     per_group = oc // groups
     # (groups, KH*KW*cin_f, per_group): im2col columns ordered (ky, kx, c) to match the OHWI filter.
     mats: list[np.ndarray] = [np.ascontiguousarray(rows[g * per_group:(g + 1) * per_group].T.astype(ftype)) for g in range(groups)]
-    bias_v = bias if bias is not None else np.zeros(oc, np.int64)
-    exact_float = _float_requant_is_exact(rows, bias_v, mult, shift)
+    bias_v = (bias if bias is not None else np.zeros(oc, np.int64)) - zi * rows.sum(axis=1)
+    exact_float = _float_requant_is_exact(rows, bias_v, mult, shift, 128)
     sh, sw, dh, dw = opts.stride_h, opts.stride_w, opts.dilation_h, opts.dilation_w
     pointwise = kh == kw == 1 and sh == sw == 1 and groups == 1
     in_h, in_w = x.shape[1], x.shape[2]
@@ -116,27 +118,25 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     def run(args: list[np.ndarray]) -> np.ndarray:
         xb = args[0]
         n = xb.shape[0]
-        xf: np.ndarray = xb.astype(ftype)
-        xf -= ftype(zi)
         if pointwise:
-            acc = xf.reshape(-1, cin) @ mats[0]
+            acc = xb.reshape(-1, cin).astype(ftype) @ mats[0]
         else:
-            xp = np.pad(xf, ((0, 0), (geo.pad_h, pad_bottom), (geo.pad_w, pad_right), (0, 0)))
+            xp = np.pad(xb, ((0, 0), (geo.pad_h, pad_bottom), (geo.pad_w, pad_right), (0, 0)), constant_values=zi)
             s = xp.strides
             win = np.lib.stride_tricks.as_strided(
                 xp, (n, geo.out_h, geo.out_w, kh, kw, cin),
                 (s[0], s[1] * sh, s[2] * sw, s[1] * dh, s[2] * dw, s[3]), writeable=False)
             if groups == 1:
-                acc = win.reshape(-1, kh * kw * cin) @ mats[0]
+                acc = win.reshape(-1, kh * kw * cin).astype(ftype) @ mats[0]
             else:
                 acc = np.concatenate(
-                    [win[..., g * cin_f:(g + 1) * cin_f].reshape(-1, kh * kw * cin_f) @ mats[g] for g in range(groups)],
-                    axis=1)
+                    [win[..., g * cin_f:(g + 1) * cin_f].reshape(-1, kh * kw * cin_f).astype(ftype) @ mats[g]
+                     for g in range(groups)], axis=1)
         out = kernels.requantize_acc(np.ascontiguousarray(acc), bias_v, mult, shift, zo, lo, hi, single, exact_float)
         return out.reshape(n, geo.out_h, geo.out_w, oc)
 
     itemsize = np.dtype(ftype).itemsize
-    scratch = geo.out_h * geo.out_w * (kh * kw * cin + oc) * itemsize
+    scratch = geo.out_h * geo.out_w * (kh * kw * cin * (1 + itemsize) + oc * itemsize)
     return Prepared(run, macs=geo.out_h * geo.out_w * oc * kh * kw * cin_f, scratch_per_sample=scratch)
 
 
@@ -165,7 +165,7 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
     lo, hi = act_range(op, opts.activation, so, zo)
     filt = np.ascontiguousarray(wd[0].astype(np.int8))
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
-    exact_float = _float_requant_is_exact(wd[0].reshape(-1, oc).T, bias_v, mult, shift)
+    exact_float = _float_requant_is_exact(wd[0].reshape(-1, oc).T, bias_v, mult, shift, 255)
 
     # float32 sums are exact when every partial sum stays below 2**24 (|x - zp| <= 255).
     f32_sums = dm == 1 and exact_float and 255 * int(np.abs(wd[0]).sum(axis=(0, 1)).max(initial=0)) < _F32_EXACT
@@ -218,17 +218,15 @@ def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
         mult, shift = np.full(oc, m, np.int64), np.full(oc, s, np.int64)
     lo, hi = act_range(op, opts.activation, so, zo)
     wrows = wd + w_offset
-    ftype = _float_type(op, wrows)
+    ftype = _float_type(op, wrows, 128)
     mat: np.ndarray = np.ascontiguousarray(wrows.T.astype(ftype))
-    bias_v = bias if bias is not None else np.zeros(oc, np.int64)
-    exact_float = _float_requant_is_exact(wrows, bias_v, mult, shift)
+    bias_v = (bias if bias is not None else np.zeros(oc, np.int64)) - zi * wrows.sum(axis=1)
+    exact_float = _float_requant_is_exact(wrows, bias_v, mult, shift, 128)
     out_sample = sample_shape(y)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         xb = args[0]
-        xf: np.ndarray = xb.reshape(-1, depth).astype(ftype)
-        xf -= ftype(zi)
-        acc = np.ascontiguousarray(xf @ mat)
+        acc = np.ascontiguousarray(xb.reshape(-1, depth).astype(ftype) @ mat)
         out = kernels.requantize_acc(acc, bias_v, mult, shift, zo, lo, hi, single, exact_float)
         return out.reshape((xb.shape[0], *out_sample))
 
