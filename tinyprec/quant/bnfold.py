@@ -9,11 +9,16 @@ prepare_qat_pt2e rewrites each annotated conv + batch_norm into torchao's simula
 so QAT trains against the folded, fake-quantized weight while batch norm keeps its statistics. Before
 conversion :func:`fold_bn_qat` replaces that subgraph by ``conv(x, fake_quant(W'), observe(b'))`` with
 W' = W * sf and b' = (b - running_mean) * gamma / sqrt(running_var + eps) + beta: the same arithmetic
-the trained scales saw, and a graph with no batch norm left. (torchao's own fold at convert time exports
-64 pattern graphs per conv kind and takes minutes on a small CPU; this one is a direct graph edit.)
+the trained scales saw, and a graph with no batch norm left.
+
+:func:`simulate_conv_bn` builds that subgraph itself (torchao's ``_fuse_conv_bn_qat`` builds the same one by
+exporting and matching 12 pattern graphs, ~10 s per model on a small CPU; torchao's fold at convert
+time exports 128 and takes minutes); both are direct graph edits of the annotated graph.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 from torch import fx
@@ -62,6 +67,62 @@ def _arg(node: fx.Node, i: int, target: str) -> fx.Node:
     return arg
 
 
+def simulate_conv_bn(gm: fx.GraphModule) -> int:
+    """Rewrite each annotated conv -> batch_norm (training) into the simulated-folding subgraph, in place.
+
+    The conv node stays (its annotation is remapped to the scaled weight and the zero bias), so every
+    SharedQuantizationSpec that names it keeps working. Returns the number of conv-bn pairs rewritten.
+    """
+    from torchao.quantization.pt2e.quantizer import DerivedQuantizationSpec
+    from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
+
+    aten = torch.ops.aten
+    count = 0
+    for bn in [n for n in gm.graph.nodes if n.op == "call_function" and str(n.target) == _BN]:
+        conv = bn.args[0]
+        if str(getattr(conv, "target", "")) not in ("aten.conv1d.default", "aten.conv2d.default"):
+            continue
+        x, weight, bias = conv.args[0], conv.args[1], conv.args[2] if len(conv.args) > 2 else None
+        if bias is None:
+            raise QuantSpecError(f"batch-norm simulation: conv '{conv.name}' has no bias (with_biases not applied)")
+        gamma, var = bn.args[1], bn.args[4]
+        eps = float(bn.args[7])
+        rank = len(_attr(gm, weight).shape)
+        w_shape, b_shape = [-1] + [1] * (rank - 1), [1, -1] + [1] * (rank - 2)
+        graph = gm.graph
+        with graph.inserting_before(conv):
+            sf = graph.call_function(aten.div.Tensor, (gamma, graph.call_function(
+                aten.sqrt.default, (graph.call_function(aten.add.Tensor, (var, eps)),))))
+            scaled_w = graph.call_function(aten.mul.Tensor, (weight, graph.call_function(
+                aten.reshape.default, (sf, w_shape))))
+            zero_b = graph.call_function(aten.zeros_like.default, (bias,), {"dtype": torch.float32})
+        with graph.inserting_before(bn):
+            div = graph.call_function(aten.div.Tensor, (conv, graph.call_function(aten.reshape.default,
+                                                                                   (sf, b_shape))))
+            add = graph.call_function(aten.add.Tensor, (div, graph.call_function(aten.reshape.default,
+                                                                                   (bias, b_shape))))
+        bn.replace_input_with(conv, add)
+        conv.args = (x, scaled_w, zero_b, *conv.args[3:])
+        for new in (sf, scaled_w, zero_b, div, add):
+            new.meta["nn_module_stack"] = dict(conv.meta.get("nn_module_stack") or {})
+        ann = conv.meta[Q_ANNOTATION_KEY]
+        remapped = {}
+        for node, spec in ann.input_qspec_map.items():
+            if node is weight:
+                remapped[scaled_w] = spec
+            elif node is bias:
+                assert isinstance(spec, DerivedQuantizationSpec)
+                remapped[zero_b] = dataclasses.replace(spec, derived_from=[(x, conv), (scaled_w, conv)])
+            else:
+                remapped[node] = spec
+        ann.input_qspec_map = remapped
+        count += 1
+    if count:
+        gm.graph.lint()
+        gm.recompile()
+    return count
+
+
 def fold_bn_qat(gm: fx.GraphModule) -> int:
     """Fold every simulated conv-bn of a trained prepare_qat_pt2e program into its conv, in place.
 
@@ -106,4 +167,41 @@ def fold_bn_qat(gm: fx.GraphModule) -> int:
             gm.graph.erase_node(node)
     gm.graph.eliminate_dead_code()
     gm.recompile()
+    return folded
+
+
+def prefold_linear_bn(gm: fx.GraphModule) -> int:
+    """Fold each batch norm that follows a linear layer into it with its running statistics, in place.
+
+    torchao simulates folding only for conv + batch norm; a linear + BatchNorm1d is folded before QAT
+    (its statistics frozen from stage 1), which keeps the fake-quantized weight the one exported.
+    """
+    folded = 0
+    for index, bn in enumerate([n for n in gm.graph.nodes if n.op == "call_function" and str(n.target) == _BN]):
+        linear = bn.args[0]
+        if str(getattr(linear, "target", "")) != "aten.linear.default":
+            continue
+        weight = _attr(gm, linear.args[1])
+        bias_node = linear.args[2] if len(linear.args) > 2 else None
+        bias = _attr(gm, bias_node) if bias_node is not None else torch.zeros(weight.shape[0])
+        gamma, beta, mean, var = (_attr(gm, bn.args[i]) for i in range(1, 5))
+        with torch.no_grad():
+            sf = gamma / torch.sqrt(var + float(bn.args[7]))
+            w_folded = weight * sf.reshape(-1, 1)
+            b_folded = (bias - mean) * sf + beta
+        w_name, b_name = f"_linear_bn_folded_{index}_weight", f"_linear_bn_folded_{index}_bias"
+        gm.register_parameter(w_name, torch.nn.Parameter(w_folded.detach().clone()))
+        gm.register_parameter(b_name, torch.nn.Parameter(b_folded.detach().clone()))
+        with gm.graph.inserting_before(linear):
+            w_node, b_node = gm.graph.get_attr(w_name), gm.graph.get_attr(b_name)
+        w_node.meta.update(linear.args[1].meta)
+        if bias_node is not None:
+            b_node.meta.update(bias_node.meta)
+        linear.args = (linear.args[0], w_node, b_node, *linear.args[3:])
+        bn.replace_all_uses_with(linear)
+        gm.graph.erase_node(bn)
+        folded += 1
+    if folded:
+        gm.graph.eliminate_dead_code()
+        gm.recompile()
     return folded

@@ -201,6 +201,12 @@ def _argument_problem(node: fx.Node, name: str, role: Role) -> str | None:
         prod = src.target if isinstance(src, fx.Node) else None
         if str(prod) not in ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default"):
             return "batch norm is folded into the conv/linear before it; a batch norm elsewhere cannot be"
+        if len(src.users) != 1:
+            return "the conv/linear before this batch norm has other users, so the batch norm cannot be folded"
+        if str(prod) == "aten.linear.default":
+            val = src.args[0].meta.get("val") if isinstance(src.args[0], fx.Node) else None
+            if val is None or len(val.shape) != 2:
+                return "batch norm after a linear folds only for 2-D (N, features) inputs"
     if role is Role.COMPUTE and name.startswith("aten.conv"):
         if len(args) > 4 and isinstance(args[4], str):
             return "string padding ('same'/'valid') is not supported; give explicit padding or nn.ZeroPad2d"

@@ -61,6 +61,14 @@ class TFLiteInt8Quantizer(Quantizer):
         self.weight = weight_qspec(qat=qat, per_channel=per_channel)
 
     # --- Quantizer API -------------------------------------------------------------------------
+    def transform_for_annotation(self, model: fx.GraphModule) -> fx.GraphModule:
+        """QAT: fold linear + batch norm up front (torchao simulates folding only for conv + bn)."""
+        if self.qat:
+            from tinyprec.quant.bnfold import prefold_linear_bn
+
+            prefold_linear_bn(model)
+        return model
+
     def annotate(self, model: fx.GraphModule) -> fx.GraphModule:
         check_graph(model)
         state = _State()

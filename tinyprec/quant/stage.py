@@ -45,7 +45,7 @@ class QuantResult:
 
 def _prepare(model: torch.nn.Module, example: torch.Tensor, *, qat: bool, cfg: QuantConfig) -> fx.GraphModule:
     import tinyprec.quant._quiet_torchao  # noqa: F401
-    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e, prepare_qat_pt2e
+    from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
     from tinyprec.quant.capture import export_for_quant, with_biases
     from tinyprec.quant.observers import Calibration
@@ -54,7 +54,28 @@ def _prepare(model: torch.nn.Module, example: torch.Tensor, *, qat: bool, cfg: Q
     gm = export_for_quant(with_biases(model), example, train=qat)
     quantizer = TFLiteInt8Quantizer(qat=qat, per_channel=cfg.per_channel,
                                     calibration=Calibration(cfg.calibration), percentile=cfg.percentile)
-    return prepare_qat_pt2e(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+    return _prepare_qat(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
+
+
+def _prepare_qat(gm: fx.GraphModule, quantizer: Any) -> fx.GraphModule:
+    """prepare_qat_pt2e's steps, with our simulated conv-bn folding in place of torchao's pattern matcher."""
+    from torchao.quantization.pt2e.prepare import prepare
+
+    from tinyprec.quant.bnfold import simulate_conv_bn
+
+    meta = dict(gm.meta)
+    scopes = {}
+    for node in gm.graph.nodes:  # what torchao's prepare records per node: (module name, module type)
+        stack = node.meta.get("nn_module_stack")
+        last = list(stack.values())[-1] if stack else ("", type(None))
+        scopes[node.name] = (str(last[0]).split(".")[-1], last[1])
+    gm = quantizer.transform_for_annotation(gm)
+    quantizer.annotate(gm)
+    quantizer.validate(gm)
+    simulate_conv_bn(gm)
+    gm = prepare(gm, scopes, is_qat=True, obs_or_fq_callback=quantizer.prepare_obs_or_fq_callback)
+    gm.meta.update(meta)
+    return gm
 
 
 def _convert(prepared: fx.GraphModule, *, qat: bool) -> fx.GraphModule:
