@@ -57,7 +57,7 @@ def validate_command(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from tinyprec.errors import DataError
-    from tinyprec.validation.api import validate_model, validate_tflite
+    from tinyprec.validation import validate_model, validate_tflite
     from tinyprec.validation.validate import GateSettings
 
     if (tflite is None) == (recipe is None):

@@ -282,20 +282,45 @@ def _allocates(tflite_bytes: bytes, arena: int) -> bool:
     return interp is not None
 
 
-def tflm_arena_bytes(tflite_bytes: bytes, *, where: str = "<bytes>") -> int:
-    """The smallest ``arena_size`` (bytes) with which TFLM's interpreter allocates the model, by bisection.
+def _recorded_total(tflite_bytes: bytes, where: str) -> int:
+    """The recording allocator's total with a generous arena (an allocation that cannot fail for lack of space)."""
+    interp = _open(tflite_bytes, None, False, where)
+    with captured_native_output() as out:
+        interp.print_allocations()
+    match = _TOTAL_RE.search("".join(out))
+    if match is None:
+        raise ModelFormatError(f"{where}: TFLM reported no arena total")
+    totals = {m.group(1): int(m.group(2)) for m in _TOTAL_RE.finditer("".join(out))}
+    return totals.get("total", int(match.group(2)))
 
-    Exact to the byte on this host. Raises :class:`ModelFormatError` when no arena up to 256 MiB
-    works (the model is refused for another reason, named in the message).
+
+def tflm_arena_bytes(tflite_bytes: bytes, *, where: str = "<bytes>") -> int:
+    """The smallest ``arena_size`` (bytes) with which TFLM's interpreter allocates the model.
+
+    Starts from the recording allocator's total (exact on the MLPerf models; an undercount for some
+    per-channel FULLY_CONNECTED models) and searches around it, never probing an arena far below it:
+    TFLM can crash instead of failing cleanly on a far too small arena. Exact to the byte on this host.
+    Raises :class:`ModelFormatError` when TFLM refuses the model (the reason is in the message).
     """
     model_tensors(tflite_bytes, where=where)
-    hi = 4096
-    lo = 0  # largest size known to fail (0 always fails)
-    while not _allocates(tflite_bytes, hi):
-        if hi >= _MAX_ARENA:
-            _open(tflite_bytes, None, False, where)  # raises with TFLM's own reason
-            raise ModelFormatError(f"{where}: TFLM needs more than {_MAX_ARENA} bytes of arena")
-        lo, hi = hi, hi * 2
+    total = _recorded_total(tflite_bytes, where)
+    if _allocates(tflite_bytes, total):
+        hi, step = total, 16
+        while True:  # normally one probe: total - 16 fails
+            lo = max(total // 2, hi - step)
+            if not _allocates(tflite_bytes, lo) or lo == total // 2:
+                break
+            hi, step = lo, step * 2
+        if _allocates(tflite_bytes, lo):
+            return lo
+    else:
+        lo, step = total, 16
+        hi = total + step
+        while not _allocates(tflite_bytes, hi):
+            if hi > _MAX_ARENA:
+                raise ModelFormatError(f"{where}: TFLM needs more than {_MAX_ARENA} bytes of arena")
+            lo, step = hi, step * 2
+            hi = total + step
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if _allocates(tflite_bytes, mid):

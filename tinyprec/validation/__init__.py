@@ -4,7 +4,8 @@
 foreign int8 .tflite on a .npz. Both return a :class:`ValidationResult`.
 """
 
-from tinyprec.validation.api import validate_model, validate_tflite
+from tinyprec.validation.api import validate_tflite
+from tinyprec.validation.artifacts import validate_artifacts, validate_model
 from tinyprec.validation.validate import GateSettings, ValidationResult
 
-__all__ = ["GateSettings", "ValidationResult", "validate_model", "validate_tflite"]
+__all__ = ["GateSettings", "ValidationResult", "validate_artifacts", "validate_model", "validate_tflite"]

@@ -1,7 +1,6 @@
-"""Entry points of stage 4: validate a run folder (recipe mode) or a foreign .tflite on a .npz.
+"""Stage 4 on a foreign .tflite (:func:`validate_tflite`), and the helpers every entry point shares.
 
->>> # validate_model("models/digits_cnn.toml")          # reads export/digits_cnn/{model,quant,train}
->>> # validate_tflite("kws.tflite", "kws_test.npz")     # MCU-side runners only, no PyTorch
+Run folders are validated by :mod:`tinyprec.validation.artifacts`.
 """
 
 from __future__ import annotations
@@ -78,74 +77,6 @@ def _finish(report: dict[str, Any], checks: list[Any], out_dir: Path) -> Validat
     manifest.record(out_dir, paths, {"validation": {"passed": report["gate"]["passed"]}})
     return ValidationResult(report=json.loads((out_dir / "report" / "report.json").read_text()),
                             checks=tuple(checks), paths=paths)
-
-
-def validate_model(
-    recipe: Any,
-    out_dir: Path | str | None = None,
-    *,
-    max_drop: float | None = None,
-    board: str | None = None,
-    progress: Progress | None = None,
-) -> ValidationResult:
-    """Validate the artifacts of a run folder against the FP32 baseline; write and record the reports.
-
-    ``recipe`` is a :class:`tinyprec.recipe.Recipe` or a recipe path; ``out_dir`` defaults to
-    ``export/<recipe name>``. Needs model/model_int8.tflite and train/model_fp32.pt; uses
-    quant/converted.pt2, model/model_int8.onnx, model/model_fp32.onnx and model/ir_sources.json when
-    present. Does not raise on a failed gate: call ``result.raise_for_gate()``.
-    """
-    from tinyprec.recipe import Recipe, load_recipe
-
-    if not isinstance(recipe, Recipe):
-        recipe = load_recipe(recipe)
-    out = Path(out_dir) if out_dir is not None else Path("export") / recipe.name
-    settings = settings_from(recipe.validate, max_drop=max_drop, board=board)
-    _check_settings(settings)
-    tflite_path = _need(out / "model" / "model_int8.tflite", "export")
-    weights = _need(out / "train" / "model_fp32.pt", "train")
-    tflite = tflite_path.read_bytes()
-    graph = _read_graph(tflite, str(tflite_path))
-    sources_path = out / "model" / "ir_sources.json"
-    sources = json.loads(sources_path.read_text()) if sources_path.is_file() else {}
-    graph_with_sources(graph, sources)
-
-    import torch
-
-    from tinyprec.data import load_dataset
-    from tinyprec.recipe import build_model_for
-
-    model = build_model_for(recipe)
-    try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        model.load_state_dict(state.get("model", state) if isinstance(state, dict) and "model" in state else state)
-    except (RuntimeError, OSError, KeyError, EOFError, ValueError) as err:
-        raise ModelFormatError(f"{weights}: cannot load the FP32 weights ({str(err).splitlines()[0][:120]}); "
-                               "re-run `tinyprec train`") from err
-    fake_quant = None
-    if (out / "quant" / "converted.pt2").is_file():
-        from tinyprec.quant import load_converted
-
-        fake_quant = load_converted(out)
-    base = recipe.path.parent if getattr(recipe, "path", None) else Path(".")
-    dataset = load_dataset(recipe.data, recipe.seed, base_dir=base)
-    split = dataset.test
-    n = len(split) if settings.max_samples is None else min(len(split), settings.max_samples)
-    layout = LAYOUT_BY_RANK[len(dataset.input_shape) + 1]
-    onnx_int8, onnx_fp32 = out / "model" / "model_int8.onnx", out / "model" / "model_fp32.onnx"
-    models = Models(
-        graph=graph, tflite=tflite,
-        onnx_int8=onnx_int8.read_bytes() if onnx_int8.is_file() else None,
-        onnx_fp32=onnx_fp32.read_bytes() if onnx_fp32.is_file() else None,
-        torch_fp32=model, fake_quant=fake_quant, input_layout=layout,
-        output_layout=graph.metadata.get("output_layout", "NF"), where=str(tflite_path),
-    )
-    feed = make_feed(models, dataset.preprocess.apply(split.x[:n]))
-    labels = np.zeros(n, np.int64) if split.y is None else np.asarray(split.y[:n])
-    task = Task(dataset.task, labels, dataset.num_classes, tuple(dataset.class_labels))
-    report, checks = evaluate(models, feed, task, settings, name=recipe.name, mode="recipe",
-                              sources=sources, progress=progress)
-    return _finish(report, checks, out)
 
 
 def load_npz(path: Path, where: str | None = None) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:

@@ -1,31 +1,47 @@
-"""Validate a run folder's artifacts against an FP32 model object (the Python API's path, no recipe).
+"""Stage 4 on a run folder: the artifacts of stages 1-3 against the FP32 baseline, on held-out data.
 
-:func:`tinyprec.validation.validate_model` rebuilds the FP32 model from a recipe; this entry takes the
-model and the data directly, so ``tinyprec.validate`` works on a user's own nn.Module and arrays.
+:func:`validate_model` works from a recipe (it rebuilds the FP32 model from train/model_fp32.pt and
+loads the recipe's data); :func:`validate_artifacts` from a model object and a Dataset (the Python API).
 """
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from tinyprec.errors import ModelFormatError
 from tinyprec.validation.api import _check_settings, _finish, _need, _read_graph, settings_from
 from tinyprec.validation.runners import LAYOUT_BY_RANK, Models, make_feed
 from tinyprec.validation.validate import Progress, Task, ValidationResult, evaluate, graph_with_sources
 
+if TYPE_CHECKING:  # pragma: no cover
+    from tinyprec.data import Dataset
+    from tinyprec.recipe import ValidateConfig
 
-def validate_artifacts(out_dir: Path, model_fp32: Any, dataset: Any, cfg: Any, *, name: str = "model",
-                       progress: Progress | None = None) -> ValidationResult:
-    """Run every runner on ``dataset``'s test split for the files in ``out_dir`` and write out_dir/report.
 
-    ``cfg`` is a :class:`tinyprec.recipe.ValidateConfig`. Needs out_dir/model/model_int8.tflite; uses
-    quant/converted.pt2, the ONNX files and ir_sources.json when present.
+def validate_artifacts(
+    out_dir: Path,
+    model_fp32: Any,
+    dataset: "Dataset",
+    cfg: "ValidateConfig",
+    *,
+    name: str = "model",
+    max_drop: float | None = None,
+    board: str | None = None,
+    progress: Progress | None = None,
+    mode: str = "api",
+) -> ValidationResult:
+    """Validate out_dir/model (and out_dir/quant when present) with ``model_fp32`` as the baseline.
+
+    Runs every runner on ``dataset.test`` (at most ``cfg.max_samples`` samples), writes
+    out_dir/report/report.{json,md,html}, records them in manifest.json. ``max_drop`` and ``board``
+    override the config. Does not raise on a failed gate: call ``result.raise_for_gate()``.
     """
     out = Path(out_dir)
-    settings = settings_from(cfg)
+    settings = settings_from(cfg, max_drop=max_drop, board=board)
     _check_settings(settings)
     tflite_path = _need(out / "model" / "model_int8.tflite", "export")
     tflite = tflite_path.read_bytes()
@@ -52,6 +68,49 @@ def validate_artifacts(out_dir: Path, model_fp32: Any, dataset: Any, cfg: Any, *
     feed = make_feed(models, dataset.preprocess.apply(split.x[:n]))
     labels = np.zeros(n, np.int64) if split.y is None else np.asarray(split.y[:n])
     task = Task(dataset.task, labels, dataset.num_classes, tuple(dataset.class_labels))
-    report, checks = evaluate(models, feed, task, settings, name=name, mode="api", sources=sources,
+    report, checks = evaluate(models, feed, task, settings, name=name, mode=mode, sources=sources,
                               progress=progress)
     return _finish(report, checks, out)
+
+
+def validate_model(
+    recipe: Any,
+    out_dir: Path | str | None = None,
+    *,
+    max_drop: float | None = None,
+    board: str | None = None,
+    progress: Progress | None = None,
+) -> ValidationResult:
+    """Validate the artifacts of a recipe's run folder against the FP32 baseline; write and record the reports.
+
+    ``recipe`` is a :class:`tinyprec.recipe.Recipe` or a recipe path; ``out_dir`` defaults to
+    ``export/<recipe name>``. Needs model/model_int8.tflite and train/model_fp32.pt; uses
+    quant/converted.pt2, model/model_int8.onnx, model/model_fp32.onnx and model/ir_sources.json when
+    present. Does not raise on a failed gate: call ``result.raise_for_gate()``.
+    """
+    from tinyprec.recipe import Recipe, load_recipe
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    out = Path(out_dir) if out_dir is not None else Path("export") / recipe.name
+    _check_settings(settings_from(recipe.validate, max_drop=max_drop, board=board))
+    tflite_path = _need(out / "model" / "model_int8.tflite", "export")
+    weights = _need(out / "train" / "model_fp32.pt", "train")
+    _read_graph(tflite_path.read_bytes(), str(tflite_path))  # a bad model fails before torch loads
+
+    import torch
+
+    from tinyprec.data import load_dataset
+    from tinyprec.recipe import build_model_for
+
+    model = build_model_for(recipe)
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+        model.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
+    except (RuntimeError, OSError, KeyError, EOFError, ValueError) as err:
+        raise ModelFormatError(f"{weights}: cannot load the FP32 weights ({str(err).splitlines()[0][:120]}); "
+                               "re-run `tinyprec train`") from err
+    base = recipe.path.parent if getattr(recipe, "path", None) else Path(".")
+    dataset = load_dataset(recipe.data, recipe.seed, base_dir=base)
+    return validate_artifacts(out, model, dataset, recipe.validate, name=recipe.name, max_drop=max_drop,
+                              board=board, progress=progress, mode="recipe")
