@@ -76,3 +76,23 @@ def test_macs_per_op(kws_tflite: bytes) -> None:
     values = list(macs.values())
     assert values[0] == 25 * 5 * 64 * 10 * 4 and values[1] == 25 * 5 * 64 * 9 and values[-2] == 64 * 12
     assert 2.6e6 < sum(values) < 2.7e6
+
+
+def test_malformed_graphs_are_refused_with_model_format_error(kws_tflite: bytes) -> None:
+    import dataclasses
+
+    from tinyprec.errors import ModelFormatError
+    from tinyprec.ir import DType
+
+    graph = read_tflite(kws_tflite)
+    first = graph.ops[0]
+    broken = dataclasses.replace(first, inputs=(first.inputs[0], None, first.inputs[2]))
+    with pytest.raises(ModelFormatError, match="needs 2 input"):
+        Emulator(dataclasses.replace(graph, ops=[broken, *graph.ops[1:]]))
+    with pytest.raises(ModelFormatError, match="used before any op produces it"):
+        Emulator(dataclasses.replace(graph, ops=graph.ops[1:]))
+    wide = dict(graph.tensors)
+    out = first.outputs[0]
+    wide[out] = dataclasses.replace(graph.tensors[out], dtype=DType.INT16)
+    with pytest.raises(ModelFormatError, match="int16"):
+        Emulator(dataclasses.replace(graph, tensors=wide))

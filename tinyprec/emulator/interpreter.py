@@ -10,7 +10,7 @@ import numpy as np
 
 from tinyprec.emulator.common import Prepared
 from tinyprec.errors import DataError, ModelFormatError, TinyprecError, UnsupportedOpError
-from tinyprec.ir import Graph
+from tinyprec.ir import DType, Graph, Op, OpType
 
 ROUNDINGS = ("double", "single")
 # Temporary buffers (im2col) one chunk of the batch may use, and the most one sample may need.
@@ -28,6 +28,28 @@ _KIND_HELP = {
 }
 
 
+# Inputs an op cannot do without (weights, second operand, axes, paddings).
+_REQUIRED_INPUTS = {OpType.CONV_2D: 2, OpType.DEPTHWISE_CONV_2D: 2, OpType.FULLY_CONNECTED: 2, OpType.ADD: 2,
+                    OpType.MUL: 2, OpType.MEAN: 2, OpType.PAD: 2}
+
+
+def _check_op(graph: Graph, op: Op) -> None:
+    """Structural checks a foreign graph must pass before a kernel sees it."""
+    need = _REQUIRED_INPUTS.get(op.type, 1)
+    if len(op.inputs) < need or any(n is None for n in op.inputs[:need]) or len(op.outputs) != 1:
+        raise ModelFormatError(f"{op.type.value} '{op.name}': needs {need} input(s) and one output")
+    unknown = [n for n in (*op.inputs, *op.outputs) if n is not None and n not in graph.tensors]
+    if unknown:
+        raise ModelFormatError(f"{op.type.value} '{op.name}': tensor '{unknown[0]}' is not in the graph")
+    if op.type in (OpType.QUANTIZE, OpType.DEQUANTIZE):
+        return
+    for name in (op.inputs[0], *op.inputs[1:2], op.outputs[0]):
+        t = graph.tensors.get(name) if name is not None else None
+        if t is not None and not t.is_const and t.dtype is not DType.INT8:
+            raise ModelFormatError(f"{op.type.value} '{op.name}': activation '{name}' is {t.dtype.value}; "
+                                   "the emulator runs int8 activations")
+
+
 class Emulator:
     """Bit-exact emulation of TFLM's int8 reference kernels on a batch.
 
@@ -36,7 +58,7 @@ class Emulator:
     Prepare checks; :meth:`run` then evaluates a batch whose leading dimension is the sample index,
     in chunks spread over ``threads`` threads (default: the CPU count).
 
-    >>> from tinyprec.ir import Graph
+    >>> from tinyprec.ir import DType, Graph, Op, OpType
     >>> Emulator(Graph({}, [], [], []), rounding="triple")
     Traceback (most recent call last):
     ...
@@ -61,6 +83,7 @@ class Emulator:
         available = set(graph.inputs) | {n for n, t in graph.tensors.items() if t.is_const}
         self._prepared: list[Prepared] = []
         for op in graph.ops:
+            _check_op(graph, op)
             missing = [n for n in op.inputs if n is not None and n not in available]
             if missing:
                 raise ModelFormatError(f"{op.type.value} '{op.name}': input '{missing[0]}' is used before "
