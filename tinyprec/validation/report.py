@@ -116,15 +116,18 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         ax.bar(list(acc), list(acc.values()), color=["#777" if k == "fp32" else "#3a7" for k in acc])
         lo = min(acc.values())
         ax.set_ylim(max(0.0, lo - 5.0), max(acc.values()) + 1.0)
+        for i, v in enumerate(acc.values()):
+            ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
         ax.set_ylabel(report["metric"])
-        ax.set_title("per runner")
+        ax.set_title(f"{report['metric']} per runner ({report['data']['samples']} held-out samples)")
         ax.tick_params(axis="x", rotation=20)
         out["accuracy"] = _png(fig)
     layers = [r for r in report.get("layers") or [] if r["sqnr_db"] is not None]
     if layers:
         fig, ax = plt.subplots(figsize=(7, 0.35 * len(layers) + 1))
-        ax.barh([f"{r['index']} {r['module']}" for r in layers][::-1], [r["sqnr_db"] for r in layers][::-1], color="#37a")
+        ax.barh([f"{r['module']} ({r['op']})" for r in layers][::-1], [r["sqnr_db"] for r in layers][::-1], color="#37a")
         ax.set_xlabel("SQNR (dB), higher is better")
+        ax.set_title(f"int8 ({report.get('layers_taps') or 'emulator'} taps) vs FP32 activations, per PyTorch module")
         out["sqnr"] = _png(fig)
     cm = report.get("confusion_matrix")
     if cm:
