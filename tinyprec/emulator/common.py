@@ -21,7 +21,6 @@ class Prepared:
     """
 
     run: Callable[[list[np.ndarray]], np.ndarray]
-    out_shape: tuple[int, ...] | None = None
     macs: int = 0
     scratch_per_sample: int = 0
 

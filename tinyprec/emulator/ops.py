@@ -67,7 +67,7 @@ def prepare_add(op: Op, graph: Graph, single: bool) -> Prepared:
         encoded.append(quantize_multiplier(real, single))
     (m1, sh1), (m2, sh2), (mo, sho) = encoded
     lo, hi = act_range(op, op.options.activation, so, zo)  # type: ignore[union-attr]
-    out_shape = _broadcast_check(op, graph)
+    _broadcast_check(op, graph)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(args[0].shape, args[1].shape)
@@ -76,7 +76,7 @@ def prepare_add(op: Op, graph: Graph, single: bool) -> Prepared:
         return kernels.add(a, b, -z1, -z2, left_shift, m1, sh1, m2, sh2, mo, sho, zo, lo, hi,
                            single).reshape(shape)
 
-    return Prepared(run, out_shape=out_shape)
+    return Prepared(run)
 
 
 def prepare_mul(op: Op, graph: Graph, single: bool) -> Prepared:
@@ -85,7 +85,7 @@ def prepare_mul(op: Op, graph: Graph, single: bool) -> Prepared:
     so, zo = per_tensor(op, graph.tensors[op.outputs[0]])
     mult, shift = quantize_multiplier(float(s1) * float(s2) / float(so), single)
     lo, hi = act_range(op, op.options.activation, so, zo)  # type: ignore[union-attr]
-    out_shape = _broadcast_check(op, graph)
+    _broadcast_check(op, graph)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(args[0].shape, args[1].shape)
@@ -93,10 +93,10 @@ def prepare_mul(op: Op, graph: Graph, single: bool) -> Prepared:
         b = np.ascontiguousarray(np.broadcast_to(args[1], shape)).reshape(-1)
         return kernels.mul(a, b, -z1, -z2, mult, shift, zo, lo, hi, single).reshape(shape)
 
-    return Prepared(run, out_shape=out_shape)
+    return Prepared(run)
 
 
-def _broadcast_check(op: Op, graph: Graph) -> tuple[int, ...]:
+def _broadcast_check(op: Op, graph: Graph) -> None:
     a, b = (graph.tensors[n].shape for n in op.inputs[:2])  # type: ignore[index]
     y = graph.tensors[op.outputs[0]].shape
     try:
@@ -105,7 +105,6 @@ def _broadcast_check(op: Op, graph: Graph) -> tuple[int, ...]:
         raise fail(op, f"input shapes {a} and {b} do not broadcast") from None
     if tuple(shape) != tuple(y):
         raise fail(op, f"output shape {y} is not the broadcast shape {tuple(shape)}")
-    return tuple(shape)
 
 
 def prepare_mean(op: Op, graph: Graph, single: bool) -> Prepared:
