@@ -97,18 +97,20 @@ def bench_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     results: dict[str, Any] = {"environment": _environment(device), "recipes": {}}
     for name in args.recipes:
         recipe = load_recipe(ROOT / "models" / f"{name}.toml")
-        dataset = load_dataset(recipe.data, recipe.seed)
-        entry: dict[str, Any] = {"epochs": recipe.train.epochs}
-        for precision in ("fp32", "bf16"):
-            seed_everything(recipe.seed)
-            model = build_model_for(recipe)
-            cfg = dataclasses.replace(recipe.train, precision=precision)
-            with tempfile.TemporaryDirectory() as tmp:
-                res = train_model(model, dataset, cfg, Path(tmp), seed=recipe.seed)
-            entry[precision] = {"test_accuracy": res.test_accuracy, "val_accuracy": res.val_accuracy,
-                                "seconds": res.seconds}
-        entry["bf16_minus_fp32_points"] = 100 * (entry["bf16"]["test_accuracy"] - entry["fp32"]["test_accuracy"])
-        results["recipes"][name] = entry
+        for seed in args.seeds if args.seeds is not None else [recipe.seed]:
+            dataset = load_dataset(recipe.data, seed)
+            entry: dict[str, Any] = {"epochs": recipe.train.epochs, "seed": seed}
+            for precision in ("fp32", "bf16"):
+                seed_everything(seed)
+                model = build_model_for(recipe)
+                cfg = dataclasses.replace(recipe.train, precision=precision)
+                with tempfile.TemporaryDirectory() as tmp:
+                    res = train_model(model, dataset, cfg, Path(tmp), seed=seed)
+                entry[precision] = {"test_accuracy": res.test_accuracy, "val_accuracy": res.val_accuracy,
+                                    "seconds": res.seconds}
+            entry["bf16_minus_fp32_points"] = 100 * (entry["bf16"]["test_accuracy"] - entry["fp32"]["test_accuracy"])
+            key = name if args.seeds is None else f"{name}@seed{seed}"
+            results["recipes"][key] = entry
     return results
 
 
@@ -122,6 +124,7 @@ def main() -> None:
     parser.add_argument("--cpu-fp16", action="store_true", help="also time fp16 autocast on CPU (slow)")
     parser.add_argument("--accuracy", action="store_true", help="train recipes in fp32 and bf16, compare accuracy")
     parser.add_argument("--recipes", nargs="+", default=["digits_cnn"])
+    parser.add_argument("--seeds", nargs="+", type=int, default=None, help="seeds to train with (default: the recipe's)")
     args = parser.parse_args()
     if args.threads:
         import torch
