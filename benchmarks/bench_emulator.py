@@ -75,6 +75,12 @@ def main() -> None:
         best_wall, best_cpu = min(best_wall, wall), min(best_cpu, cpu)
     assert emu_out is not None
     identical = bool(np.array_equal(emu_out[:n_tflm], tflm_out))
+    single = Emulator(graph, threads=1)
+    single.run(x)
+    one_wall, one_cpu = float("inf"), float("inf")
+    for _ in range(args.repeats):
+        _, wall, cpu = _timed(lambda: single.run(x))
+        one_wall, one_cpu = min(one_wall, wall), min(one_cpu, cpu)
 
     tflm_ms = 1000 * tflm_wall / n_tflm
     tflm_cpu_ms = 1000 * tflm_cpu / n_tflm
@@ -91,6 +97,9 @@ def main() -> None:
         "speedup_wall": round(tflm_ms / emu_ms, 2),
         "speedup_cpu": round(tflm_cpu_ms / emu_cpu_ms, 2),
         "emulator_threads": emu.threads,
+        "emulator_1thread_ms_per_sample_wall": round(1000 * one_wall / args.batch, 4),
+        "emulator_1thread_ms_per_sample_cpu": round(1000 * one_cpu / args.batch, 4),
+        "speedup_1thread_cpu": round(tflm_cpu_ms / (1000 * one_cpu / args.batch), 2),
         "emulator_prepare_s": round(prepare_wall, 3),
         "emulator_first_run_s": round(first_wall, 3),
         "outputs_identical_to_tflm": identical,
@@ -102,6 +111,8 @@ def main() -> None:
     print(f"TFLM interpreter : {tflm_ms:8.3f} ms/sample wall, {tflm_cpu_ms:8.3f} ms/sample CPU ({n_tflm} samples)")
     print(f"emulator (batch {args.batch}, {emu.threads} threads): {emu_ms:8.4f} ms/sample wall, "
           f"{emu_cpu_ms:8.4f} ms/sample CPU")
+    print(f"emulator (batch {args.batch}, 1 thread): {result['emulator_1thread_ms_per_sample_wall']:8.4f} ms/sample wall, "
+          f"{result['emulator_1thread_ms_per_sample_cpu']:8.4f} ms/sample CPU")
     print(f"speed-up: {result['speedup_wall']}x wall, {result['speedup_cpu']}x CPU   "
           f"(outputs identical: {identical}; load average {result['load_average_1min']} on {os.cpu_count()} CPUs)")
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
