@@ -98,12 +98,18 @@ def _tensor_row(graph: Graph, name: str) -> TensorRow:
 
 
 def inspect_tflite(data: bytes, *, target: str = "cortex-m4", where: str = "<bytes>",
-                   measure_arena: bool = True) -> InspectResult:
-    """Inspect the bytes of a .tflite model. Raises ModelFormatError for unreadable files."""
+                   measure_arena: bool = True, sources: dict[str, str | None] | None = None) -> InspectResult:
+    """Inspect the bytes of a .tflite model. Raises ModelFormatError for unreadable files.
+
+    ``sources`` (tensor name -> PyTorch module, as in model/ir_sources.json) names the op rows.
+    """
     from tinyprec.formats.tflite_reader import read_tflite
 
     parsed_target = parse_target(target_for(target))
     graph = read_tflite(data, where=where)
+    for name, src in (sources or {}).items():
+        if name in graph.tensors and src:
+            graph.tensors[name].source = src
     kind = graph.metadata.get("kind") or graph.quant_kind()
     costs = op_costs(graph)
     rows = []
@@ -157,4 +163,15 @@ def inspect_file(path: Path, *, target: str = "cortex-m4", measure_arena: bool =
     path = Path(path)
     if not path.is_file():
         raise ArtifactError(f"{path}: no such file; pass the path of a .tflite model")
-    return inspect_tflite(path.read_bytes(), target=target, where=str(path), measure_arena=measure_arena)
+    sources = None
+    beside = path.parent / "ir_sources.json"
+    if beside.is_file():  # an export of ours: name the rows after the PyTorch modules
+        import json
+
+        try:
+            loaded = json.loads(beside.read_text())
+            sources = loaded if isinstance(loaded, dict) else None
+        except (OSError, ValueError):
+            sources = None
+    return inspect_tflite(path.read_bytes(), target=target, where=str(path), measure_arena=measure_arena,
+                          sources=sources)
