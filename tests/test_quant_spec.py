@@ -197,6 +197,10 @@ def test_artifacts_round_trip(qat_result):
     loaded = load_converted(run)
     x = torch.from_numpy(tiny_images().inputs("test"))
     assert torch.equal(loaded(x), qat_result.converted(x))
+    from tinyprec.quant.capture import module_path
+
+    paths = {str(n.target): module_path(n) for n in loaded.graph.nodes if str(n.target).startswith("aten.")}
+    assert paths["aten.linear.default"] == "13" and paths["aten.softmax.int"] == "output_softmax"
     table = json.loads(qat_result.qparams_path.read_text())["tensors"]
     n_quant = len(_ops(qat_result.converted, QD + "quantize_per_tensor.default"))
     assert sum(r["kind"] in ("activation", "input") for r in table) == n_quant
