@@ -75,7 +75,7 @@ def train(
 
         if precision not in ("auto", "bf16", "fp16", "fp32"):
             raise RecipeError(f"--precision: '{precision}' is not one of auto, bf16, fp16, fp32")
-        cfg = dataclasses.replace(cfg, precision=precision)
+        cfg = dataclasses.replace(cfg, precision=precision)  # type: ignore[arg-type]
     if epochs is not None:
         cfg = dataclasses.replace(cfg, epochs=epochs)
     out_dir = out if out is not None else Path("export") / r.name

@@ -58,7 +58,7 @@ def mnist1d_arrays() -> dict[str, np.ndarray]:
         raw = make_dataset(get_dataset_args())
     finally:
         np.random.set_state(state)
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "x": np.asarray(raw["x"], dtype=np.float32),
         "y": np.asarray(raw["y"], dtype=np.int64),
         "x_test": np.asarray(raw["x_test"], dtype=np.float32),
@@ -66,7 +66,7 @@ def mnist1d_arrays() -> dict[str, np.ndarray]:
     }
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, x=arrays["x"], y=arrays["y"], x_test=arrays["x_test"], y_test=arrays["y_test"])
     return arrays
 
 

@@ -219,7 +219,9 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
     (x_tr, y_tr), (x_val, y_val) = tensors("train"), tensors("val")
     from torch.utils.data.distributed import DistributedSampler
 
-    sampler = DistributedSampler(range(len(x_tr)), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed)
+    sampler: DistributedSampler[int] = DistributedSampler(
+        range(len(x_tr)), num_replicas=info.world_size, rank=info.rank, shuffle=True, seed=seed  # type: ignore[arg-type]
+    )
     steps_per_epoch = math.ceil(len(sampler) / cfg.batch_size)
     optimizer = _make_optimizer(model, cfg)
     scheduler = _make_scheduler(optimizer, cfg, cfg.epochs * steps_per_epoch)
@@ -273,7 +275,7 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
         loss_sum, correct, seen = dd.all_sum(info, [loss_sum, correct, seen], device)
         train_seconds = time.perf_counter() - t0
         val_loss, val_acc = evaluate(model, x_val, y_val, dataset.task)
-        record = {
+        record: dict[str, Any] = {
             "epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1),
             "train_accuracy": correct / max(seen, 1) if dataset.task == "classification" else None,
             "val_loss": val_loss, "val_accuracy": val_acc, "lr": float(optimizer.param_groups[0]["lr"]),
