@@ -40,7 +40,22 @@ def test_splits_are_seeded_and_disjoint() -> None:
 
 
 def test_mnist1d_generated_locally(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mnist1d.data
+
+    def no_download(*args: object, **kwargs: object) -> None:
+        raise AssertionError("get_dataset downloads; tinyprec must generate MNIST-1D locally")
+
+    monkeypatch.setattr(mnist1d.data, "get_dataset", no_download)
+    monkeypatch.setenv("TINYPREC_CACHE", str(tmp_path))
     ds = load_dataset(DataConfig(name="mnist1d"), seed=0)
+    assert (tmp_path / "mnist1d_default_v1.npz").is_file()
+
+    def no_regeneration(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the cached arrays should have been used")
+
+    monkeypatch.setattr(mnist1d.data, "make_dataset", no_regeneration)
+    again = load_dataset(DataConfig(name="mnist1d"), seed=0)
+    np.testing.assert_array_equal(ds.test.x, again.test.x)
     assert (len(ds.train) + len(ds.val), len(ds.test)) == (4000, 1000)
     assert ds.input_shape == (1, 40) and ds.num_classes == 10
     assert abs(len(ds.val) - 400) <= 1
