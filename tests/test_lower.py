@@ -139,17 +139,24 @@ def test_zero_pad_fuses_into_same_conv_and_flatten_permutes_fc() -> None:
     x = _data((2, 10, 6))
     converted = _convert(_PadConvFc((1, 1, 1, 2)), x)  # SAME: H=10,k=4,s=2 -> (1, 1); W=6,k=3,s=2 -> (0, 1)
     graph = lower_to_ir(converted, x, name="padfc")
-    assert [op.type for op in graph.ops] == [OpType.PAD, OpType.CONV_2D, OpType.RESHAPE, OpType.FULLY_CONNECTED]
+    assert [op.type for op in graph.ops] == [OpType.PAD, OpType.CONV_2D, OpType.CONV_2D, OpType.RESHAPE]
     converted = _convert(_PadConvFc((0, 1, 1, 1)), x)
     graph = lower_to_ir(converted, x, name="padfc")
-    assert [op.type for op in graph.ops] == [OpType.CONV_2D, OpType.RESHAPE, OpType.FULLY_CONNECTED]
-    conv = graph.ops[0]
+    # The Linear reads the 5x3x6 map with a full-window conv (weights in NHWC order), then [1,1,1,5] -> [1,5].
+    assert [op.type for op in graph.ops] == [OpType.CONV_2D, OpType.CONV_2D, OpType.RESHAPE]
+    conv, fc, _ = graph.ops
     assert conv.options.padding is Padding.SAME and conv.options.activation.value == "RELU"
     assert graph.tensors[conv.inputs[1]].shape == (6, 4, 3, 2)  # OHWI
-    assert graph.metadata["input_layout"] == "NCHW"
+    assert graph.tensors[fc.inputs[1]].shape == (5, 5, 3, 6) and fc.options.padding is Padding.VALID
+    assert graph.metadata["input_layout"] == "NCHW" and graph.tensors[graph.outputs[0]].shape == (1, 5)
     agreement = compare_with_converted(converted, graph, write_tflite(graph), x.numpy())
-    assert agreement.tflite_max_abs_diff <= 1
+    assert agreement.tflm_equals_tflite
     assert agreement.max_abs_diff <= 1 and agreement.exact_fraction >= 0.95, agreement
+    # As FULLY_CONNECTED: a flatten RESHAPE and the weights' columns permuted to NHWC order.
+    fc_graph = lower_to_ir(converted, x, name="padfc", linear_as_conv=False)
+    assert [op.type for op in fc_graph.ops] == [OpType.CONV_2D, OpType.RESHAPE, OpType.FULLY_CONNECTED]
+    fc_agreement = compare_with_converted(converted, fc_graph, write_tflite(fc_graph), x.numpy())
+    assert fc_agreement.max_abs_diff <= 1 and fc_agreement.exact_fraction >= 0.95, fc_agreement
 
 
 def test_conv_padding_other_than_same_becomes_pad_op() -> None:
@@ -176,7 +183,7 @@ def test_conv1d_depthwise_pool_and_global_average() -> None:
     graph = lowered.graph
     types = [op.type for op in graph.ops]
     assert types == [OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D,
-                     OpType.RESHAPE, OpType.FULLY_CONNECTED]
+                     OpType.CONV_2D, OpType.RESHAPE]
     assert graph.tensors[graph.inputs[0]].shape == (1, 1, 20, 2)
     assert graph.tensors[graph.ops[1].inputs[1]].shape == (1, 1, 3, 16)  # 1HW(C*multiplier)
     assert graph.ops[0].options.activation.value == "RELU6"
@@ -195,14 +202,13 @@ def test_conv1d_depthwise_pool_and_global_average() -> None:
         diff = np.abs(fq[name].astype(int) - taps[name].reshape(fq[name].shape).astype(int))
         assert diff.max() <= 1, (op.type, name)
     agreement = compare_with_converted(converted, graph, data, x.numpy())
-    # TF Lite forms FULLY_CONNECTED multipliers differently from TFLM: at most 1 LSB apart there.
-    assert agreement.tflite_max_abs_diff <= 1 and agreement.max_abs_diff <= 1
+    assert agreement.tflm_equals_tflite and agreement.max_abs_diff <= 1
 
 
 def test_every_tensor_names_its_module() -> None:
     x = _data((2, 10, 6))
     graph = lower_to_ir(_convert(_PadConvFc((0, 1, 1, 1)), x), x, name="src")
-    conv, _, fc = graph.ops
+    conv, fc, _ = graph.ops
     assert conv.source == "conv" and fc.source == "fc"
     assert graph.tensors[conv.outputs[0]].source == "conv"
     assert graph.tensors[conv.inputs[1]].source == "conv"

@@ -122,7 +122,8 @@ def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module |
     from tinyprec.formats.onnx_qdq import write_onnx_qdq
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.lower import lower_to_ir, sources_of
-    from tinyprec.runtimes.tflm import run_tflm, tflm_arena_bytes
+    from tinyprec.exporting.arena import smallest_arena
+    from tinyprec.runtimes.tflm import run_tflm
 
     say = progress or (lambda _msg: None)
     if cfg.golden_vectors < 1:
@@ -141,7 +142,7 @@ def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module |
 
             onnx_fp32 = fp32_onnx_bytes(model_fp32, torch.from_numpy(x[:1]))
     say("measuring the TFLM arena")
-    arena = tflm_arena_bytes(tflite)
+    arena = smallest_arena(tflite)
     golden_in, golden_out, check = _golden(converted, graph, tflite, x, cfg, run_tflm)
     sources = json.dumps(sources_of(graph), indent=2, sort_keys=True) + "\n"
 

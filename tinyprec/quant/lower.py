@@ -47,6 +47,10 @@ class Value:
     order: np.ndarray | None = None
     # A zero pad not yet emitted: (unpadded value, torch pad list) so a conv can fuse it as SAME.
     pending_pad: tuple["Value", tuple[int, ...]] | None = None
+    # A 2-D value stored as an IR tensor [1, 1, 1, F] (the output of a Linear lowered to CONV_2D).
+    flat4: bool = False
+    # For a 2-D value made by flattening a 3-D/4-D map: that map (a Linear reads it as a full-window conv).
+    flattened_from: "Value | None" = None
 
 
 @dataclass
@@ -63,6 +67,8 @@ class Lowering:
     consumed: set[Any] = field(default_factory=set)  # activation nodes fused into their producer
     inputs: list[str] = field(default_factory=list)
     input_layouts: list[str] = field(default_factory=list)
+    linear_as_conv: bool = True
+    aliases: dict[str, str] = field(default_factory=dict)  # reshaped copy -> IR tensor it reshapes
 
     # --- naming and sources -------------------------------------------------------------------
     def where(self, node: "fx.Node") -> str:
@@ -96,10 +102,11 @@ class Lowering:
         return name
 
     def add_act(self, base: str, torch_shape: tuple[int, ...], qparams: QParams, source: str | None,
-                order: np.ndarray | None = None) -> Value:
+                order: np.ndarray | None = None, flat4: bool = False) -> Value:
         name = self.unique(base)
-        self.tensors[name] = Tensor(name, ir_shape(torch_shape), DType.INT8, qparams, None, source)
-        return Value(name, qparams, torch_shape, source, order)
+        shape = (1, 1, 1, torch_shape[1]) if flat4 else ir_shape(torch_shape)
+        self.tensors[name] = Tensor(name, shape, DType.INT8, qparams, None, source)
+        return Value(name, qparams, torch_shape, source, order, flat4=flat4)
 
     def emit(self, op_type: OpType, inputs: tuple[str | None, ...], out: Value, options: OpOptions,
              source: str | None) -> None:
@@ -182,15 +189,19 @@ def _record_values(gm: "fx.GraphModule", example: "torch.Tensor") -> dict[Any, A
     return values
 
 
-def lower_to_ir(converted_gm: "fx.GraphModule", example_input: "torch.Tensor", *, name: str) -> Graph:
+def lower_to_ir(converted_gm: "fx.GraphModule", example_input: "torch.Tensor", *, name: str,
+                linear_as_conv: bool = True) -> Graph:
     """Lower a converted PT2E GraphModule to a verified int8 :class:`~tinyprec.ir.Graph` (NHWC).
 
     ``example_input`` is one batch in the model's PyTorch layout (only its first sample is used, to
     fix the shapes). Every IR tensor's ``source`` names the PyTorch module that produced it.
     Raises :class:`UnsupportedOpError` for an op with no int8 TFLite equivalent and
     :class:`QuantSpecError` for a graph that breaks the int8 spec.
+
+    ``linear_as_conv`` (default) lowers each Linear to a CONV_2D (1x1, or full-window over the map it
+    flattens), which TFLM and TensorFlow Lite compute identically; False gives FULLY_CONNECTED.
     """
-    return lower_with_trace(converted_gm, example_input, name=name).graph
+    return lower_with_trace(converted_gm, example_input, name=name, linear_as_conv=linear_as_conv).graph
 
 
 @dataclass(frozen=True)
@@ -202,7 +213,8 @@ class Lowered:
     orders: dict[str, np.ndarray]  # flattened IR tensors: PyTorch flat index at each IR position
 
 
-def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tensor", *, name: str) -> Lowered:
+def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tensor", *, name: str,
+                     linear_as_conv: bool = True) -> Lowered:
     """:func:`lower_to_ir`, also returning which fx quantize node each IR activation mirrors.
 
     Use it with :func:`fake_quant_taps` to compare a runtime's intermediate tensors layer by layer.
@@ -213,7 +225,7 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
 
     example = example_input[:1].detach().float()
     values = _record_values(converted_gm, example)
-    lw = Lowering(converted_gm, values, name)
+    lw = Lowering(converted_gm, values, name, linear_as_conv=linear_as_conv)
     outputs: list[Value] = []
     live = _data_dependent(converted_gm)
     for node in converted_gm.graph.nodes:
@@ -230,6 +242,7 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
         handler(lw, node)
     if not outputs:
         raise QuantSpecError(f"model '{name}': the converted graph has no quantized output")
+    _drop_dead(lw, [v.name for v in outputs])
     graph = Graph(
         tensors=lw.tensors, ops=lw.ops, inputs=lw.inputs, outputs=[v.name for v in outputs], name=name,
         metadata={
@@ -240,8 +253,23 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
     )
     verify_int8(graph)
     quant_nodes = {v.name: q.name for q, v in lw.qvals.items() if v.name in graph.tensors}
+    for copy, original in lw.aliases.items():
+        if original in quant_nodes and copy in graph.tensors:
+            quant_nodes[copy] = quant_nodes[original]
     orders = {v.name: v.order for v in lw.qvals.values() if v.order is not None}
     return Lowered(graph, quant_nodes, orders)
+
+
+def _drop_dead(lw: Lowering, outputs: list[str]) -> None:
+    """Remove ops (and then tensors) nothing uses, e.g. a flatten RESHAPE a Linear-as-conv bypassed."""
+    while True:
+        used = set(outputs) | {n for op in lw.ops for n in op.inputs if n is not None}
+        dead = [op for op in lw.ops if not any(o in used for o in op.outputs)]
+        if not dead:
+            break
+        lw.ops = [op for op in lw.ops if op not in dead]
+    used = set(outputs) | set(lw.inputs) | {n for op in lw.ops for n in (*op.inputs, *op.outputs) if n is not None}
+    lw.tensors = {k: t for k, t in lw.tensors.items() if k in used}
 
 
 def _data_dependent(gm: "fx.GraphModule") -> set[Any]:
@@ -272,6 +300,10 @@ def _output_value(lw: Lowering, arg: Any, node: "fx.Node") -> Value:
         )
     if value.pending_pad is not None:
         lw.act(arg, node)
+    if value.flat4:
+        from tinyprec.quant.lower_table import reshape_value
+
+        value = reshape_value(lw, value, flat4=False)
     return value
 
 
@@ -321,14 +353,16 @@ def fake_quant_taps(converted_gm: "fx.GraphModule", x: "torch.Tensor", lowered: 
 
     from tinyprec.quant.lower_layout import to_ir_layout
 
-    by_node = {q: t for t, q in lowered.quant_nodes.items()}
+    by_node: dict[str, list[str]] = {}
+    for t, q in lowered.quant_nodes.items():
+        by_node.setdefault(q, []).append(t)
     got: dict[str, np.ndarray] = {}
 
     class _Grab(fx.Interpreter):
         def run_node(self, n: fx.Node) -> Any:
             out = super().run_node(n)
-            if n.name in by_node:
-                got[by_node[n.name]] = out.to(torch.int8).numpy()
+            for t in by_node.get(n.name, ()):
+                got[t] = out.to(torch.int8).numpy()
             return out
 
     with torch.no_grad():

@@ -159,11 +159,12 @@ def _name(lw: Lowering, node: fx.Node) -> str:
 
 
 def _finish(lw: Lowering, node: fx.Node, op_type: OpType, inputs: tuple[str | None, ...], options: Any,
-            qnode: fx.Node, *, qparams: QParams | None = None, order: np.ndarray | None = None) -> Value:
+            qnode: fx.Node, *, qparams: QParams | None = None, order: np.ndarray | None = None,
+            flat4: bool = False) -> Value:
     """Create the output tensor (shape from the quantize node), emit the op, register the value."""
     src = lw.source(node)
     qp = qparams if qparams is not None else qparams_of(lw, qnode)
-    out = lw.add_act(_name(lw, node), lw.shape(qnode), qp, src, order)
+    out = lw.add_act(_name(lw, node), lw.shape(qnode), qp, src, order, flat4=flat4)
     lw.emit(op_type, inputs, out, options, src)
     lw.qvals[qnode] = out
     return out
@@ -211,7 +212,7 @@ def _quantize(lw: Lowering, node: fx.Node) -> None:
             materialize_pad(lw, x)
         _no_order(lw, node, x)
         src_name = lw.source(src) if isinstance(src, fx.Node) else None
-        out = lw.add_act(f"{x.name}.requant", x.torch_shape, qp, src_name or x.source)
+        out = lw.add_act(f"{x.name}.requant", x.torch_shape, qp, src_name or x.source, x.order, x.flat4)
         lw.emit(OpType.QUANTIZE, (x.name,), out, NoOptions(), out.source)
         lw.qvals[node] = out
     else:
@@ -324,15 +325,45 @@ def _explicit_pad(lw: Lowering, x: Value, pads: tuple[int, int, int, int], src: 
 
 
 def _linear(lw: Lowering, node: fx.Node) -> None:
+    """Linear -> CONV_2D (default) or FULLY_CONNECTED.
+
+    As CONV_2D, a Linear after a flatten reads the flattened map itself with a full-window VALID conv
+    (filter OHWI = the weights in NHWC order), and any other Linear reads its input as [1, 1, 1, F] with
+    a 1x1 conv. TFLM and TensorFlow Lite's reference kernels compute CONV_2D identically, while their
+    FULLY_CONNECTED multipliers differ (per-tensor: float32 vs double product), which flips an output
+    LSB now and then. The IR flag ``linear_as_conv`` on the lowering selects FULLY_CONNECTED instead.
+    """
     x = lw.act(node.args[0], node)
     if len(x.torch_shape) != 2:
         raise UnsupportedOpError("linear on a tensor of rank > 2", lw.where(node), "flatten before the Linear")
     w, w_qp = _const(lw, node.args[1], node, "the weight")
-    if x.order is not None:
-        w = w[:, x.order]  # IR position k holds PyTorch element order[k]
     src = _name(lw, node)
     act, qnode = lw.tail(node, fusable=True)
+    if not lw.linear_as_conv:
+        if x.flat4:
+            from tinyprec.quant.lower_table import reshape_value
+
+            x = reshape_value(lw, x, flat4=False)
+        if x.order is not None:
+            w = w[:, x.order]  # IR position k holds PyTorch element order[k]
+        f_qp = QParams(w_qp.scale, w_qp.zero_point, 0 if w_qp.scale.size > 1 else None)
+        w_name = lw.add_const(f"{src}.weight", w, DType.INT8, f_qp, lw.source(node))
+        b_name = _bias(lw, _arg(node, 2, "bias", None), node, x, w_qp, src)
+        _finish(lw, node, OpType.FULLY_CONNECTED, (x.name, w_name, b_name), FullyConnectedOptions(act), qnode)
+        return
+    if x.flattened_from is not None and x.flattened_from.pending_pad is None:
+        base = x.flattened_from
+        order = x.order if x.order is not None else np.arange(w.shape[1])
+        filt = w[:, order].reshape((w.shape[0], *lw.tensors[base.name].shape[1:]))
+    else:
+        if not x.flat4:
+            from tinyprec.quant.lower_table import reshape_value
+
+            x = reshape_value(lw, x, flat4=True)
+        base = x
+        filt = w.reshape(w.shape[0], 1, 1, w.shape[1])
     f_qp = QParams(w_qp.scale, w_qp.zero_point, 0 if w_qp.scale.size > 1 else None)
-    w_name = lw.add_const(f"{src}.weight", w, DType.INT8, f_qp, lw.source(node))
+    w_name = lw.add_const(f"{src}.weight", filt, DType.INT8, f_qp, lw.source(node))
     b_name = _bias(lw, _arg(node, 2, "bias", None), node, x, w_qp, src)
-    _finish(lw, node, OpType.FULLY_CONNECTED, (x.name, w_name, b_name), FullyConnectedOptions(act), qnode)
+    options = Conv2DOptions(1, 1, Padding.VALID, 1, 1, act)
+    _finish(lw, node, OpType.CONV_2D, (base.name, w_name, b_name), options, qnode, flat4=True)

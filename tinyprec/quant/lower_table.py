@@ -64,8 +64,10 @@ def _elementwise(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
         if len(a.torch_shape) != len(b.torch_shape):
             raise UnsupportedOpError(str(node.target), lw.where(node), "operands must have the same rank")
         _no_order(lw, node, a, b)
+        if a.flat4 != b.flat4:
+            a, b = (v if v.flat4 else reshape_value(lw, v, flat4=True) for v in (a, b))
         act, qnode = lw.tail(node, fusable=True)
-        _finish(lw, node, op_type, (a.name, b.name), ElementwiseOptions(act), qnode)
+        _finish(lw, node, op_type, (a.name, b.name), ElementwiseOptions(act), qnode, flat4=a.flat4)
 
     return handler
 
@@ -170,8 +172,20 @@ def _emit_reshape(lw: Lowering, node: fx.Node, x: Value, qnode: fx.Node) -> None
     # -1 for the batch, as TensorFlow's converter writes it, so a runtime may resize the batch.
     new_shape = (-1, *ir_shape(out_shape)[1:])
     shape_const = lw.add_const(f"{src or node.name}.shape", np.array(new_shape, np.int32), DType.INT32, None, src)
-    _finish(lw, node, OpType.RESHAPE, (x.name, shape_const), ReshapeOptions(tuple(new_shape)), qnode,
-            qparams=qp, order=order)
+    out = _finish(lw, node, OpType.RESHAPE, (x.name, shape_const), ReshapeOptions(tuple(new_shape)), qnode,
+                  qparams=qp, order=order)
+    if len(out_shape) == 2 and len(x.torch_shape) in (3, 4):
+        out.flattened_from = x
+
+
+def reshape_value(lw: Lowering, x: Value, *, flat4: bool) -> Value:
+    """A 2-D value re-expressed as an IR tensor [1, F] (flat4 False) or [1, 1, 1, F] (True), via RESHAPE."""
+    out = lw.add_act(f"{x.name}.{'4d' if flat4 else '2d'}", x.torch_shape, x.qparams, x.source, x.order, flat4)
+    new_shape = (-1, *lw.tensors[out.name].shape[1:])
+    const = lw.add_const(f"{out.name}.shape", np.array(new_shape, np.int32), DType.INT32, None, x.source)
+    lw.emit(OpType.RESHAPE, (x.name, const), out, ReshapeOptions(tuple(new_shape)), x.source)
+    lw.aliases[out.name] = lw.aliases.get(x.name, x.name)
+    return out
 
 
 def _cat(lw: Lowering, node: fx.Node) -> None:
@@ -179,11 +193,14 @@ def _cat(lw: Lowering, node: fx.Node) -> None:
     rank = len(values[0].torch_shape)
     _no_order(lw, node, *values)
     dim = int(_arg(node, 1, "dim", 0)) % rank
+    flat4 = rank == 2 and any(v.flat4 for v in values)
+    if flat4:
+        values = [v if v.flat4 else reshape_value(lw, v, flat4=True) for v in values]
     act, qnode = lw.tail(node, fusable=True)
     for v in values:
         _require_shared(lw, node, v, qnode)
-    options = ConcatenationOptions(_AXIS[rank][dim], act)
-    _finish(lw, node, OpType.CONCATENATION, tuple(v.name for v in values), options, qnode)
+    options = ConcatenationOptions(3 if flat4 and dim == 1 else _AXIS[rank][dim], act)
+    _finish(lw, node, OpType.CONCATENATION, tuple(v.name for v in values), options, qnode, flat4=flat4)
 
 
 def _softmax(lw: Lowering, node: fx.Node) -> None:
@@ -193,20 +210,22 @@ def _softmax(lw: Lowering, node: fx.Node) -> None:
         raise UnsupportedOpError("softmax", lw.where(node), "softmax must run over the channel/feature dim")
     _, qnode = lw.tail(node, fusable=False)
     order = x.order if rank == 2 else None
-    _finish(lw, node, OpType.SOFTMAX, (x.name,), SoftmaxOptions(1.0), qnode, order=order)
+    _finish(lw, node, OpType.SOFTMAX, (x.name,), SoftmaxOptions(1.0), qnode, order=order, flat4=x.flat4)
 
 
 def _unary(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
     def handler(lw: Lowering, node: fx.Node) -> None:
         x = lw.act(node.args[0], node)
         _, qnode = lw.tail(node, fusable=False)
-        _finish(lw, node, op_type, (x.name,), NoOptions(), qnode, order=x.order)
+        _finish(lw, node, op_type, (x.name,), NoOptions(), qnode, order=x.order, flat4=x.flat4)
 
     return handler
 
 
 def _pad(lw: Lowering, node: fx.Node) -> None:
     x = lw.act(node.args[0], node)
+    if x.flat4:
+        x = reshape_value(lw, x, flat4=False)
     pads = tuple(int(p) for p in node.args[1])
     if node.target is aten.pad.default:
         mode = _arg(node, 2, "mode", "constant")
@@ -234,7 +253,7 @@ def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
     # MUL applies it with one rounding (a small int8 value would need a large right shift and round twice).
     one = lw.add_const(f"{src or node.name}.one", np.array([1], np.int8), DType.INT8,
                        QParams.per_tensor(1.0, 0), src)
-    _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order)
+    _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
 
 
 HANDLERS: dict[Any, Callable[[Lowering, fx.Node], None]] = {
