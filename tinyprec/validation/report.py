@@ -68,6 +68,10 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {pair} | {_fmt(a['identical_outputs'])} | {_fmt(a['identical_top1'])} | {_fmt(a['max_abs_diff_lsb'])} |")
     if report.get("layers"):
         lines += ["", f"## Per-layer error ({report.get('layers_taps', 'emulator')} taps vs FP32 activations)", "",
+                  "Each int8 op output, dequantized, against the FP32 model's activation of the PyTorch module it "
+                  "came from (after its folded BatchNorm and fused activation), in NHWC; LSB = that tensor's scale. "
+                  "The FP32 reference is the stage-1 model: after QAT the differences include the fine-tuning of "
+                  "the weights, not only rounding.", "",
                   "| # | op | module | shape | SQNR (dB) | max err (LSB) | mean err (LSB) |", "|---|---|---|---|---|---|---|"]
         for row in report["layers"]:
             lines.append(f"| {row['index']} | {row['op']} | `{row['module']}` | {'x'.join(map(str, row['shape']))} | "
