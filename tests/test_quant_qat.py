@@ -200,3 +200,18 @@ def test_ptq_every_calibration_converts(trained_digits, digits, calibration):
     fp32 = evaluate(trained_digits, digits.inputs("test"), digits.test.y, task="classification")
     acc = evaluate(program, digits.inputs("test"), digits.test.y, task="classification")
     assert acc >= fp32 - 5.0, (calibration, fp32, acc)  # a small, briefly trained model; 64 calibration samples
+
+
+def test_qat_that_loses_to_ptq_on_validation_keeps_ptq(trained_digits, digits, tmp_path):
+    """PTQ is the baseline: a QAT run that does worse on the validation split does not replace it."""
+    import json
+
+    from tinyprec.quant import quantize_model
+
+    cfg = dataclasses.replace(CFG, lr=0.05, batch_size=64, freeze_bn_epoch=5, freeze_observer_epoch=5)
+    result = quantize_model(trained_digits, digits, cfg, tmp_path, seed=0)
+    metrics = json.loads(result.metrics_path.read_text())
+    assert metrics["val_qat"] < metrics["val_ptq"], metrics  # lr 0.05 wrecks the fine-tuning
+    assert result.selected == "ptq" and metrics["selected"] == "ptq" and metrics["mode"] == "qat"
+    assert result.fake_quant_accuracy == result.ptq_accuracy == metrics["fake_quant"]
+    assert len(metrics["qat_val_scores"]) == 1 and metrics["qat_kept_epoch"] == 0

@@ -8,7 +8,9 @@ after ``freeze_observer_epoch`` (scales stop moving; weights keep training again
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,12 +25,16 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class QatLog:
-    """What a QAT run did: per-epoch mean training loss, and when BN and observers froze."""
+    """What a QAT run did: per-epoch mean training loss and validation score, the epoch whose weights
+    and scales were kept (best validation score; the last epoch without validation data), and when BN
+    and observers froze (0-based epochs)."""
 
     losses: tuple[float, ...]
     steps: int
     bn_frozen_at: int | None
     observers_frozen_at: int | None
+    val_scores: tuple[float, ...] = ()
+    best_epoch: int | None = None
 
 
 def _precision_api() -> tuple[Callable[..., str], Callable[..., Any], Callable[..., Any] | None]:
@@ -57,10 +63,39 @@ def _loss(task: str, out: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> tor
     return torch.nn.functional.cross_entropy(out, y)
 
 
+def better(task: str, a: float, b: float) -> bool:
+    """Is score ``a`` strictly better than ``b`` (accuracy: higher; autoencoder MSE: lower)?"""
+    return a < b if task == "autoencoder" else a > b
+
+
+@contextmanager
+def fake_quant_eval(prepared: fx.GraphModule) -> Iterator[fx.GraphModule]:
+    """Evaluate a QAT program as it would convert: BN on running statistics, no dropout, observers paused."""
+    from torchao.quantization.pt2e import FakeQuantizeBase
+
+    from tinyprec.quant.bnfold import set_train_mode
+
+    fqs = [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
+    flags = [m.observer_enabled.clone() for m in fqs]
+    for m in fqs:
+        m.disable_observer()
+    set_train_mode(prepared, bn_train=False, dropout_train=False)
+    try:
+        yield prepared
+    finally:
+        for m, flag in zip(fqs, flags):
+            m.observer_enabled.copy_(flag)
+
+
 def run_qat(prepared: fx.GraphModule, x: np.ndarray, y: np.ndarray, *, task: str, epochs: int, lr: float,
             batch_size: int, freeze_bn_epoch: int, freeze_observer_epoch: int, precision: str, seed: int,
-            max_steps: int | None = None, progress: Progress | None = None) -> QatLog:
-    """Fine-tune a prepare_qat_pt2e program in place on normalized inputs ``x`` (labels ``y``)."""
+            max_steps: int | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
+            progress: Progress | None = None) -> QatLog:
+    """Fine-tune a QAT program (prepared by stage 2) in place on normalized inputs ``x`` (labels ``y``).
+
+    With ``val`` (inputs, labels) the fake-quant program is scored after every epoch and the best epoch's
+    weights, BN statistics and scales are restored at the end.
+    """
     import tinyprec.quant._quiet_torchao  # noqa: F401
     from torchao.quantization.pt2e import disable_observer
 
@@ -75,6 +110,9 @@ def run_qat(prepared: fx.GraphModule, x: np.ndarray, y: np.ndarray, *, task: str
     scaler = make_grad_scaler(precision, device) if make_grad_scaler else None
     xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
     losses: list[float] = []
+    scores: list[float] = []
+    best_epoch: int | None = None
+    best_state: dict[str, Any] | None = None
     steps = 0
     bn_at = obs_at = None
     for epoch in range(epochs):
@@ -108,11 +146,24 @@ def run_qat(prepared: fx.GraphModule, x: np.ndarray, y: np.ndarray, *, task: str
             if max_steps is not None and steps >= max_steps:
                 break
         losses.append(total / max(count, 1))
+        note = ""
+        if val is not None and len(val[0]):
+            with fake_quant_eval(prepared):
+                scores.append(evaluate(prepared, val[0], val[1], task=task))
+            if best_epoch is None or not better(task, scores[best_epoch], scores[-1]):  # ties: the later epoch
+                best_epoch, best_state = epoch, copy.deepcopy(prepared.state_dict())
+            note = f", val {scores[-1]:.4g}"
         if progress:
-            progress(f"QAT epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}")
+            progress(f"QAT epoch {epoch + 1}/{epochs}: loss {losses[-1]:.4f}{note}")
         if max_steps is not None and steps >= max_steps:
             break
-    return QatLog(tuple(losses), steps, bn_at, obs_at)
+    if best_state is not None and best_epoch != len(losses) - 1:
+        prepared.load_state_dict(best_state)
+        if progress:
+            progress(f"QAT: kept epoch {best_epoch + 1} (best validation score)")
+    if best_epoch is None and losses:
+        best_epoch = len(losses) - 1
+    return QatLog(tuple(losses), steps, bn_at, obs_at, tuple(scores), best_epoch)
 
 
 @torch.no_grad()

@@ -19,7 +19,6 @@ from torchao.quantization.pt2e.quantizer import (
     DerivedQuantizationSpec,
     FixedQParamsQuantizationSpec,
     QuantizationAnnotation,
-    QuantizationSpec,
     QuantizationSpecBase,
     Quantizer,
     SharedQuantizationSpec,
@@ -109,7 +108,7 @@ class TFLiteInt8Quantizer(Quantizer):
         """Put the output observer on ``last``, fusing a following ReLU/ReLU6 that is its only user."""
         act = _sole_user(last)
         if act is not None and OP_ROLES.get(str(act.target)) is Role.ACTIVATION and output is None:
-            _set(last, annotated_only=True)
+            _set(last)
             state.done.add(act)
             last = act
         _set(last, output=output if output is not None else self.act)
@@ -137,11 +136,11 @@ class TFLiteInt8Quantizer(Quantizer):
             last = bn
             item = _sole_user(bn)
             if item is not None and item.target is operator.getitem:
-                _set(bn, annotated_only=True)
+                _set(bn)
                 state.done.add(item)
                 last = item
         if last is not node:
-            _set(last, annotated_only=True)
+            _set(last)
         self._finish(last, state)
 
     def _elementwise(self, node: fx.Node, state: _State) -> None:
@@ -200,8 +199,9 @@ class _State:
         self.quantized: set[fx.Node] = set()  # nodes whose output carries an observer
 
 
-def _set(node: fx.Node, *, inputs: dict | None = None, output: QuantizationSpecBase | None = None,
-         annotated_only: bool = False) -> None:
+def _set(node: fx.Node, *, inputs: dict | None = None, output: QuantizationSpecBase | None = None) -> None:
+    """Add to ``node``'s annotation; with neither inputs nor output it only marks the node as part of a
+    fused pattern (annotated, no observer of its own)."""
     ann = node.meta.get(Q_ANNOTATION_KEY) or QuantizationAnnotation()
     if inputs:
         ann.input_qspec_map.update(inputs)
@@ -209,7 +209,6 @@ def _set(node: fx.Node, *, inputs: dict | None = None, output: QuantizationSpecB
         ann.output_qspec = output
     ann._annotated = True
     node.meta[Q_ANNOTATION_KEY] = ann
-    del annotated_only  # the flag documents intent: a node inside a fused pattern, no observer of its own
 
 
 def _sole_user(node: fx.Node) -> fx.Node | None:
@@ -230,4 +229,4 @@ def _flat_nodes(args: object) -> list[fx.Node]:
     return out
 
 
-__all__ = ["TFLiteInt8Quantizer", "QuantizationSpec"]
+__all__ = ["TFLiteInt8Quantizer"]

@@ -41,6 +41,7 @@ class QuantResult:
     example_shape: tuple[int, ...]
     metric: str = "accuracy"
     epochs_run: int = 0
+    selected: str = ""  # the program kept: "qat", or "ptq" when QAT did not beat PTQ on the validation split
 
 
 def _prepare(model: torch.nn.Module, example: torch.Tensor, *, qat: bool, cfg: QuantConfig) -> fx.GraphModule:
@@ -129,7 +130,7 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     from tinyprec import manifest
     from tinyprec.quant import converted as conv
     from tinyprec.quant.capture import check_graph, example_like, export_for_quant, with_output_softmax
-    from tinyprec.quant.loops import evaluate, run_qat, select_precision
+    from tinyprec.quant.loops import evaluate
 
     mode = mode or cfg.mode
     _check_cfg(cfg, mode)
@@ -151,21 +152,14 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     facts: dict[str, Any] = {"ptq_seconds": round(time.perf_counter() - t0, 3)}
     precision = "fp32"
     epochs_run = 0
+    selected = mode
     if mode == "qat":
-        precision = select_precision(cfg.precision, "cpu")
-        torch.manual_seed(seed)
-        prepared = _prepare(model.train(), example, qat=True, cfg=cfg)
-        t0 = time.perf_counter()
-        log = run_qat(prepared, dataset.inputs("train"), dataset.train.y, task=task, epochs=cfg.epochs, lr=cfg.lr,
-                      batch_size=cfg.batch_size, freeze_bn_epoch=cfg.freeze_bn_epoch,
-                      freeze_observer_epoch=cfg.freeze_observer_epoch, precision=precision, seed=seed,
-                      max_steps=max_steps, progress=progress)
-        epochs_run = len(log.losses)
-        facts.update(qat_seconds=round(time.perf_counter() - t0, 3), qat_losses=list(log.losses),
-                     qat_steps=log.steps, bn_frozen_at_epoch=log.bn_frozen_at,
-                     observers_frozen_at_epoch=log.observers_frozen_at)
-        program = _convert(prepared, qat=True)
-        fq_acc = evaluate(program, x_test, y_test, task=task)
+        program, precision, epochs_run, selected, qat_facts = _qat(model, dataset, cfg, example, ptq_program,
+                                                                  seed=seed, max_steps=max_steps,
+                                                                  progress=progress)
+        facts.update(qat_facts)
+        facts["qat_test"] = evaluate(program, x_test, y_test, task=task) if selected == "qat" else None
+        fq_acc = ptq_acc if selected == "ptq" else facts["qat_test"]
     else:
         program, fq_acc = ptq_program, ptq_acc
 
@@ -175,7 +169,7 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     in_q, out_q = conv.io_qparams(program)
     metric = "mse" if task == "autoencoder" else "accuracy"
     metrics = {
-        "mode": mode, "precision": precision, "metric": metric, "fp32": fp32_acc, "fake_quant": fq_acc,
+        "mode": mode, "selected": selected, "precision": precision, "metric": metric, "fp32": fp32_acc, "fake_quant": fq_acc,
         "ptq": ptq_acc, "drop": fp32_acc - fq_acc if metric == "accuracy" else fq_acc - fp32_acc,
         "epochs": epochs_run, "calibration": cfg.calibration, "per_channel": cfg.per_channel,
         "input_qparams": list(in_q), "output_qparams": list(out_q), "test_samples": int(len(y_test)),
@@ -188,5 +182,44 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
         converted=program, program_path=program_path, qparams_path=qparams_path, metrics_path=metrics_path,
         fp32_accuracy=fp32_acc, fake_quant_accuracy=fq_acc, ptq_accuracy=ptq_acc, mode=mode,
         precision=precision, input_qparams=in_q, output_qparams=out_q,
-        example_shape=(1, *dataset.input_shape), metric=metric, epochs_run=epochs_run,
+        example_shape=(1, *dataset.input_shape), metric=metric, epochs_run=epochs_run, selected=selected,
     )
+
+
+def _qat(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, example: torch.Tensor,
+         ptq_program: fx.GraphModule, *, seed: int, max_steps: int | None, progress: Progress | None
+         ) -> tuple[fx.GraphModule, str, int, str, dict[str, Any]]:
+    """QAT from the FP32 weights; the converted program, or the PTQ one if QAT does not beat it on the
+    validation split (PTQ is the baseline QAT must equal or beat). Returns (program, precision, epochs,
+    "qat"|"ptq", facts for metrics.json)."""
+    import torch
+
+    from tinyprec.quant.loops import better, evaluate, run_qat, select_precision
+
+    task = dataset.task
+    precision = select_precision(cfg.precision, "cpu")
+    torch.manual_seed(seed)
+    prepared = _prepare(model.train(), example, qat=True, cfg=cfg)
+    x_val, y_val = dataset.inputs("val"), dataset.val.y
+    val = (x_val, y_val) if len(y_val) else None
+    t0 = time.perf_counter()
+    log = run_qat(prepared, dataset.inputs("train"), dataset.train.y, task=task, epochs=cfg.epochs, lr=cfg.lr,
+                  batch_size=cfg.batch_size, freeze_bn_epoch=cfg.freeze_bn_epoch,
+                  freeze_observer_epoch=cfg.freeze_observer_epoch, precision=precision, seed=seed,
+                  max_steps=max_steps, val=val, progress=progress)
+    facts: dict[str, Any] = {
+        "qat_seconds": round(time.perf_counter() - t0, 3), "qat_losses": list(log.losses), "qat_steps": log.steps,
+        "qat_val_scores": list(log.val_scores), "qat_kept_epoch": log.best_epoch,
+        "bn_frozen_at_epoch": log.bn_frozen_at, "observers_frozen_at_epoch": log.observers_frozen_at,
+    }
+    program = _convert(prepared, qat=True)
+    if val is None:
+        return program, precision, len(log.losses), "qat", facts
+    facts["val_qat"] = evaluate(program, x_val, y_val, task=task)
+    facts["val_ptq"] = evaluate(ptq_program, x_val, y_val, task=task)
+    if better(task, facts["val_ptq"], facts["val_qat"]):
+        if progress:
+            progress(f"QAT ({facts['val_qat']:.4g}) did not beat PTQ ({facts['val_ptq']:.4g}) on the validation "
+                     "split: keeping the PTQ program")
+        return ptq_program, precision, len(log.losses), "ptq", facts
+    return program, precision, len(log.losses), "qat", facts
