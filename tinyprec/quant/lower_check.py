@@ -90,3 +90,69 @@ def describe(agreement: Agreement) -> dict[str, Any]:
         "tflm_equals_tflite": agreement.tflm_equals_tflite,
         "tflite_max_abs_diff": agreement.tflite_max_abs_diff,
     }
+
+
+@dataclass(frozen=True)
+class OpAgreement:
+    """One IR op fed TFLM's own inputs: how often its int8 output differs from the converted graph's."""
+
+    tensor: str
+    op: str
+    source: str | None
+    mismatch_fraction: float
+    max_abs_diff: int
+
+
+def per_op_agreement(converted_gm: "fx.GraphModule", lowered: Any, tflite_bytes: bytes,
+                     x: np.ndarray) -> list[OpAgreement]:
+    """Isolate each op: run the converted graph with every IR activation replaced by TFLM's value.
+
+    ``lowered`` is a :class:`tinyprec.quant.lower.Lowered`. The mismatch of an op is then its own
+    (rounding) disagreement, not one propagated from earlier layers, which is what a lowering bug
+    (wrong layout, weights or padding) would blow up.
+    """
+    import torch
+    from torch import fx
+
+    from tinyprec.quant.lower_layout import layout_of_rank
+    from tinyprec.runtimes.tflm import run_tflm_with_taps
+
+    graph: Graph = lowered.graph
+    in_qp = graph.tensors[graph.inputs[0]].qparams
+    assert in_qp is not None
+    q = quantize_input(x, in_qp)
+    taps = run_tflm_with_taps(tflite_bytes, to_ir_layout(q, graph.metadata.get("input_layout", "NF")))
+    by_node: dict[str, str] = {}
+    for name, qnode in lowered.quant_nodes.items():
+        if name in taps and name not in graph.inputs:
+            by_node.setdefault(qnode, name)
+    found: dict[str, tuple[float, int]] = {}
+
+    class _Inject(fx.Interpreter):
+        def run_node(self, n: fx.Node) -> Any:
+            out = super().run_node(n)
+            name = by_node.get(n.name)
+            if name is None:
+                return out
+            ir = taps[name].reshape((q.shape[0], *graph.tensors[name].shape[1:]))
+            mine = out.to(torch.int8).numpy()
+            if mine.ndim in (3, 4):
+                theirs = from_ir_layout(ir, layout_of_rank(mine.ndim))
+            elif name in lowered.orders:
+                theirs = np.empty_like(mine)
+                theirs[:, lowered.orders[name]] = ir.reshape(mine.shape)
+            else:
+                theirs = ir.reshape(mine.shape)
+            diff = np.abs(mine.astype(np.int64) - theirs.astype(np.int64))
+            found[name] = (float((diff != 0).mean()), int(diff.max(initial=0)))
+            return torch.from_numpy(theirs.astype(np.float32)).to(out.dtype)
+
+    with torch.no_grad():
+        _Inject(converted_gm).run(torch.from_numpy(float_input_for(q, in_qp)))
+    result = []
+    for op in graph.ops:
+        name = op.outputs[0]
+        if name in found:
+            frac, worst = found[name]
+            result.append(OpAgreement(name, op.type.value, op.source, frac, worst))
+    return result

@@ -1,0 +1,81 @@
+"""Every zoo architecture, after a short QAT on synthetic data, through lowering and the real runtimes.
+
+Checked per architecture:
+* TFLM's interpreter and TensorFlow Lite's (reference kernels) give identical int8 outputs;
+* each IR op, fed TFLM's own input values, reproduces the converted PyTorch graph's int8 output within
+  1 LSB, on at least 99% of elements (AVERAGE_POOL_2D: rounding of exact halves differs, TFLM rounds
+  them away from zero, so up to half of the 1/window ties may differ);
+* end to end, TFLM's output is within the propagated rounding of the converted model's (the exact
+  fraction is reported by benchmarks/bench_export_size.py; see its JSON).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Any
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from tinyprec.zoo import ARCHITECTURES  # noqa: E402
+
+FAST = ["digits_cnn", "mnist1d_cnn", "ds_cnn", "fc_autoencoder"]
+SLOW = ["resnet8", "mobilenet_v1"]
+
+
+def short_qat(arch: str, *, samples: int = 48, steps: int = 2) -> tuple[Any, Any]:
+    """(converted GraphModule, dataset) after ``steps`` QAT steps of the zoo model on synthetic data."""
+    from tinyprec.data import load_dataset
+    from tinyprec.quant.stage import quantize_model
+    from tinyprec.recipe import DataConfig, QuantConfig
+    from tinyprec.zoo import build_model
+
+    spec = ARCHITECTURES[arch]
+    autoencoder = spec.task == "autoencoder"
+    ds = load_dataset(DataConfig(name="synthetic", shape=spec.input_shape, samples=samples, task=spec.task,
+                                 num_classes=None if autoencoder else spec.num_classes), seed=0)
+    torch.manual_seed(0)
+    cfg = QuantConfig(mode="qat", epochs=1, batch_size=8, calibration_batches=1)
+    with tempfile.TemporaryDirectory() as tmp:
+        result = quantize_model(build_model(arch, {}), ds, cfg, tmp, seed=0, max_steps=steps)
+    return result.converted, ds
+
+
+def _check(arch: str) -> None:
+    from tinyprec.formats.tflite_writer import write_tflite
+    from tinyprec.quant.lower import lower_with_trace
+    from tinyprec.quant.lower_check import compare_with_converted, per_op_agreement
+
+    converted, ds = short_qat(arch)
+    x = ds.inputs("test")[: 2 if arch == "mobilenet_v1" else 8]
+    lowered = lower_with_trace(converted, torch.from_numpy(x[:2]), name=arch)
+    graph = lowered.graph
+    assert all(t.source for t in graph.tensors.values() if t.data is not None and t.dtype.value == "int8")
+    data = write_tflite(graph)
+    end_to_end = compare_with_converted(converted, graph, data, x)
+    assert end_to_end.tflm_equals_tflite, end_to_end
+    assert end_to_end.max_abs_diff <= 2, end_to_end  # 1 LSB per op, accumulated along residual paths
+    ops = per_op_agreement(converted, lowered, data, x)
+    assert len(ops) >= len([op for op in graph.ops if op.type.value != "RESHAPE"]) - 1
+    for op in ops:
+        limit = 0.05 if op.op == "AVERAGE_POOL_2D" else 0.01
+        assert op.max_abs_diff <= 1 and op.mismatch_fraction <= limit, op
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", FAST)
+def test_zoo_lowers_and_runs_like_the_converted_model(arch: str) -> None:
+    _check(arch)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", SLOW)
+def test_zoo_large_lowers_and_runs_like_the_converted_model(arch: str) -> None:
+    _check(arch)
+
+
+def test_every_zoo_architecture_is_covered() -> None:
+    assert sorted(FAST + SLOW) == sorted(ARCHITECTURES)
+    assert np.all([a in ARCHITECTURES for a in FAST + SLOW])
