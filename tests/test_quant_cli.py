@@ -1,5 +1,5 @@
-"""`tinyprec qat`: end to end on a tiny recipe, one-line errors with exit code 2, and no third-party
-start-up noise (torchao's "Failed to load" lines, torch/TensorFlow banners) from importing stage 2."""
+"""`tinyprec qat`: end to end on a tiny recipe in a fresh process with no third-party start-up noise
+(torchao's "Failed to load" lines, torch/TensorFlow banners), and one-line errors with exit code 2."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -72,48 +71,41 @@ def _setup(tmp_path: Path, act: str) -> tuple[Path, Path]:
     return recipe, out
 
 
-def test_importing_stage_two_is_quiet(tmp_path):
-    code = textwrap.dedent("""
-        import tinyprec, tinyprec.quant
-        from tinyprec.quant.stage import quantize_model
-        from tinyprec.quant.quantizer import TFLiteInt8Quantizer
-        from tinyprec.quant import load_converted
-        import tinyprec.cli.qat
-        print("ok")
-    """)
-    done = _run("-c", code, cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "ok"
-    assert not [word for word in NOISE if word in done.stderr], done.stderr
-
-
 def test_import_tinyprec_quant_does_not_load_torch(tmp_path):
     done = _run("-c", "import sys, tinyprec.quant; print('torch' in sys.modules, 'torchao' in sys.modules)",
                 cwd=tmp_path)
     assert done.stdout.strip() == "False False", done.stderr
 
 
-def test_qat_without_stage_one_weights_says_what_to_run(tmp_path):
+def _cli(capsys, *args: str) -> tuple[int, str, str]:
+    from tinyprec.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(list(args))
+    out = capsys.readouterr()
+    return int(info.value.code or 0), out.out, out.err
+
+
+def test_qat_without_stage_one_weights_says_what_to_run(tmp_path, capsys):
     recipe = tmp_path / "tiny.toml"
     recipe.write_text(RECIPE.format(module="mymodels", act="relu"))
-    done = _run("-m", "tinyprec", "qat", str(recipe), "--out", str(tmp_path / "run"), cwd=tmp_path)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "model_fp32.pt" in lines[0] and "tinyprec train" in lines[0]
+    code, _, err = _cli(capsys, "qat", str(recipe), "--out", str(tmp_path / "run"))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "model_fp32.pt" in lines[0] and "tinyprec train" in lines[0]
 
 
-def test_qat_refuses_unsupported_op_in_one_line(tmp_path):
+def test_qat_refuses_unsupported_op_in_one_line(tmp_path, capsys):
     recipe, out = _setup(tmp_path, "gelu")
-    done = _run("-m", "tinyprec", "qat", str(recipe), "--out", str(out), cwd=tmp_path)
-    assert done.returncode == 2, done.stderr
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
+    code, _, err = _cli(capsys, "qat", str(recipe), "--out", str(out))
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1, err
     assert "unsupported op 'gelu'" in lines[0] and "module '2'" in lines[0] and "Conv2d" in lines[0]
     assert not (out / "quant").exists()
 
 
 @pytest.mark.slow
 def test_qat_command_end_to_end(tmp_path):
+    """A fresh process (so torchao's import-time noise would show) runs the command end to end."""
     recipe, out = _setup(tmp_path, "relu")
     done = _run("-m", "tinyprec", "qat", str(recipe), "--out", str(out), "--mode", "ptq", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
