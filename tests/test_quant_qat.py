@@ -208,8 +208,11 @@ def test_qat_that_loses_to_ptq_on_validation_keeps_ptq(trained_digits, digits, t
 
     from tinyprec.quant import quantize_model
 
+    from tinyprec.data import Split
+
+    small = dataclasses.replace(digits, train=Split(digits.train.x[:512], digits.train.y[:512]))
     cfg = dataclasses.replace(CFG, lr=0.05, batch_size=64, freeze_bn_epoch=5, freeze_observer_epoch=5)
-    result = quantize_model(trained_digits, digits, cfg, tmp_path, seed=0)
+    result = quantize_model(trained_digits, small, cfg, tmp_path, seed=0)
     metrics = json.loads(result.metrics_path.read_text())
     assert metrics["val_qat"] < metrics["val_ptq"], metrics  # lr 0.05 wrecks the fine-tuning
     assert result.selected == "ptq" and metrics["selected"] == "ptq" and metrics["mode"] == "qat"
