@@ -41,5 +41,7 @@ def qat_command(
     unit = "%" if result.metric == "accuracy" else " (MSE)"
     console.print(f"[bold]{r.name}[/bold] {result.mode} ({result.precision}): fp32 {result.fp32_accuracy:.2f}{unit}  "
                   f"int8 fake-quant {result.fake_quant_accuracy:.2f}{unit}  PTQ {result.ptq_accuracy:.2f}{unit}")
+    if result.mode == "qat" and result.selected == "ptq":
+        console.print("QAT did not beat PTQ on the validation split: the PTQ program was kept")
     console.print(f"input qparams {result.input_qparams}, output qparams {result.output_qparams}")
     console.print(f"wrote {result.program_path}, {result.qparams_path.name}, {result.metrics_path.name}")
