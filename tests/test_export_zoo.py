@@ -25,7 +25,7 @@ FAST = ["digits_cnn", "mnist1d_cnn", "ds_cnn", "fc_autoencoder"]
 SLOW = ["resnet8", "mobilenet_v1"]
 
 
-def short_qat(arch: str, *, samples: int = 48, steps: int = 2) -> tuple[Any, Any]:
+def short_qat(arch: str, *, samples: int = 48, steps: int = 2, batch_size: int = 8) -> tuple[Any, Any]:
     """(converted GraphModule, dataset) after ``steps`` QAT steps of the zoo model on synthetic data."""
     from tinyprec.data import load_dataset
     from tinyprec.quant.stage import quantize_model
@@ -37,7 +37,7 @@ def short_qat(arch: str, *, samples: int = 48, steps: int = 2) -> tuple[Any, Any
     ds = load_dataset(DataConfig(name="synthetic", shape=spec.input_shape, samples=samples, task=spec.task,
                                  num_classes=None if autoencoder else spec.num_classes), seed=0)
     torch.manual_seed(0)
-    cfg = QuantConfig(mode="qat", epochs=1, batch_size=8, calibration_batches=1)
+    cfg = QuantConfig(mode="qat", epochs=1, batch_size=batch_size, calibration_batches=1)
     with tempfile.TemporaryDirectory() as tmp:
         result = quantize_model(build_model(arch, {}), ds, cfg, tmp, seed=0, max_steps=steps)
     return result.converted, ds
@@ -48,8 +48,9 @@ def _check(arch: str) -> None:
     from tinyprec.quant.lower import lower_with_trace
     from tinyprec.quant.lower_check import compare_with_converted, per_op_agreement
 
-    converted, ds = short_qat(arch)
-    x = ds.inputs("test")[: 2 if arch == "mobilenet_v1" else 8]
+    heavy = arch == "mobilenet_v1"  # 96x96x3: fewer samples and a smaller batch keep it to seconds
+    converted, ds = short_qat(arch, samples=20 if heavy else 48, batch_size=4 if heavy else 8)
+    x = ds.inputs("test")[: 2 if heavy else 8]
     lowered = lower_with_trace(converted, torch.from_numpy(x[:2]), name=arch)
     graph = lowered.graph
     assert all(t.source for t in graph.tensors.values() if t.data is not None and t.dtype.value == "int8")
