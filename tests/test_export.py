@@ -159,3 +159,36 @@ def test_cli_export_names_missing_artifact(tmp_path: Path, capsys: pytest.Captur
     err = capsys.readouterr().err.strip()
     assert "converted.pt2 is missing" in err and "tinyprec qat" in err
     assert ArtifactError.exit_code == 2
+
+
+@pytest.mark.slow
+def test_cli_export_after_qat_stage(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`tinyprec export` on a run folder whose quant/converted.pt2 went through torch.export save/load."""
+    from tinyprec.cli import main
+    from tinyprec.data import load_dataset
+    from tinyprec.quant.stage import quantize_model
+    from tinyprec.recipe import build_model_for, load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('name = "r"\n[model]\narch = "digits_cnn"\n[data]\nname = "synthetic"\nshape = [1, 8, 8]\n'
+                      'num_classes = 10\nsamples = 64\n[quant]\nmode = "ptq"\ncalibration_batches = 1\n')
+    r = load_recipe(recipe)
+    torch.manual_seed(0)
+    model = build_model_for(r)
+    out = tmp_path / "run"
+    (out / "train").mkdir(parents=True)
+    torch.save(model.state_dict(), out / "train" / "model_fp32.pt")
+    quantize_model(model, load_dataset(r.data, r.seed, tmp_path), r.quant, out, seed=0)
+    files = []
+    for _ in range(2):
+        with pytest.raises(SystemExit) as exit_info:
+            main(["export", str(recipe), "--out", str(out)])
+        assert exit_info.value.code == 0
+        files.append((out / "model" / "model_int8.tflite").read_bytes())
+    assert files[0] == files[1]  # deterministic
+    printed = capsys.readouterr().out
+    assert "TFLM arena" in printed and "exact" in printed
+    man = json.loads((out / "manifest.json").read_text())
+    assert set(ROLES) | {"quant_program"} <= set(man["artifacts"])
+    sources = json.loads((out / "model" / "ir_sources.json").read_text())
+    assert sources["0.weight"] == "0"  # the Sequential's first conv
