@@ -192,3 +192,24 @@ def test_cli_export_after_qat_stage(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert set(ROLES) | {"quant_program"} <= set(man["artifacts"])
     sources = json.loads((out / "model" / "ir_sources.json").read_text())
     assert sources["0.weight"] == "0"  # the Sequential's first conv
+
+
+def test_float_io_export_matches_int8_export(setup: tuple[Any, Any, Dataset], tmp_path: Path) -> None:
+    from tinyprec.runtimes.tflm import run_tflm
+
+    int8 = _export(setup, tmp_path / "int8", ExportConfig(golden_vectors=2, onnx=False))
+    flt = _export(setup, tmp_path / "float", ExportConfig(golden_vectors=2, onnx=False, float_io=True))
+    assert json.loads((tmp_path / "float" / "manifest.json").read_text())["float_io"] is True
+    assert "float" in flt.firmware["golden_header"].read_text()
+    _, _, ds = setup
+    from tinyprec.quant.lower_check import quantize_input
+    from tinyprec.quant.lower_layout import to_ir_layout
+
+    g = int8.graph
+    x = ds.inputs("test")[:4]
+    q = to_ir_layout(quantize_input(x, g.tensors[g.inputs[0]].qparams), "NCHW")
+    y_int8 = run_tflm(int8.tflite_path.read_bytes(), q)
+    y_float = run_tflm(flt.tflite_path.read_bytes(), to_ir_layout(x, "NCHW"))
+    out_q = g.tensors[g.outputs[0]].qparams
+    expected = (y_int8.astype(np.float32) - out_q.zero_point[0]) * out_q.scale[0]
+    np.testing.assert_allclose(y_float, expected, rtol=0, atol=float(out_q.scale[0]) * 1e-3)
