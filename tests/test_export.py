@@ -124,6 +124,28 @@ def test_failed_export_leaves_nothing_behind(setup: tuple[Any, Any, Dataset], tm
     assert first.onnx_int8_path is None and not (tmp_path / "model" / "model_int8.onnx").exists()
 
 
+def test_reexport_without_onnx_drops_the_stale_onnx_files(setup: tuple[Any, Any, Dataset], tmp_path: Path) -> None:
+    _export(setup, tmp_path, ExportConfig(golden_vectors=1))
+    assert "onnx_int8" in json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
+    _export(setup, tmp_path, ExportConfig(golden_vectors=1, onnx=False))
+    artifacts = json.loads((tmp_path / "manifest.json").read_text())["artifacts"]
+    assert "onnx_int8" not in artifacts and "onnx_fp32" not in artifacts and "tflite_int8" in artifacts
+    assert not (tmp_path / "model" / "model_int8.onnx").exists()
+
+
+def test_unsupported_model_raises_before_writing(tmp_path: Path) -> None:
+    from tinyprec.errors import UnsupportedOpError
+    from tinyprec.exporting import export_converted
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten())  # a flattened map as the output
+    rng = np.random.default_rng(0)
+    ds = Dataset.from_arrays(rng.standard_normal((20, 1, 5, 5)).astype(np.float32), np.arange(20) % 2, seed=0)
+    converted = _convert(model.eval(), torch.from_numpy(ds.inputs("train")))
+    with pytest.raises(UnsupportedOpError, match="flatten"):
+        export_converted(converted, model, ds, ExportConfig(), tmp_path / "out", name="bad")
+    assert not any(p.is_file() for p in (tmp_path / "out").rglob("*"))
+
+
 def test_smallest_arena_is_exact_on_the_mlperf_reference(kws_tflite: bytes) -> None:
     from tinyprec.exporting.arena import _Prober, smallest_arena
 

@@ -185,6 +185,12 @@ def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module |
         "versions": _versions(),
     }
     path = manifest.record(out_dir, {**final, **firmware}, facts)
+    stale = [role for role in ("onnx_int8", "onnx_fp32") if role not in final]
+    data = manifest.load(out_dir)
+    if any(role in data["artifacts"] for role in stale):
+        for role in stale:
+            data["artifacts"].pop(role, None)
+        atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
     return ExportResult(
         graph=graph, tflite_path=final["tflite_int8"], onnx_int8_path=final.get("onnx_int8"),
         onnx_fp32_path=final.get("onnx_fp32"), ir_sources_path=final["ir_sources"], firmware=firmware,
