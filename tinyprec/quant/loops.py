@@ -90,11 +90,13 @@ def fake_quant_eval(prepared: fx.GraphModule) -> Iterator[fx.GraphModule]:
 def run_qat(prepared: fx.GraphModule, x: np.ndarray, y: np.ndarray, *, task: str, epochs: int, lr: float,
             batch_size: int, freeze_bn_epoch: int, freeze_observer_epoch: int, precision: str, seed: int,
             max_steps: int | None = None, val: tuple[np.ndarray, np.ndarray] | None = None,
-            progress: Progress | None = None) -> QatLog:
+            warmup_batches: int = 0, progress: Progress | None = None) -> QatLog:
     """Fine-tune a QAT program (prepared by stage 2) in place on normalized inputs ``x`` (labels ``y``).
 
     With ``val`` (inputs, labels) the fake-quant program is scored after every epoch and the best epoch's
-    weights, BN statistics and scales are restored at the end.
+    weights, BN statistics and scales are restored at the end. ``warmup_batches`` batches first set the
+    activation ranges with the FP32 weights' statistics (BN on running statistics, no weight update), so
+    fine-tuning starts from calibrated ranges instead of the first batch's.
     """
     import tinyprec.quant._quiet_torchao  # noqa: F401
     from torchao.quantization.pt2e import disable_observer
@@ -115,6 +117,8 @@ def run_qat(prepared: fx.GraphModule, x: np.ndarray, y: np.ndarray, *, task: str
     best_state: dict[str, Any] | None = None
     steps = 0
     bn_at = obs_at = None
+    if warmup_batches:
+        _warm_up_observers(prepared, xt, batch_size=batch_size, num_batches=warmup_batches)
     for epoch in range(epochs):
         frozen = epoch >= freeze_bn_epoch
         set_train_mode(prepared, bn_train=not frozen, dropout_train=True)
@@ -164,6 +168,17 @@ def run_qat(prepared: fx.GraphModule, x: np.ndarray, y: np.ndarray, *, task: str
     if best_epoch is None and losses:
         best_epoch = len(losses) - 1
     return QatLog(tuple(losses), steps, bn_at, obs_at, tuple(scores), best_epoch)
+
+
+@torch.no_grad()
+def _warm_up_observers(prepared: fx.GraphModule, x: torch.Tensor, *, batch_size: int, num_batches: int) -> None:
+    from tinyprec.quant.bnfold import set_train_mode
+
+    set_train_mode(prepared, bn_train=False, dropout_train=False)
+    for i, idx in enumerate(batches(len(x), batch_size, shuffle=False)):
+        if i >= num_batches:
+            break
+        prepared(x[idx])
 
 
 @torch.no_grad()

@@ -206,7 +206,7 @@ def _qat(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, example: to
     log = run_qat(prepared, dataset.inputs("train"), dataset.train.y, task=task, epochs=cfg.epochs, lr=cfg.lr,
                   batch_size=cfg.batch_size, freeze_bn_epoch=cfg.freeze_bn_epoch,
                   freeze_observer_epoch=cfg.freeze_observer_epoch, precision=precision, seed=seed,
-                  max_steps=max_steps, val=val, progress=progress)
+                  max_steps=max_steps, val=val, warmup_batches=cfg.calibration_batches, progress=progress)
     facts: dict[str, Any] = {
         "qat_seconds": round(time.perf_counter() - t0, 3), "qat_losses": list(log.losses), "qat_steps": log.steps,
         "qat_val_scores": list(log.val_scores), "qat_kept_epoch": log.best_epoch,
