@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
+import contextlib
+import io
+import runpy
 import sys
 from pathlib import Path
 
@@ -31,9 +32,13 @@ def test_every_example_is_covered() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("script", SCRIPTS)
-def test_example_runs(script: str, out_base: Path) -> None:
-    env = {**os.environ, "TINYPREC_EXAMPLES_QUICK": "1", "TINYPREC_EXAMPLES_OUT": str(out_base)}
-    proc = subprocess.run([sys.executable, str(EXAMPLES / script)], capture_output=True, text=True, env=env,
-                          timeout=400, cwd=EXAMPLES)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    assert EXPECT[script] in proc.stdout, proc.stdout[-2000:]
+def test_example_runs(script: str, out_base: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # In-process (runpy, as `python script.py` would) so the heavy imports are paid once per session.
+    monkeypatch.setenv("TINYPREC_EXAMPLES_QUICK", "1")
+    monkeypatch.setenv("TINYPREC_EXAMPLES_OUT", str(out_base))
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    monkeypatch.delitem(sys.modules, "_common", raising=False)
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        runpy.run_path(str(EXAMPLES / script), run_name="__main__")
+    assert EXPECT[script] in printed.getvalue(), printed.getvalue()[-2000:]

@@ -49,16 +49,26 @@ def _cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subproces
                           timeout=timeout, cwd=cwd)
 
 
+def _main(*args: str) -> int:
+    """The CLI in this process (heavy imports are shared across tests); returns the exit code."""
+    from tinyprec.cli import main
+
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     folder = tmp_path_factory.mktemp("pipeline")
     recipe = _recipe(folder)
     out = folder / "run"
-    proc = _cli("run", str(recipe), "--out", str(out), "--json")
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads(proc.stdout)
-    assert [s["stage"] for s in doc["stages"]] == ["train", "qat", "export", "validate"]
-    assert all(s["status"] == "ran" for s in doc["stages"])
+    result = run_recipe(recipe, out_dir=out)
+    assert [(o.stage, o.status) for o in result.stages] == [
+        ("train", "ran"), ("qat", "ran"), ("export", "ran"), ("validate", "ran")]
+    assert result.gate_passed is True
     return recipe, out
 
 
@@ -95,11 +105,12 @@ def test_changed_section_reruns_only_downstream(finished_run: tuple[Path, Path],
     assert [before[s] == after[s] for s in before] == [True, True, True, False]
 
 
-def test_impossible_gate_exits_1_with_the_reason(finished_run: tuple[Path, Path]) -> None:
+def test_impossible_gate_exits_1_with_the_reason(finished_run: tuple[Path, Path],
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
     recipe, out = finished_run
-    proc = _cli("validate", str(recipe), "--out", str(out), "--max-drop", "-50")
-    assert proc.returncode == 1, proc.stdout[-1000:] + proc.stderr[-1000:]
-    assert "exceeds max_drop" in proc.stderr and "Traceback" not in proc.stderr
+    assert _main("validate", str(recipe), "--out", str(out), "--max-drop", "-50") == 1
+    err = capsys.readouterr().err
+    assert "exceeds max_drop" in err and "Traceback" not in err
 
 
 def test_bad_recipe_is_one_line_exit_2(tmp_path: Path) -> None:
