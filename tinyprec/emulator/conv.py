@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tinyprec.emulator import kernels
+from tinyprec.emulator import fastpath, kernels
 from tinyprec.emulator.common import Prepared, fail, per_tensor, pool_geometry, sample_shape
 from tinyprec.emulator.common import act_range
 from tinyprec.ir import (
@@ -120,6 +120,9 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
         n = xb.shape[0]
         if pointwise:
             acc = xb.reshape(-1, cin).astype(ftype) @ mats[0]
+        elif groups == 1 and ftype is np.float32:
+            cols = fastpath.im2col_f32(xb, kh, kw, sh, sw, dh, dw, geo.pad_h, geo.pad_w, geo.out_h, geo.out_w, zi)
+            acc = cols @ mats[0]
         else:
             xp = np.pad(xb, ((0, 0), (geo.pad_h, pad_bottom), (geo.pad_w, pad_right), (0, 0)), constant_values=zi)
             s = xp.strides
@@ -170,12 +173,14 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
     # float32 sums are exact when every partial sum stays below 2**24 (|x - zp| <= 255).
     f32_sums = dm == 1 and exact_float and 255 * int(np.abs(wd[0]).sum(axis=(0, 1)).max(initial=0)) < _F32_EXACT
 
+    bf, lm, rs = fastpath.requant_constants(bias_v, mult, shift)
+
     def run(args: list[np.ndarray]) -> np.ndarray:
         x_in = np.ascontiguousarray(args[0])
         if f32_sums:
-            return kernels.depthwise_f32(x_in, filt, bias_v, mult, shift, -zi, zo, lo, hi, opts.stride_h,
-                                         opts.stride_w, opts.dilation_h, opts.dilation_w, geo.pad_h, geo.pad_w,
-                                         geo.out_h, geo.out_w, single)
+            return fastpath.depthwise_f32(x_in, filt, bf, lm, rs, -zi, zo, lo, hi, opts.stride_h, opts.stride_w,
+                                          opts.dilation_h, opts.dilation_w, geo.pad_h, geo.pad_w, geo.out_h,
+                                          geo.out_w, single)
         return kernels.depthwise(x_in, filt, bias_v, mult, shift, -zi, zo, lo, hi, opts.stride_h, opts.stride_w,
                                  opts.dilation_h, opts.dilation_w, geo.pad_h, geo.pad_w, geo.out_h, geo.out_w, dm,
                                  single, exact_float)

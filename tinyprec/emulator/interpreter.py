@@ -14,7 +14,11 @@ from tinyprec.ir import DType, Graph, Op, OpType
 
 ROUNDINGS = ("double", "single")
 # Temporary buffers (im2col) one chunk of the batch may use, and the most one sample may need.
+# Chunks aim at the cache size (each op's buffers stay in L2 for the next op), at least a few samples
+# long so that the per-op Python overhead stays small.
 _CHUNK_SCRATCH_BYTES = 96 << 20
+_CHUNK_CACHE_BYTES = 1 << 20
+_CHUNK_MIN_SAMPLES = 4
 _MAX_SAMPLE_SCRATCH_BYTES = 2 << 30
 
 _KIND_HELP = {
@@ -100,7 +104,8 @@ class Emulator:
         if scratch > _MAX_SAMPLE_SCRATCH_BYTES:
             raise ModelFormatError(f"model '{graph.name}' needs {scratch >> 20} MiB of temporary buffers per sample; "
                                    "too large to emulate (is the file damaged?)")
-        self._chunk = max(1, _CHUNK_SCRATCH_BYTES // max(scratch, 1))
+        fit = max(_CHUNK_MIN_SAMPLES, _CHUNK_CACHE_BYTES // max(scratch, 1))
+        self._chunk = max(1, min(fit, _CHUNK_SCRATCH_BYTES // max(scratch, 1)))
 
     def _check_batchable(self) -> None:
         for name, t in self.graph.tensors.items():

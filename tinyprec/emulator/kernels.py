@@ -14,6 +14,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from tinyprec.emulator.fastpath import requant_block
 from tinyprec.emulator.fixedpoint import (
     exp_on_negative_values,
     get_reciprocal,
@@ -61,18 +62,13 @@ def requantize_acc(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: n
     rows, channels = acc.shape
     out = np.empty((rows, channels), np.int8)
     if exact_float:
-        mf = mult.astype(np.float64)
         bf = bias.astype(np.float64)
-        ls = np.empty(channels, np.float64)
+        lm = np.empty(channels, np.float64)
         rs = np.empty(channels, np.float64)
         for c in range(channels):
-            ls[c] = 2.0 ** max(shift[c], 0)
-            rs[c] = 2.0 ** min(shift[c], 0)
-        flo, fhi, fzp = float(lo), float(hi), float(out_zp)
-        for r in range(rows):
-            for c in range(channels):
-                v = requantize_exact_float(np.float64(acc[r, c]) + bf[c], mf[c], ls[c], rs[c], single) + fzp
-                out[r, c] = np.int8(min(max(v, flo), fhi))
+            lm[c] = 2.0 ** max(shift[c], 0) * np.float64(mult[c])
+            rs[c] = 2.0 ** (min(shift[c], 0) - 31)
+        requant_block(acc, out, bf, lm, rs, out_zp, lo, hi, single)
         return out
     for r in range(rows):
         for c in range(channels):
@@ -141,45 +137,6 @@ def depthwise(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, 
                         a = wrap32(np.int64(acc[oc]) + bias[oc])
                         val = mbqm(a, mult[oc], shift[oc], single) + out_zp
                         out[b, oy, ox, oc] = min(max(val, lo), hi)
-    return out
-
-
-@_jit
-def depthwise_f32(x: np.ndarray, w: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
-                  in_off: int, out_zp: int, lo: int, hi: int, stride_h: int, stride_w: int, dil_h: int,
-                  dil_w: int, pad_h: int, pad_w: int, out_h: int, out_w: int, single: bool) -> np.ndarray:
-    """:func:`depthwise` (multiplier 1) summing in float32, for filters whose every partial sum is
-    provably below 2**24 (exact), with the float64 requantization (``exact_float`` required)."""
-    n, in_h, in_w, c = x.shape
-    kh, kw, _ = w.shape
-    wf = w.astype(np.float32)
-    off = np.float32(in_off)
-    mf = mult.astype(np.float64)
-    bf = bias.astype(np.float64)
-    ls = np.empty(c, np.float64)
-    rs = np.empty(c, np.float64)
-    for ch in range(c):
-        ls[ch] = 2.0 ** max(shift[ch], 0)
-        rs[ch] = 2.0 ** min(shift[ch], 0)
-    out = np.empty((n, out_h, out_w, c), np.int8)
-    acc = np.empty(c, np.float32)
-    for b in range(n):
-        for oy in range(out_h):
-            for ox in range(out_w):
-                acc[:] = 0
-                for fy in range(kh):
-                    iy = oy * stride_h - pad_h + dil_h * fy
-                    if iy < 0 or iy >= in_h:
-                        continue
-                    for fx in range(kw):
-                        ix = ox * stride_w - pad_w + dil_w * fx
-                        if ix < 0 or ix >= in_w:
-                            continue
-                        for ch in range(c):
-                            acc[ch] += wf[fy, fx, ch] * (np.float32(x[b, iy, ix, ch]) + off)
-                for ch in range(c):
-                    fv = requantize_exact_float(np.float64(acc[ch]) + bf[ch], mf[ch], ls[ch], rs[ch], single)
-                    out[b, oy, ox, ch] = np.int8(min(max(fv + out_zp, lo), hi))
     return out
 
 
