@@ -146,6 +146,7 @@ def pool(x: np.ndarray, fh: int, fw: int, stride_h: int, stride_w: int, pad_h: i
     """AVERAGE_POOL_2D (rounded integer mean of the taps inside the image) or MAX_POOL_2D."""
     n, in_h, in_w, c = x.shape
     out = np.empty((n, out_h, out_w, c), np.int8)
+    acc = np.empty(c, np.int32)  # |sum| <= 128 * taps: int32 as in TFLM
     for b in range(n):
         for oy in range(out_h):
             y0 = oy * stride_h - pad_h
@@ -154,23 +155,26 @@ def pool(x: np.ndarray, fh: int, fw: int, stride_h: int, stride_w: int, pad_h: i
                 x0 = ox * stride_w - pad_w
                 fx0, fx1 = max(0, -x0), min(fw, in_w - x0)
                 count = max(fy1 - fy0, 0) * max(fx1 - fx0, 0)
+                acc[:] = -128 if is_max else 0
+                for fy in range(fy0, fy1):  # channels innermost: contiguous, vectorized
+                    for fx in range(fx0, fx1):
+                        row = x[b, y0 + fy, x0 + fx]
+                        if is_max:
+                            for ch in range(c):
+                                acc[ch] = max(acc[ch], np.int32(row[ch]))
+                        else:
+                            for ch in range(c):
+                                acc[ch] += np.int32(row[ch])
                 for ch in range(c):
-                    acc = np.int64(-128) if is_max else np.int64(0)
-                    for fy in range(fy0, fy1):
-                        for fx in range(fx0, fx1):
-                            v = np.int64(x[b, y0 + fy, x0 + fx, ch])
-                            if is_max:
-                                acc = max(acc, v)
-                            else:
-                                acc += v
+                    v = np.int64(acc[ch])
                     if not is_max and count > 0:
                         half = count // 2
                         # C division truncates toward zero.
-                        if acc > 0:
-                            acc = (acc + half) // count
+                        if v > 0:
+                            v = (v + half) // count
                         else:
-                            acc = -((-(acc - half)) // count)
-                    out[b, oy, ox, ch] = min(max(acc, lo), hi)
+                            v = -((-(v - half)) // count)
+                    out[b, oy, ox, ch] = min(max(v, lo), hi)
     return out
 
 
