@@ -173,12 +173,12 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
     # float32 sums are exact when every partial sum stays below 2**24 (|x - zp| <= 255).
     f32_sums = dm == 1 and exact_float and 255 * int(np.abs(wd[0]).sum(axis=(0, 1)).max(initial=0)) < _F32_EXACT
 
-    bf, lm, rs = fastpath.requant_constants(bias_v, mult, shift)
+    scale, offset, post = fastpath.requant_constants(bias_v, mult, shift, single)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         x_in = np.ascontiguousarray(args[0])
         if f32_sums:
-            return fastpath.depthwise_f32(x_in, filt, bf, lm, rs, -zi, zo, lo, hi, opts.stride_h, opts.stride_w,
+            return fastpath.depthwise_f32(x_in, filt, scale, offset, post, -zi, zo, lo, hi, opts.stride_h, opts.stride_w,
                                           opts.dilation_h, opts.dilation_w, geo.pad_h, geo.pad_w, geo.out_h,
                                           geo.out_w, single)
         return kernels.depthwise(x_in, filt, bias_v, mult, shift, -zi, zo, lo, hi, opts.stride_h, opts.stride_w,

@@ -1,8 +1,8 @@
 """Float fast paths of the emulator, compiled with numba: exact where the prepare step proved it.
 
 * :func:`requant_block` is the float64 MultiplyByQuantizedMultiplier of
-  :func:`tinyprec.emulator.kernels.requantize_exact_float` written branch-free over a row of channels,
-  so LLVM vectorizes it. Its per-channel constants come from :func:`requant_constants`.
+  :func:`tinyprec.emulator.kernels.requantize_exact_float` with the bias and the power-of-two factors
+  folded into per-channel constants (:func:`requant_constants`), branch-free so LLVM vectorizes it.
 * :func:`im2col_f32` gathers convolution windows straight into a float32 matrix (padding taps hold the
   input zero point), replacing numpy's pad + strided copy + dtype conversion.
 * :func:`depthwise_f32` sums a depthwise convolution (multiplier 1) in float32 on a zero-padded,
@@ -21,49 +21,71 @@ import numpy as np
 _jit = nb.njit(cache=True, nogil=True)
 
 
-def requant_constants(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray) -> tuple[np.ndarray, ...]:
-    """Per-channel float64 (bias, multiplier * 2**left shift, 2**-right shift * 2**-31) for requant_block.
+@_jit
+def requant_constants(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                      single: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-channel float64 (scale, offset, post) for :func:`requant_block`.
 
-    Both products are exact: one factor is a power of two.
+    With L = 2**max(shift, 0) and R = 2**min(shift, 0): double rounding takes scale = mult * L * 2**-31,
+    offset = bias * scale + 1/2, post = R; single rounding scale = mult * L * R * 2**-31,
+    offset = bias * scale. Each is exact: the factors are powers of two, and the prepare-time bound
+    keeps (sum + bias) * mult * L below 2**52.
     """
-    shift = np.asarray(shift, np.int64)
-    bf = np.ascontiguousarray(bias, np.float64)
-    lm = np.exp2(np.maximum(shift, 0).astype(np.float64)) * np.asarray(mult, np.float64)
-    rs = np.exp2(np.minimum(shift, 0).astype(np.float64) - 31.0)
-    return bf, np.ascontiguousarray(lm), np.ascontiguousarray(rs)
+    channels = mult.size
+    scale = np.empty(channels, np.float64)
+    offset = np.empty(channels, np.float64)
+    post = np.empty(channels, np.float64)
+    for c in range(channels):
+        left = 2.0 ** max(shift[c], 0)
+        right = 2.0 ** min(shift[c], 0)
+        if single:
+            scale[c] = np.float64(mult[c]) * left * right * (1.0 / 2147483648.0)
+            offset[c] = np.float64(bias[c]) * scale[c]
+        else:
+            scale[c] = np.float64(mult[c]) * left * (1.0 / 2147483648.0)
+            offset[c] = np.float64(bias[c]) * scale[c] + 0.5
+        post[c] = right
+    return scale, offset, post
 
 
 @_jit
-def requant_block(acc: np.ndarray, out: np.ndarray, bf: np.ndarray, lm: np.ndarray, rs: np.ndarray,
+def requant_block(acc: np.ndarray, out: np.ndarray, scale: np.ndarray, offset: np.ndarray, post: np.ndarray,
                   out_zp: int, lo: int, hi: int, single: bool) -> None:
     """(rows, channels) exact integer sums (any float/int dtype) -> int8 ``out``: + bias, TFLM's
-    per-channel requantization (double or single rounding), + zero point, clamp."""
+    per-channel requantization (double or single rounding), + zero point, clamp.
+
+    ``acc * scale + offset`` is exact: it is (sum + bias) * mult * 2**left, an integer below 2**52,
+    times a power of two (plus 1/2), so it has at most 53 significant bits.
+    """
     rows, channels = acc.shape
     flo, fhi, fzp = float(lo), float(hi), float(out_zp)
-    if single:
-        for r in range(rows):
-            for c in range(channels):
+    for r in range(rows):
+        a = acc[r]
+        o = out[r]
+        if single:
+            for i in range(channels):
+                c = np.uint64(i)
                 # (x * m) >> (31 - shift) rounded half up: floor, then +1 at or above the half.
-                v = (np.float64(acc[r, c]) + bf[c]) * lm[c] * rs[c]
+                v = np.float64(a[c]) * scale[c] + offset[c]
                 q = np.floor(v)
                 q = q + (1.0 if v - q >= 0.5 else 0.0) + fzp
-                out[r, c] = np.int8(min(max(q, flo), fhi))
-    else:
-        for r in range(rows):
-            for c in range(channels):
-                # SaturatingRoundingDoublingHighMul (half up), then RoundingDivideByPOT (half away from 0).
-                h = np.floor((np.float64(acc[r, c]) + bf[c]) * lm[c] * (1.0 / 2147483648.0) + 0.5)
-                v = h * (rs[c] * 2147483648.0)
-                q = np.copysign(np.floor(np.abs(v) + 0.5), v) + fzp
-                out[r, c] = np.int8(min(max(q, flo), fhi))
+                o[c] = np.int8(min(max(q, flo), fhi))
+        else:
+            for i in range(channels):
+                c = np.uint64(i)
+                # SaturatingRoundingDoublingHighMul (half up), then RoundingDivideByPOT (half away
+                # from zero; v has under 32 significant bits, so v +- 1/2 is exact).
+                v = np.floor(np.float64(a[c]) * scale[c] + offset[c]) * post[c]
+                q = np.trunc(v + np.copysign(0.5, v)) + fzp
+                o[c] = np.int8(min(max(q, flo), fhi))
 
 
 @_jit
-def requant_rows(acc: np.ndarray, bf: np.ndarray, lm: np.ndarray, rs: np.ndarray, out_zp: int, lo: int,
-                 hi: int, single: bool) -> np.ndarray:
+def requant_rows(acc: np.ndarray, scale: np.ndarray, offset: np.ndarray, post: np.ndarray, out_zp: int,
+                 lo: int, hi: int, single: bool) -> np.ndarray:
     """:func:`requant_block` into a new (rows, channels) int8 array."""
     out = np.empty(acc.shape, np.int8)
-    requant_block(acc, out, bf, lm, rs, out_zp, lo, hi, single)
+    requant_block(acc, out, scale, offset, post, out_zp, lo, hi, single)
     return out
 
 
@@ -170,7 +192,7 @@ def _taps_pixels(acc: np.ndarray, xp: np.ndarray, wf: np.ndarray, out_w: int, st
 
 
 @_jit
-def depthwise_f32(x: np.ndarray, w: np.ndarray, bf: np.ndarray, lm: np.ndarray, rs: np.ndarray,
+def depthwise_f32(x: np.ndarray, w: np.ndarray, scale: np.ndarray, offset: np.ndarray, post: np.ndarray,
                   in_off: int, out_zp: int, lo: int, hi: int, stride_h: int, stride_w: int, dil_h: int,
                   dil_w: int, pad_h: int, pad_w: int, out_h: int, out_w: int, single: bool) -> np.ndarray:
     """DEPTHWISE_CONV_2D, multiplier 1, filter (KH, KW, C): float32 sums of w * (x + in_off), where
@@ -200,5 +222,5 @@ def depthwise_f32(x: np.ndarray, w: np.ndarray, bf: np.ndarray, lm: np.ndarray, 
             _taps_3x3(acc, xp, wt, stride_h, dil_h, dil_w, c)
         else:
             _taps_rows(acc, xp, wt, kh, kw, stride_h, dil_h, dil_w, c)
-        requant_block(acc.reshape(out_h * out_w, c), out[b], bf, lm, rs, out_zp, lo, hi, single)
+        requant_block(acc.reshape(out_h * out_w, c), out[b], scale, offset, post, out_zp, lo, hi, single)
     return out.reshape((n, out_h, out_w, c))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,14 @@ def _check_op(graph: Graph, op: Op) -> None:
         if t is not None and not t.is_const and t.dtype is not DType.INT8:
             raise ModelFormatError(f"{op.type.value} '{op.name}': activation '{name}' is {t.dtype.value}; "
                                    "the emulator runs int8 activations")
+
+
+@functools.cache
+def _blas_controller():  # type: ignore[no-untyped-def]
+    """threadpoolctl's controller, built once: inspecting the loaded libraries costs ~1 ms a call."""
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()
 
 
 class Emulator:
@@ -163,9 +172,7 @@ class Emulator:
             env = self._evaluate([x[start:start + size] for x in xs], keep=False)
             return [env[name] for name in self.graph.outputs]
 
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"):  # parallel over chunks, not inside GEMMs
+        with _blas_controller().limit(limits=1, user_api="blas"):  # parallel over chunks, not inside GEMMs
             if len(starts) > 1 and self.threads > 1:
                 with ThreadPoolExecutor(max_workers=self.threads) as pool:
                     results = list(pool.map(chunk, starts))

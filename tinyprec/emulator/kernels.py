@@ -14,7 +14,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from tinyprec.emulator.fastpath import requant_block
+from tinyprec.emulator.fastpath import requant_block, requant_constants
 from tinyprec.emulator.fixedpoint import (
     exp_on_negative_values,
     get_reciprocal,
@@ -62,13 +62,8 @@ def requantize_acc(acc: np.ndarray, bias: np.ndarray, mult: np.ndarray, shift: n
     rows, channels = acc.shape
     out = np.empty((rows, channels), np.int8)
     if exact_float:
-        bf = bias.astype(np.float64)
-        lm = np.empty(channels, np.float64)
-        rs = np.empty(channels, np.float64)
-        for c in range(channels):
-            lm[c] = 2.0 ** max(shift[c], 0) * np.float64(mult[c])
-            rs[c] = 2.0 ** (min(shift[c], 0) - 31)
-        requant_block(acc, out, bf, lm, rs, out_zp, lo, hi, single)
+        scale, offset, post = requant_constants(bias, mult, shift, single)
+        requant_block(acc, out, scale, offset, post, out_zp, lo, hi, single)
         return out
     for r in range(rows):
         for c in range(channels):
