@@ -24,6 +24,7 @@ from tinyprec.ir import DType, Graph, QParams
 class Runner(enum.Enum):
     FP32 = "fp32"
     FAKE_QUANT = "fake_quant"
+    FAKE_QUANT_TFLM = "fake_quant_tflm"
     TFLM = "tflm"
     TFLITE = "tflite"
     ONNX_INT8 = "onnx_int8"
@@ -34,6 +35,7 @@ class Runner(enum.Enum):
 RUNNER_TITLES: dict[Runner, str] = {
     Runner.FP32: "FP32 PyTorch (baseline)",
     Runner.FAKE_QUANT: "fake-quant PyTorch (converted QAT/PTQ graph)",
+    Runner.FAKE_QUANT_TFLM: "fake-quant PyTorch in TFLM's integer arithmetic (tflm_exact)",
     Runner.TFLM: "TFLM interpreter (emulated MCU)",
     Runner.TFLITE: "TF Lite interpreter",
     Runner.ONNX_INT8: "ONNX Runtime, int8 QDQ",
@@ -188,6 +190,17 @@ def _fake_quant(models: Models, feed: Feed, progress: Callable[[int, int], None]
     return scores, (quantize(scores, qp) if qp is not None else None), ""
 
 
+def _fake_quant_tflm(models: Models, feed: Feed,
+                     progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    if models.fake_quant is None or feed.float_torch is None:
+        return _skip("no converted fake-quant graph (foreign model)")
+    from dataclasses import replace
+
+    from tinyprec.quant.exact import tflm_exact
+
+    return _fake_quant(replace(models, fake_quant=tflm_exact(models.fake_quant)), feed, progress)
+
+
 def _tflm(models: Models, feed: Feed, progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray | None, str]:
     from tinyprec.runtimes.tflm import run_tflm
 
@@ -256,6 +269,7 @@ class _Skipped(Exception):
 RUNNERS: dict[Runner, Callable[[Models, Feed, Callable[[int, int], None] | None], tuple[np.ndarray, np.ndarray | None, str]]] = {
     Runner.FP32: _fp32,
     Runner.FAKE_QUANT: _fake_quant,
+    Runner.FAKE_QUANT_TFLM: _fake_quant_tflm,
     Runner.TFLM: _tflm,
     Runner.TFLITE: _tflite,
     Runner.ONNX_INT8: _onnx_int8,
