@@ -147,7 +147,7 @@ def test_unsupported_model_raises_before_writing(tmp_path: Path) -> None:
 
 
 def test_smallest_arena_is_exact_on_the_mlperf_reference(kws_tflite: bytes) -> None:
-    from tinyprec.exporting.arena import _Prober, smallest_arena
+    from tinyprec.runtimes.arena import _Prober, smallest_arena
 
     arena = smallest_arena(kws_tflite)
     assert 20_000 < arena < 30_000  # the fixture README: about 24.3 KB on a 64-bit host

@@ -122,8 +122,7 @@ def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module |
     from tinyprec.formats.onnx_qdq import write_onnx_qdq
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.lower import lower_to_ir, sources_of
-    from tinyprec.exporting.arena import smallest_arena
-    from tinyprec.runtimes.tflm import run_tflm
+    from tinyprec.runtimes.tflm import run_tflm, tflm_arena_bytes
 
     say = progress or (lambda _msg: None)
     if cfg.golden_vectors < 1:
@@ -142,7 +141,7 @@ def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module |
 
             onnx_fp32 = fp32_onnx_bytes(model_fp32, torch.from_numpy(x[:1]))
     say("measuring the TFLM arena")
-    arena = smallest_arena(tflite)
+    arena = tflm_arena_bytes(tflite)
     golden_in, golden_out, check = _golden(converted, graph, tflite, x, cfg, run_tflm)
     sources = json.dumps(sources_of(graph), indent=2, sort_keys=True) + "\n"
 
@@ -228,5 +227,11 @@ def _golden(converted: "fx.GraphModule", graph: Graph, tflite: bytes, x: np.ndar
         diff = np.abs(got.astype(np.int64) - ref.reshape(got.shape).astype(np.int64))
         check = {"samples": int(x.shape[0]), "elements": int(diff.size),
                  "exact_fraction": float((diff == 0).mean()), "max_abs_diff": int(diff.max(initial=0))}
+        from tinyprec.quant.exact import tflm_exact  # the same program in TFLM's integer arithmetic
+
+        ref_exact = reference_output(tflm_exact(converted), graph, q)
+        diff_exact = np.abs(got.astype(np.int64) - ref_exact.reshape(got.shape).astype(np.int64))
+        check["tflm_exact_fraction"] = float((diff_exact == 0).mean())
+        check["tflm_exact_max_abs_diff"] = int(diff_exact.max(initial=0))
     n = cfg.golden_vectors
     return x_file[:n], out[:n], check

@@ -15,6 +15,7 @@ from pathlib import Path
 from tinyprec.errors import ModelFormatError
 
 _MAX_ARENA = 256 << 20
+_GENEROUS = 64 << 20  # first probe: a model that fails here is broken, not short of arena
 _HELPER = r"""
 import os, sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -41,6 +42,7 @@ class _Prober:
         self.path = path
         self.proc: subprocess.Popen[bytes] | None = None
         self.crashes = 0
+        self.last_signal = 0
 
     def _start(self) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-c", _HELPER, str(self.path)], stdin=subprocess.PIPE,
@@ -58,7 +60,7 @@ class _Prober:
             answer = b""
         if answer not in (b"0\n", b"1\n"):  # the helper crashed on this (too small) arena
             self.crashes += 1
-            self.proc.wait()
+            self.last_signal = -(self.proc.wait() or 0)
             self.proc = None
             if self.crashes > 64:
                 raise ModelFormatError("TFLM's interpreter keeps crashing while allocating the model")
@@ -72,18 +74,26 @@ class _Prober:
             self.proc.wait()
 
 
-def smallest_arena(tflite_bytes: bytes, *, start: int = 4096) -> int:
+def smallest_arena(tflite_bytes: bytes, *, start: int = 4096, where: str = "<bytes>") -> int:
     """The smallest arena_size (bytes) that allocates ``tflite_bytes`` in TFLM, exact to the byte."""
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.tflite"
         path.write_bytes(tflite_bytes)
         prober = _Prober(path)
         try:
+            if not prober.allocates(_GENEROUS):
+                if prober.crashes:
+                    raise ModelFormatError(
+                        f"{where}: TFLM crashed (signal {prober.last_signal}) while loading the model even with "
+                        f"{_GENEROUS} bytes of arena; the file is inconsistent, re-export it")
+                raise ModelFormatError(
+                    f"{where}: TFLM does not allocate the model even with {_GENEROUS} bytes of arena; "
+                    "run `tinyprec inspect` on the .tflite for TFLM's reason")
             lo, hi = 0, start
             while not prober.allocates(hi):
                 if hi >= _MAX_ARENA:
                     raise ModelFormatError(
-                        f"TFLM does not allocate the model even with {_MAX_ARENA} bytes of arena; "
+                        f"{where}: TFLM does not allocate the model even with {_MAX_ARENA} bytes of arena; "
                         "run `tinyprec inspect` on the .tflite for TFLM's reason"
                     )
                 lo, hi = hi, hi * 2

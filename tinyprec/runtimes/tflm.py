@@ -277,11 +277,6 @@ def run_tflm_with_taps(
     return {k: np.concatenate(v, axis=0) for k, v in acc.items() if v}
 
 
-def _allocates(tflite_bytes: bytes, arena: int) -> bool:
-    interp, _ = _make(tflite_bytes, arena, False)
-    return interp is not None
-
-
 def _recorded_total(tflite_bytes: bytes, where: str) -> int:
     """The recording allocator's total with a generous arena (an allocation that cannot fail for lack of space)."""
     interp = _open(tflite_bytes, None, False, where)
@@ -295,39 +290,15 @@ def _recorded_total(tflite_bytes: bytes, where: str) -> int:
 
 
 def tflm_arena_bytes(tflite_bytes: bytes, *, where: str = "<bytes>") -> int:
-    """The smallest ``arena_size`` (bytes) with which TFLM's interpreter allocates the model.
+    """The smallest ``arena_size`` (bytes) with which TFLM's interpreter allocates the model, exact to the byte.
 
-    Starts from the recording allocator's total (exact on the MLPerf models; an undercount for some
-    per-channel FULLY_CONNECTED models) and searches around it, never probing an arena far below it:
-    TFLM can crash instead of failing cleanly on a far too small arena. Exact to the byte on this host.
-    Raises :class:`ModelFormatError` when TFLM refuses the model (the reason is in the message).
+    Every probe runs in a helper process (:mod:`tinyprec.runtimes.arena`): TFLM can crash instead of
+    failing cleanly on a far too small arena. Raises :class:`ModelFormatError` when TFLM refuses the model.
     """
+    from tinyprec.runtimes.arena import smallest_arena
+
     model_tensors(tflite_bytes, where=where)
-    total = _recorded_total(tflite_bytes, where)
-    if _allocates(tflite_bytes, total):
-        hi, step = total, 16
-        while True:  # normally one probe: total - 16 fails
-            lo = max(total // 2, hi - step)
-            if not _allocates(tflite_bytes, lo) or lo == total // 2:
-                break
-            hi, step = lo, step * 2
-        if _allocates(tflite_bytes, lo):
-            return lo
-    else:
-        lo, step = total, 16
-        hi = total + step
-        while not _allocates(tflite_bytes, hi):
-            if hi > _MAX_ARENA:
-                raise ModelFormatError(f"{where}: TFLM needs more than {_MAX_ARENA} bytes of arena")
-            lo, step = hi, step * 2
-            hi = total + step
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if _allocates(tflite_bytes, mid):
-            hi = mid
-        else:
-            lo = mid
-    return hi
+    return smallest_arena(tflite_bytes, where=where)
 
 
 _RECORD_RE = re.compile(r"'([^']+)' used (\d+) bytes")
