@@ -6,7 +6,7 @@ the neighbours, CPU time much less. The outputs of the samples both ran are chec
 
     python benchmarks/bench_emulator.py [--batch 256] [--tflm-samples 64] [--threads N] [--repeats 5]
 
-Writes benchmarks/results/emulator.json.
+Also times each op on one batch chunk (single thread). Writes benchmarks/results/emulator.json.
 """
 
 from __future__ import annotations
@@ -28,6 +28,30 @@ def _timed(fn):  # type: ignore[no-untyped-def]
     wall, cpu = time.perf_counter(), time.process_time()
     result = fn()
     return result, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def per_op_ms(emu, x: np.ndarray, repeats: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Single-thread time of each op on one batch chunk (the size the emulator runs), in ms per sample.
+
+    Runs the prepared ops one by one on the chunk (the interpreter's own loop, unrolled here), BLAS
+    limited to one thread; the best of ``repeats`` per op.
+    """
+    from threadpoolctl import threadpool_limits
+
+    graph = emu.graph
+    chunk = x[:max(1, min(emu._chunk, len(x)))]  # noqa: SLF001 - a benchmark of the internals
+    best: dict[str, float] = {}
+    with threadpool_limits(limits=1, user_api="blas"):
+        for _ in range(repeats):
+            env = {n: t.data for n, t in graph.tensors.items() if t.data is not None}
+            env[graph.inputs[0]] = chunk
+            for i, (op, prep) in enumerate(zip(graph.ops, emu._prepared)):  # noqa: SLF001
+                args = [env[n] for n in op.inputs if n is not None]
+                start = time.perf_counter()
+                env[op.outputs[0]] = prep.run(args)
+                key = f"{i:02d} {op.type.value}"
+                best[key] = min(best.get(key, float("inf")), time.perf_counter() - start)
+    return {k: round(1000 * v / len(chunk), 5) for k, v in best.items()}
 
 
 def main() -> None:
@@ -82,6 +106,8 @@ def main() -> None:
         _, wall, cpu = _timed(lambda: single.run(x))
         one_wall, one_cpu = min(one_wall, wall), min(one_cpu, cpu)
 
+    ops = per_op_ms(single, x, max(args.repeats, 10))
+
     tflm_ms = 1000 * tflm_wall / n_tflm
     tflm_cpu_ms = 1000 * tflm_cpu / n_tflm
     emu_ms = 1000 * best_wall / args.batch
@@ -100,6 +126,9 @@ def main() -> None:
         "emulator_1thread_ms_per_sample_wall": round(1000 * one_wall / args.batch, 4),
         "emulator_1thread_ms_per_sample_cpu": round(1000 * one_cpu / args.batch, 4),
         "speedup_1thread_cpu": round(tflm_cpu_ms / (1000 * one_cpu / args.batch), 2),
+        "emulator_chunk_samples": single._chunk,  # noqa: SLF001
+        "emulator_1thread_ms_per_sample_by_op": ops,
+        "emulator_1thread_ms_per_sample_ops_sum": round(sum(ops.values()), 4),
         "emulator_prepare_s": round(prepare_wall, 3),
         "emulator_first_run_s": round(first_wall, 3),
         "outputs_identical_to_tflm": identical,
@@ -113,6 +142,8 @@ def main() -> None:
           f"{emu_cpu_ms:8.4f} ms/sample CPU")
     print(f"emulator (batch {args.batch}, 1 thread): {result['emulator_1thread_ms_per_sample_wall']:8.4f} ms/sample wall, "
           f"{result['emulator_1thread_ms_per_sample_cpu']:8.4f} ms/sample CPU")
+    for name, ms in ops.items():
+        print(f"  {name:28s} {ms:8.4f} ms/sample (1 thread, chunk of {single._chunk})")  # noqa: SLF001
     print(f"speed-up: {result['speedup_wall']}x wall, {result['speedup_cpu']}x CPU   "
           f"(outputs identical: {identical}; load average {result['load_average_1min']} on {os.cpu_count()} CPUs)")
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
