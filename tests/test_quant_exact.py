@@ -38,6 +38,18 @@ def _check(arch: str) -> None:
     assert exact.tflm_equals_tflite, exact
     assert exact.within(0.99, 1), exact
     _check_runner(graph, data, converted, x)
+    _check_export(graph, data, converted, x, exact.exact_fraction)
+
+
+def _check_export(graph, data: bytes, converted, x: np.ndarray, exact_fraction: float) -> None:  # type: ignore[no-untyped-def]
+    """The export check reports the plain program's agreement and the exact program's."""
+    from tinyprec.exporting.stage import _golden
+    from tinyprec.recipe import ExportConfig
+    from tinyprec.runtimes.tflm import run_tflm
+
+    _, _, check = _golden(converted, graph, data, x, ExportConfig(), run_tflm)
+    assert check["tflm_exact_fraction"] == exact_fraction and check["tflm_exact_max_abs_diff"] <= 1
+    assert check["exact_fraction"] <= check["tflm_exact_fraction"]
 
 
 def _check_runner(graph, data: bytes, converted, x: np.ndarray) -> None:  # type: ignore[no-untyped-def]
