@@ -115,6 +115,8 @@ class Emulator:
                                    "too large to emulate (is the file damaged?)")
         fit = max(_CHUNK_MIN_SAMPLES, _CHUNK_CACHE_BYTES // max(scratch, 1))
         self._chunk = max(1, min(fit, _CHUNK_SCRATCH_BYTES // max(scratch, 1)))
+        self._steps: tuple[dict[str, np.ndarray], list[tuple[list[str], str, Prepared, list[str]]]] | None = None
+        self._plan()
 
     def _check_batchable(self) -> None:
         for name, t in self.graph.tensors.items():
@@ -138,22 +140,34 @@ class Emulator:
                             f"(batch, {', '.join(map(str, shape))}) of {dtype}")
         return np.ascontiguousarray(x)
 
-    def _evaluate(self, inputs: Sequence[np.ndarray], keep: bool) -> dict[str, np.ndarray]:
-        env: dict[str, np.ndarray] = {n: t.data for n, t in self.graph.tensors.items() if t.data is not None}
-        env.update(zip(self.graph.inputs, inputs))
-        wanted = set(self.graph.outputs)
-        last_use: dict[str, int] = {}
-        for i, op in enumerate(self.graph.ops):
-            for n in op.inputs:
-                if n is not None:
-                    last_use[n] = i
-        for i, (op, prep) in enumerate(zip(self.graph.ops, self._prepared)):
-            args = [env[n] for n in op.inputs if n is not None]
-            env[op.outputs[0]] = prep.run(args)
-            if not keep:  # free activations nobody reads any more
+    def _plan(self) -> tuple[dict[str, np.ndarray], list[tuple[list[str], str, Prepared, list[str]]]]:
+        """Constants, and per op (input names, output name, kernel, activations it reads last), built once."""
+        if self._steps is None:
+            wanted = set(self.graph.outputs)
+            last_use: dict[str, int] = {}
+            for i, op in enumerate(self.graph.ops):
                 for n in op.inputs:
-                    if n is not None and last_use.get(n) == i and n not in wanted and not self.graph.tensors[n].is_const:
-                        env.pop(n, None)
+                    if n is not None:
+                        last_use[n] = i
+            steps = []
+            for i, (op, prep) in enumerate(zip(self.graph.ops, self._prepared)):
+                names = [n for n in op.inputs if n is not None]
+                free = [n for n in dict.fromkeys(names) if last_use.get(n) == i and n not in wanted
+                        and not self.graph.tensors[n].is_const]
+                steps.append((names, op.outputs[0], prep, free))
+            consts = {n: t.data for n, t in self.graph.tensors.items() if t.data is not None}
+            self._steps = (consts, steps)
+        return self._steps
+
+    def _evaluate(self, inputs: Sequence[np.ndarray], keep: bool) -> dict[str, np.ndarray]:
+        consts, steps = self._plan()
+        env: dict[str, np.ndarray] = dict(consts)
+        env.update(zip(self.graph.inputs, inputs))
+        for names, out, prep, free in steps:
+            env[out] = prep.run([env[n] for n in names])
+            if not keep:  # free activations nobody reads any more
+                for n in free:
+                    env.pop(n, None)
         return env
 
     def run_all(self, inputs: Sequence[np.ndarray]) -> list[np.ndarray]:
