@@ -178,8 +178,10 @@ class Emulator:
         n = xs[0].shape[0] if xs else 0
         if any(x.shape[0] != n for x in xs):
             raise DataError("all inputs must have the same batch size")
-        per_thread = -(-n // self.threads) if n >= 4 * self.threads else n
-        size = max(1, min(self._chunk, per_thread))
+        size = max(1, min(self._chunk, n))
+        if self.threads > 1 and n >= 4 * self.threads:  # equal chunks, a multiple of the thread count
+            rounds = -(-n // (self.threads * size))
+            size = -(-n // (self.threads * rounds))
         starts = list(range(0, max(n, 1), size))
 
         def chunk(start: int) -> list[np.ndarray]:
