@@ -87,3 +87,31 @@ def test_fixed_point_helpers_match_the_emulator() -> None:
         got = _mbqm(torch.from_numpy(acc.astype(np.int64)), torch.tensor(m), torch.tensor(s)).numpy()
         want = np.array([mbqm_double(int(a), m, s) for a in acc])
         assert np.array_equal(got, want), real
+
+
+@pytest.mark.slow
+def test_gates_tanh_add_avgpool_are_exact() -> None:
+    """cat, sigmoid-gated MUL, TANH, ADD, 2x2 AVERAGE_POOL_2D, Linear (no softmax): TFLM == exact program."""
+    from test_lower import _Mixed
+
+    from tinyprec.data import Dataset
+    from tinyprec.formats.tflite_writer import write_tflite
+    from tinyprec.quant.exact import tflm_exact
+    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.quant.lower_check import compare_with_converted
+    from tinyprec.quant.stage import ptq
+    from tinyprec.recipe import QuantConfig
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ds = Dataset.from_arrays(rng.standard_normal((80, 2, 6, 6)).astype(np.float32), np.arange(80) % 5, seed=0)
+    model = _Mixed().eval()
+    model.sm = torch.nn.Identity()
+    converted = ptq(model, ds, QuantConfig(mode="ptq", calibration_batches=2, batch_size=16))
+    x = ds.inputs("test")
+    graph = lower_to_ir(converted, torch.from_numpy(x[:2]), name="mixed")
+    data = write_tflite(graph)
+    exact_gm = tflm_exact(converted)
+    kept = {str(n.target) for n in exact_gm.graph.nodes if n.op == "call_function" and "aten" in str(n.target)}
+    assert kept == {"aten.cat.default", "aten.flatten.using_ints"}  # everything else rewritten
+    assert compare_with_converted(exact_gm, graph, data, x).within(1.0, 0)

@@ -209,8 +209,41 @@ def _modules() -> dict[str, type]:
             sums = xq.to(torch.int64).sum(dim=dims, keepdim=True)
             return self.finish(_mbqm(sums - self.in_zp * count, mult, shift))
 
+    class ExactTable(torch.nn.Module):
+        """LOGISTIC / TANH: TFLM's int8 kernels are a 256-entry table of the int8 input."""
+
+        def __init__(self, table: np.ndarray) -> None:
+            super().__init__()
+            self.register_buffer("table", torch.from_numpy(table.astype(np.int8)))
+
+        def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
+            return self.table[xq.to(torch.int64) + 128]
+
     return {"weighted": ExactWeighted, "add": ExactAdd, "mul": ExactMul, "avgpool": ExactAvgPool,
-            "mean": ExactMean}
+            "mean": ExactMean, "table": ExactTable}
+
+
+def _lut(si: float, zi: int, zo: int, is_tanh: bool) -> np.ndarray:
+    """The int8 table TFLM's LOGISTIC/TANH Prepare builds (input rescaled to Q4.27, gemmlowp function)."""
+    from tinyprec.emulator.fixedpoint import logistic, mbqm, rdbpot, tanh
+
+    frac, left_shift = math.frexp(si * float(1 << 27))
+    mult = round_half_away(frac * (1 << 31))
+    if mult == 1 << 31:
+        mult = -(1 << 31)  # static_cast<int32_t> of 2**31 on the MCU
+    radius = math.floor(15.0 * (1 << 27) / (2.0 ** left_shift))
+    out = np.empty(256, np.int64)
+    for i in range(256):
+        v = i - 128 - zi
+        if v <= -radius:
+            out[i] = -128
+        elif v >= radius:
+            out[i] = 127
+        else:
+            q4 = mbqm(v, mult, left_shift, False)
+            r = rdbpot(tanh(q4, 4), 24) if is_tanh else rdbpot(logistic(q4, 4), 23) - 128
+            out[i] = min(max(r, -128), 127)
+    return out
 
 
 # --- matching the converted graph ------------------------------------------------------------------------
@@ -312,6 +345,12 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
             return None
         key = "add" if t is aten.add.Tensor else "mul"
         return mods[key](a[1], a[2], b2[1], b2[2], so, zo, lo, hi), [a[0], b2[0]]
+    if t in (aten.sigmoid.default, aten.tanh.default) and act == "none":
+        x = _act_qparams(n.args[0])
+        is_tanh = t is aten.tanh.default
+        if x is None or (not is_tanh and (zo != -128 or so != 1.0 / 256)) or (is_tanh and (zo != 0 or so != 1.0 / 128)):
+            return None  # TFLM's int8 LOGISTIC/TANH outputs have fixed qparams
+        return mods["table"](_lut(x[1], x[2], zo, is_tanh)), [x[0]]
     pools = (aten.avg_pool2d.default, aten.avg_pool1d.default, aten.adaptive_avg_pool2d.default,
              aten.adaptive_avg_pool1d.default, aten.mean.dim)
     if t not in pools:
