@@ -9,6 +9,8 @@ so the result is what TFLM's int32 loops compute.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from tinyprec.emulator import fastpath, kernels
@@ -77,6 +79,15 @@ def _float_requant_is_exact(w_rows: np.ndarray, bias: np.ndarray, mult: np.ndarr
     return bool(shifted.max(initial=0) < 2.0**31 and product.max(initial=0) < 2.0**52)
 
 
+def _requantizer(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, out_zp: int, lo: int, hi: int,
+                 single: bool, exact_float: bool) -> Callable[[np.ndarray], np.ndarray]:
+    """(rows, channels) exact sums -> int8, with the float64 constants computed once when exact."""
+    if exact_float:
+        scale, offset, post = fastpath.requant_constants(bias, mult, shift, single)
+        return lambda acc: fastpath.requant_rows(acc, scale, offset, post, out_zp, lo, hi, single)
+    return lambda acc: kernels.requantize_acc(acc, bias, mult, shift, out_zp, lo, hi, single, False)
+
+
 def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     opts = op.options
     assert isinstance(opts, Conv2DOptions)
@@ -107,6 +118,7 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     mats: list[np.ndarray] = [np.ascontiguousarray(rows[g * per_group:(g + 1) * per_group].T.astype(ftype)) for g in range(groups)]
     bias_v = (bias if bias is not None else np.zeros(oc, np.int64)) - zi * rows.sum(axis=1)
     exact_float = _float_requant_is_exact(rows, bias_v, mult, shift, 128)
+    requant = _requantizer(bias_v, mult, shift, zo, lo, hi, single, exact_float)
     sh, sw, dh, dw = opts.stride_h, opts.stride_w, opts.dilation_h, opts.dilation_w
     pointwise = kh == kw == 1 and sh == sw == 1 and groups == 1
     in_h, in_w = x.shape[1], x.shape[2]
@@ -135,7 +147,7 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
                 acc = np.concatenate(
                     [win[..., g * cin_f:(g + 1) * cin_f].reshape(-1, kh * kw * cin_f).astype(ftype) @ mats[g]
                      for g in range(groups)], axis=1)
-        out = kernels.requantize_acc(np.ascontiguousarray(acc), bias_v, mult, shift, zo, lo, hi, single, exact_float)
+        out = requant(np.ascontiguousarray(acc))
         return out.reshape(n, geo.out_h, geo.out_w, oc)
 
     itemsize = np.dtype(ftype).itemsize
@@ -227,12 +239,12 @@ def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
     mat: np.ndarray = np.ascontiguousarray(wrows.T.astype(ftype))
     bias_v = (bias if bias is not None else np.zeros(oc, np.int64)) - zi * wrows.sum(axis=1)
     exact_float = _float_requant_is_exact(wrows, bias_v, mult, shift, 128)
+    requant = _requantizer(bias_v, mult, shift, zo, lo, hi, single, exact_float)
     out_sample = sample_shape(y)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         xb = args[0]
-        acc = np.ascontiguousarray(xb.reshape(-1, depth).astype(ftype) @ mat)
-        out = kernels.requantize_acc(acc, bias_v, mult, shift, zo, lo, hi, single, exact_float)
+        out = requant(np.ascontiguousarray(xb.reshape(-1, depth).astype(ftype) @ mat))
         return out.reshape((xb.shape[0], *out_sample))
 
     return Prepared(run, macs=rows_per_sample * oc * depth)
