@@ -90,8 +90,8 @@ def test_fixed_point_helpers_match_the_emulator() -> None:
 
 
 @pytest.mark.slow
-def test_gates_tanh_add_avgpool_are_exact() -> None:
-    """cat, sigmoid-gated MUL, TANH, ADD, 2x2 AVERAGE_POOL_2D, Linear (no softmax): TFLM == exact program."""
+def test_gates_tanh_add_avgpool_softmax_are_exact() -> None:
+    """cat, sigmoid-gated MUL, TANH, ADD, 2x2 AVERAGE_POOL_2D, Linear, SOFTMAX: TFLM == exact program."""
     from test_lower import _Mixed
 
     from tinyprec.data import Dataset
@@ -105,9 +105,7 @@ def test_gates_tanh_add_avgpool_are_exact() -> None:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     ds = Dataset.from_arrays(rng.standard_normal((80, 2, 6, 6)).astype(np.float32), np.arange(80) % 5, seed=0)
-    model = _Mixed().eval()
-    model.sm = torch.nn.Identity()
-    converted = ptq(model, ds, QuantConfig(mode="ptq", calibration_batches=2, batch_size=16))
+    converted = ptq(_Mixed().eval(), ds, QuantConfig(mode="ptq", calibration_batches=2, batch_size=16))
     x = ds.inputs("test")
     graph = lower_to_ir(converted, torch.from_numpy(x[:2]), name="mixed")
     data = write_tflite(graph)
@@ -115,3 +113,24 @@ def test_gates_tanh_add_avgpool_are_exact() -> None:
     kept = {str(n.target) for n in exact_gm.graph.nodes if n.op == "call_function" and "aten" in str(n.target)}
     assert kept == {"aten.cat.default", "aten.flatten.using_ints"}  # everything else rewritten
     assert compare_with_converted(exact_gm, graph, data, x).within(1.0, 0)
+
+
+@pytest.mark.parametrize("scale", [0.004, 0.03, 0.11, 0.6])
+def test_softmax_module_matches_the_emulator_kernel(scale: float) -> None:
+    """The torch SOFTMAX module against the emulator's TFLM-bit-exact kernel, on random int8 rows."""
+    from tinyprec.emulator.kernels import softmax, softmax_exp_tables
+    from tinyprec.ir.qparams import quantize_multiplier
+    from tinyprec.quant.exact import _modules
+
+    rng = np.random.default_rng(1)
+    x = rng.integers(-128, 128, (64, 10)).astype(np.int8)
+    x[:8] = rng.integers(100, 128, (8, 10))  # near-equal rows: large sums
+    x[8, :] = 5  # constant row
+    module = _modules()["softmax"](float(np.float32(scale)), 1)
+    got = module(torch.from_numpy(x)).numpy()
+    mult, shift = quantize_multiplier(min(float(np.float32(scale)) * float(1 << 26), float((1 << 31) - 1)))
+    raw, acc = softmax_exp_tables(mult, shift, False)
+    want = softmax(x, raw, acc, -int(np.floor(31.0 * (1 << 26) / (2.0**shift))))
+    assert np.array_equal(got, want)
+    nchw = module(torch.from_numpy(x.reshape(4, 16, 10).transpose(0, 2, 1).copy())).numpy()
+    assert np.array_equal(nchw.transpose(0, 2, 1).reshape(64, 10), want)  # over dim 1 (channels)

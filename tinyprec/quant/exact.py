@@ -4,7 +4,8 @@ The converted (fake-quant) program computes ``dequantize -> float op -> quantize
 even in float32; TFLM sums in int32 and requantizes with a q31 multiplier and double rounding (half
 away from zero), and averages pools on the raw int8 values. :func:`tflm_exact` rewrites, in a copy,
 each ``dequantize -> op -> [activation] -> quantize`` chain TFLM computes in integers (convolution,
-linear, ADD, MUL, average pooling, MEAN) into one module that recovers the exact integer accumulator
+linear, ADD, MUL, average pooling, MEAN; LOGISTIC/TANH as TFLM's int8 tables; SOFTMAX in its fixed
+point) into one module that recovers the exact integer accumulator
 (float64 sums of integers are exact below 2**53) and requantizes it in int64 with TFLM's recipe
 (:mod:`tinyprec.emulator` documents it per op). Chains it does not recognise stay as they are.
 """
@@ -219,8 +220,58 @@ def _modules() -> dict[str, type]:
         def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
             return self.table[xq.to(torch.int64) + 128]
 
+    class ExactSoftmax(torch.nn.Module):
+        """TFLM int8 SOFTMAX (beta 1, output 1/256, -128): exp tables, Q12.19 sum, fixed-point reciprocal."""
+
+        def __init__(self, si: float, dim: int) -> None:
+            super().__init__()
+            from tinyprec.emulator.kernels import softmax_exp_tables
+
+            self.dim = dim
+            mult, left_shift = quantize_multiplier(min(si * float(1 << 26), float(_INT32 - 1)))
+            self.diff_min = -math.floor(31.0 * (1 << 26) / (2.0 ** left_shift))
+            raw, acc = softmax_exp_tables(mult, left_shift, False)
+            self.register_buffer("exp_raw", torch.from_numpy(np.asarray(raw, np.int64)))
+            self.register_buffer("exp_acc", torch.from_numpy(np.asarray(acc, np.int64)))
+
+        def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
+            x = xq.to(torch.int64).movedim(self.dim, -1)
+            diff = x - x.amax(dim=-1, keepdim=True)
+            used = diff >= self.diff_min
+            index = (-diff).clamp(max=255)
+            total = _wrap32(torch.where(used, self.exp_acc[index], 0).sum(dim=-1, keepdim=True))
+            scale, bits_over_unit = _reciprocal(total, 12)
+            v = _rdbpot(_srdhm(scale, self.exp_raw[index]), bits_over_unit + 31 - 8) - 128
+            out = torch.where(used, v.clamp(-128, 127), -128)
+            return out.movedim(-1, self.dim).to(torch.int8)
+
     return {"weighted": ExactWeighted, "add": ExactAdd, "mul": ExactMul, "avgpool": ExactAvgPool,
-            "mean": ExactMean, "table": ExactTable}
+            "mean": ExactMean, "table": ExactTable, "softmax": ExactSoftmax}
+
+
+def _sat_shift_left(x: "torch.Tensor", exponent: int) -> "torch.Tensor":
+    threshold = (1 << (31 - exponent)) - 1
+    return (x << exponent).where(x <= threshold, _INT32 - 1).where(x >= -threshold, -_INT32)
+
+
+def _reciprocal(x: "torch.Tensor", integer_digits: int) -> tuple["torch.Tensor", "torch.Tensor"]:
+    """TFLM GetReciprocal of positive int32 values: (Q0.31 scale, bits over unit), Newton-Raphson in gemmlowp."""
+    bit_length = sum(((x >> k) > 0).long() for k in range(32))
+    headroom = 32 - bit_length  # count of leading zeros in 32 bits
+    shifted_minus_one = _wrap32(((x << headroom) & 0xFFFFFFFF) - _INT32)
+    s = shifted_minus_one + (_INT32 - 1)  # rounding half sum with 1.0
+    half_den = _wrap32(_trunc_div2(s + (s >= 0).long() * 2 - 1))
+    est = _wrap32(1515870810 + _srdhm(half_den, x.new_tensor(-1010580540)))
+    for _ in range(3):
+        one_minus = _wrap32((1 << 29) - _srdhm(half_den, est))
+        est = _wrap32(est + _sat_shift_left(_srdhm(est, one_minus), 2))
+    return _sat_shift_left(est, 1), integer_digits - headroom
+
+
+def _trunc_div2(x: "torch.Tensor") -> "torch.Tensor":
+    import torch
+
+    return torch.div(x, 2, rounding_mode="trunc")
 
 
 def _lut(si: float, zi: int, zo: int, is_tanh: bool) -> np.ndarray:
@@ -351,6 +402,11 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
         if x is None or (not is_tanh and (zo != -128 or so != 1.0 / 256)) or (is_tanh and (zo != 0 or so != 1.0 / 128)):
             return None  # TFLM's int8 LOGISTIC/TANH outputs have fixed qparams
         return mods["table"](_lut(x[1], x[2], zo, is_tanh)), [x[0]]
+    if t in (aten.softmax.int, aten._softmax.default) and act == "none":
+        x = _act_qparams(n.args[0])
+        if x is None or zo != -128 or so != 1.0 / 256 or x[1] * float(1 << 26) <= 1.0:
+            return None
+        return mods["softmax"](x[1], int(n.args[1])), [x[0]]
     pools = (aten.avg_pool2d.default, aten.avg_pool1d.default, aten.adaptive_avg_pool2d.default,
              aten.adaptive_avg_pool1d.default, aten.mean.dim)
     if t not in pools:
@@ -387,7 +443,8 @@ def tflm_exact(converted_gm: "fx.GraphModule") -> "fx.GraphModule":
 
     Each ``dequantize -> conv/linear/add/mul/avg pool/mean -> [relu|relu6|hardtanh] -> quantize``
     chain becomes one module computing TFLM's int32 accumulator and double-rounding requantization;
-    other ops keep their float arithmetic. ``converted_gm`` itself is not modified.
+    sigmoid/tanh/softmax chains become TFLM's int8 kernels. Other ops (max pool, cat, reshape, pad)
+    are already exact and keep their float arithmetic. ``converted_gm`` itself is not modified.
     """
     import torch
 
