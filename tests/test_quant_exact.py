@@ -78,7 +78,7 @@ def test_tflm_matches_exact_program(arch: str) -> None:
 def test_fixed_point_helpers_match_the_emulator() -> None:
     from tinyprec.emulator.fixedpoint import mbqm_double
     from tinyprec.ir.qparams import quantize_multiplier
-    from tinyprec.quant.exact import _mbqm
+    from tinyprec.quant.exact_int import mbqm as _mbqm
 
     rng = np.random.default_rng(0)
     acc = np.concatenate([rng.integers(-(1 << 20), 1 << 20, 400), np.arange(-64, 65) * 1024 + 512])

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinyprec.ir.qparams import quantize_multiplier, round_half_away
+from tinyprec.ir.qparams import quantize_multiplier
+from tinyprec.quant.exact_int import act_range, encode, lut, mbqm, rdbpot, reciprocal, srdhm, wrap32
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -29,56 +30,6 @@ _INT32 = 1 << 31
 
 def _f32(x: Any) -> float:
     return float(np.float32(float(x)))
-
-
-# --- TFLM fixed point on int64 torch tensors (see tinyprec.emulator.fixedpoint) ----------------------
-def _wrap32(x: "torch.Tensor") -> "torch.Tensor":
-    return ((x + _INT32) & 0xFFFFFFFF) - _INT32
-
-
-def _srdhm(a: "torch.Tensor", b: "torch.Tensor") -> "torch.Tensor":
-    import torch
-
-    ab = a * b
-    nudge = torch.where(ab >= 0, torch.full_like(ab, 1 << 30), torch.full_like(ab, 1 - (1 << 30)))
-    return torch.div(ab + nudge, _INT32, rounding_mode="trunc")
-
-
-def _rdbpot(x: "torch.Tensor", exponent: "torch.Tensor") -> "torch.Tensor":
-    mask = (1 << exponent) - 1
-    threshold = (mask >> 1) + (x < 0).long()
-    return (x >> exponent) + ((x & mask) > threshold).long()
-
-
-def _mbqm(x: "torch.Tensor", mult: "torch.Tensor", shift: "torch.Tensor") -> "torch.Tensor":
-    """MultiplyByQuantizedMultiplier with double rounding (TFLM's default build)."""
-    left = shift.clamp(min=0)
-    right = (-shift).clamp(min=0)
-    return _rdbpot(_srdhm(_wrap32(_wrap32(x) << left), mult), right)
-
-
-def _encode(reals: list[float]) -> tuple["torch.Tensor", "torch.Tensor"]:
-    import torch
-
-    pairs = [quantize_multiplier(r) for r in reals]
-    return (torch.tensor([p[0] for p in pairs], dtype=torch.int64),
-            torch.tensor([p[1] for p in pairs], dtype=torch.int64))
-
-
-def _act_range(act: str, scale: float, zp: int) -> tuple[int, int]:
-    """TFLM CalculateActivationRangeQuantized for an int8 output."""
-
-    def q(f: float) -> int:
-        return zp + round_half_away(float(np.float32(f) / np.float32(scale)))
-
-    lo, hi = -128, 127
-    if act == "relu":
-        lo = max(lo, q(0.0))
-    elif act == "relu6":
-        lo, hi = max(lo, q(0.0)), min(hi, q(6.0))
-    elif act == "relu_n1_to_1":
-        lo, hi = max(lo, q(-1.0)), min(hi, q(1.0))
-    return lo, hi
 
 
 def _module_base() -> type:
@@ -113,7 +64,7 @@ def _modules() -> dict[str, type]:
             self.register_buffer("w", torch.from_numpy(w.astype(np.float64)))
             b = bias if bias is not None else np.zeros(w.shape[0], np.int64)
             self.register_buffer("bias", torch.from_numpy(b.astype(np.int64)))
-            mult, shift = _encode(reals)
+            mult, shift = encode(reals)
             self.register_buffer("mult", mult)
             self.register_buffer("shift", shift)
 
@@ -126,8 +77,8 @@ def _modules() -> dict[str, type]:
             x = xq.to(torch.float64) - self.in_zp
             acc = self.fn(x, self.w, None, *self.rest).round().to(torch.int64)
             nd = acc.dim()
-            acc = _wrap32(acc + self._per_channel(self.bias, nd))
-            return self.finish(_mbqm(acc, self._per_channel(self.mult, nd), self._per_channel(self.shift, nd)))
+            acc = wrap32(acc + self._per_channel(self.bias, nd))
+            return self.finish(mbqm(acc, self._per_channel(self.mult, nd), self._per_channel(self.shift, nd)))
 
     class ExactAdd(base):  # type: ignore[misc, valid-type]
         """TFLM int8 ADD: both inputs scaled to a shared 2**20 fixed point, summed, requantized."""
@@ -137,15 +88,15 @@ def _modules() -> dict[str, type]:
             super().__init__(out_zp, lo, hi)
             twice_max = 2.0 * max(s1, s2)
             self.z1, self.z2 = z1, z2
-            mult, shift = _encode([s1 / twice_max, s2 / twice_max, twice_max / ((1 << 20) * so)])
+            mult, shift = encode([s1 / twice_max, s2 / twice_max, twice_max / ((1 << 20) * so)])
             self.register_buffer("mult", mult)
             self.register_buffer("shift", shift)
 
         def forward(self, x1: "torch.Tensor", x2: "torch.Tensor") -> "torch.Tensor":
             m, s = self.mult, self.shift
-            a = _mbqm((x1.to(torch.int64) - self.z1) << 20, m[0], s[0])
-            b = _mbqm((x2.to(torch.int64) - self.z2) << 20, m[1], s[1])
-            return self.finish(_mbqm(a + b, m[2], s[2]))
+            a = mbqm((x1.to(torch.int64) - self.z1) << 20, m[0], s[0])
+            b = mbqm((x2.to(torch.int64) - self.z2) << 20, m[1], s[1])
+            return self.finish(mbqm(a + b, m[2], s[2]))
 
     class ExactMul(base):  # type: ignore[misc, valid-type]
         """TFLM int8 MUL: integer product of the offset inputs, one requantization."""
@@ -154,13 +105,13 @@ def _modules() -> dict[str, type]:
                      hi: int) -> None:
             super().__init__(out_zp, lo, hi)
             self.z1, self.z2 = z1, z2
-            mult, shift = _encode([s1 * s2 / so])
+            mult, shift = encode([s1 * s2 / so])
             self.register_buffer("mult", mult[0])
             self.register_buffer("shift", shift[0])
 
         def forward(self, x1: "torch.Tensor", x2: "torch.Tensor") -> "torch.Tensor":
             p = (x1.to(torch.int64) - self.z1) * (x2.to(torch.int64) - self.z2)
-            return self.finish(_mbqm(p, self.mult, self.shift))
+            return self.finish(mbqm(p, self.mult, self.shift))
 
     class ExactAvgPool(base):  # type: ignore[misc, valid-type]
         """AVERAGE_POOL_2D: sum of the raw int8 taps inside the image / count, half away from zero.
@@ -208,7 +159,7 @@ def _modules() -> dict[str, type]:
             mult = torch.tensor((self.mult << s) // count, dtype=torch.int64)
             shift = torch.tensor(self.shift - s, dtype=torch.int64)
             sums = xq.to(torch.int64).sum(dim=dims, keepdim=True)
-            return self.finish(_mbqm(sums - self.in_zp * count, mult, shift))
+            return self.finish(mbqm(sums - self.in_zp * count, mult, shift))
 
     class ExactTable(torch.nn.Module):
         """LOGISTIC / TANH: TFLM's int8 kernels are a 256-entry table of the int8 input."""
@@ -239,62 +190,14 @@ def _modules() -> dict[str, type]:
             diff = x - x.amax(dim=-1, keepdim=True)
             used = diff >= self.diff_min
             index = (-diff).clamp(max=255)
-            total = _wrap32(torch.where(used, self.exp_acc[index], 0).sum(dim=-1, keepdim=True))
-            scale, bits_over_unit = _reciprocal(total, 12)
-            v = _rdbpot(_srdhm(scale, self.exp_raw[index]), bits_over_unit + 31 - 8) - 128
+            total = wrap32(torch.where(used, self.exp_acc[index], 0).sum(dim=-1, keepdim=True))
+            scale, bits_over_unit = reciprocal(total, 12)
+            v = rdbpot(srdhm(scale, self.exp_raw[index]), bits_over_unit + 31 - 8) - 128
             out = torch.where(used, v.clamp(-128, 127), -128)
             return out.movedim(-1, self.dim).to(torch.int8)
 
     return {"weighted": ExactWeighted, "add": ExactAdd, "mul": ExactMul, "avgpool": ExactAvgPool,
             "mean": ExactMean, "table": ExactTable, "softmax": ExactSoftmax}
-
-
-def _sat_shift_left(x: "torch.Tensor", exponent: int) -> "torch.Tensor":
-    threshold = (1 << (31 - exponent)) - 1
-    return (x << exponent).where(x <= threshold, _INT32 - 1).where(x >= -threshold, -_INT32)
-
-
-def _reciprocal(x: "torch.Tensor", integer_digits: int) -> tuple["torch.Tensor", "torch.Tensor"]:
-    """TFLM GetReciprocal of positive int32 values: (Q0.31 scale, bits over unit), Newton-Raphson in gemmlowp."""
-    bit_length = sum(((x >> k) > 0).long() for k in range(32))
-    headroom = 32 - bit_length  # count of leading zeros in 32 bits
-    shifted_minus_one = _wrap32(((x << headroom) & 0xFFFFFFFF) - _INT32)
-    s = shifted_minus_one + (_INT32 - 1)  # rounding half sum with 1.0
-    half_den = _wrap32(_trunc_div2(s + (s >= 0).long() * 2 - 1))
-    est = _wrap32(1515870810 + _srdhm(half_den, x.new_tensor(-1010580540)))
-    for _ in range(3):
-        one_minus = _wrap32((1 << 29) - _srdhm(half_den, est))
-        est = _wrap32(est + _sat_shift_left(_srdhm(est, one_minus), 2))
-    return _sat_shift_left(est, 1), integer_digits - headroom
-
-
-def _trunc_div2(x: "torch.Tensor") -> "torch.Tensor":
-    import torch
-
-    return torch.div(x, 2, rounding_mode="trunc")
-
-
-def _lut(si: float, zi: int, zo: int, is_tanh: bool) -> np.ndarray:
-    """The int8 table TFLM's LOGISTIC/TANH Prepare builds (input rescaled to Q4.27, gemmlowp function)."""
-    from tinyprec.emulator.fixedpoint import logistic, mbqm, rdbpot, tanh
-
-    frac, left_shift = math.frexp(si * float(1 << 27))
-    mult = round_half_away(frac * (1 << 31))
-    if mult == 1 << 31:
-        mult = -(1 << 31)  # static_cast<int32_t> of 2**31 on the MCU
-    radius = math.floor(15.0 * (1 << 27) / (2.0 ** left_shift))
-    out = np.empty(256, np.int64)
-    for i in range(256):
-        v = i - 128 - zi
-        if v <= -radius:
-            out[i] = -128
-        elif v >= radius:
-            out[i] = 127
-        else:
-            q4 = mbqm(v, mult, left_shift, False)
-            r = rdbpot(tanh(q4, 4), 24) if is_tanh else rdbpot(logistic(q4, 4), 23) - 128
-            out[i] = min(max(r, -128), 127)
-    return out
 
 
 # --- matching the converted graph ------------------------------------------------------------------------
@@ -371,7 +274,7 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     import torch
 
     aten = torch.ops.aten
-    lo, hi = _act_range(act, so, zo)
+    lo, hi = act_range(act, so, zo)
     t = n.target
     if n.kwargs:
         return None
@@ -401,7 +304,7 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
         is_tanh = t is aten.tanh.default
         if x is None or (not is_tanh and (zo != -128 or so != 1.0 / 256)) or (is_tanh and (zo != 0 or so != 1.0 / 128)):
             return None  # TFLM's int8 LOGISTIC/TANH outputs have fixed qparams
-        return mods["table"](_lut(x[1], x[2], zo, is_tanh)), [x[0]]
+        return mods["table"](lut(x[1], x[2], zo, is_tanh)), [x[0]]
     if t in (aten.softmax.int, aten._softmax.default) and act == "none":
         x = _act_qparams(n.args[0])
         if x is None or zo != -128 or so != 1.0 / 256 or x[1] * float(1 << 26) <= 1.0:
