@@ -169,7 +169,7 @@ def _modules() -> dict[str, type]:
             self.register_buffer("table", torch.from_numpy(table.astype(np.int8)))
 
         def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
-            return self.table[xq.to(torch.int64) + 128]
+            return self.table[xq.to(torch.int64) + 128]  # type: ignore[index]
 
     class ExactSoftmax(torch.nn.Module):
         """TFLM int8 SOFTMAX (beta 1, output 1/256, -128): exp tables, Q12.19 sum, fixed-point reciprocal."""
@@ -190,9 +190,9 @@ def _modules() -> dict[str, type]:
             diff = x - x.amax(dim=-1, keepdim=True)
             used = diff >= self.diff_min
             index = (-diff).clamp(max=255)
-            total = wrap32(torch.where(used, self.exp_acc[index], 0).sum(dim=-1, keepdim=True))
+            total = wrap32(torch.where(used, self.exp_acc[index], 0).sum(dim=-1, keepdim=True))  # type: ignore[index]
             scale, bits_over_unit = reciprocal(total, 12)
-            v = rdbpot(srdhm(scale, self.exp_raw[index]), bits_over_unit + 31 - 8) - 128
+            v = rdbpot(srdhm(scale, self.exp_raw[index]), bits_over_unit + 31 - 8) - 128  # type: ignore[index]
             out = torch.where(used, v.clamp(-128, 127), -128)
             return out.movedim(-1, self.dim).to(torch.int8)
 
@@ -223,7 +223,7 @@ def _act_qparams(node: Any) -> tuple[Any, float, int] | None:
     src, scale, zp, qmin, qmax, dtype = node.args[:6]
     if dtype is not torch.int8 or not isinstance(src, fx.Node) or src.op == "get_attr":
         return None
-    return src, _f32(scale), int(zp)
+    return src, _f32(scale), int(zp)  # type: ignore[arg-type]
 
 
 def _const_int(gm: "fx.GraphModule", node: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -236,12 +236,12 @@ def _const_int(gm: "fx.GraphModule", node: Any) -> tuple[np.ndarray, np.ndarray]
         return None
     if node.target is qd.dequantize_per_channel.default:
         q, scale, zp = (_attr(gm, a) for a in node.args[:3])
-        if q is None or scale is None or zp is None or int(node.args[3]) != 0 or bool((zp != 0).any()):
+        if q is None or scale is None or zp is None or int(node.args[3]) != 0 or bool((zp != 0).any()):  # type: ignore[arg-type]
             return None
         return q.to(torch.int64).numpy(), scale.to(torch.float32).numpy().reshape(-1)
     if node.target is qd.dequantize_per_tensor.default:
         q = _attr(gm, node.args[0])
-        if q is None or int(node.args[2]) != 0:
+        if q is None or int(node.args[2]) != 0:  # type: ignore[arg-type]
             return None
         return q.to(torch.int64).numpy(), np.array([_f32(node.args[1])], np.float32)
     return None
@@ -309,7 +309,7 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
         x = _act_qparams(n.args[0])
         if x is None or zo != -128 or so != 1.0 / 256 or x[1] * float(1 << 26) <= 1.0:
             return None
-        return mods["softmax"](x[1], int(n.args[1])), [x[0]]
+        return mods["softmax"](x[1], int(n.args[1])), [x[0]]  # type: ignore[arg-type]
     pools = (aten.avg_pool2d.default, aten.avg_pool1d.default, aten.adaptive_avg_pool2d.default,
              aten.adaptive_avg_pool1d.default, aten.mean.dim)
     if t not in pools:

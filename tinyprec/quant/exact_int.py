@@ -77,7 +77,9 @@ def sat_shift_left(x: "torch.Tensor", exponent: int) -> "torch.Tensor":
 
 def reciprocal(x: "torch.Tensor", integer_digits: int) -> tuple["torch.Tensor", "torch.Tensor"]:
     """TFLM GetReciprocal of positive int32 values: (Q0.31 scale, bits over unit), Newton-Raphson in gemmlowp."""
-    bit_length = sum(((x >> k) > 0).long() for k in range(32))
+    import torch
+
+    bit_length = torch.stack([((x >> k) > 0).long() for k in range(32)]).sum(dim=0)
     headroom = 32 - bit_length  # count of leading zeros in 32 bits
     shifted_minus_one = wrap32(((x << headroom) & 0xFFFFFFFF) - _INT32)
     s = shifted_minus_one + (_INT32 - 1)  # rounding half sum with 1.0
