@@ -6,7 +6,8 @@ away from zero), and averages pools on the raw int8 values. :func:`tflm_exact` r
 each ``dequantize -> op -> [activation] -> quantize`` chain TFLM computes in integers (convolution,
 linear, ADD, MUL, average pooling, MEAN; LOGISTIC/TANH as TFLM's int8 tables; SOFTMAX in its fixed
 point) into one module that recovers the exact integer accumulator
-(float64 sums of integers are exact below 2**53) and requantizes it in int64 with TFLM's recipe
+(float sums of integers are exact: float32 where every partial sum stays below 2**24 in magnitude,
+else float64) and requantizes it in int64 with TFLM's recipe
 (:mod:`tinyprec.emulator` documents it per op). Chains it does not recognise stay as they are.
 """
 
@@ -61,7 +62,10 @@ def _modules() -> dict[str, type]:
                      reals: list[float], channel_dim: int, out_zp: int, lo: int, hi: int) -> None:
             super().__init__(out_zp, lo, hi)
             self.fn, self.rest, self.in_zp, self.channel_dim = fn, rest, in_zp, channel_dim
-            self.register_buffer("w", torch.from_numpy(w.astype(np.float64)))
+            # |x - zp| <= 255: float32 sums are exact below 2**24, float64 ones below 2**53.
+            bound = 255 * int(np.abs(w.reshape(w.shape[0], -1)).sum(axis=1).max(initial=0))
+            self.dtype = torch.float32 if bound < (1 << 24) else torch.float64
+            self.register_buffer("w", torch.from_numpy(w).to(self.dtype))
             b = bias if bias is not None else np.zeros(w.shape[0], np.int64)
             self.register_buffer("bias", torch.from_numpy(b.astype(np.int64)))
             mult, shift = encode(reals)
@@ -74,7 +78,7 @@ def _modules() -> dict[str, type]:
             return t.view(shape) if t.numel() > 1 else t.reshape(())
 
         def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
-            x = xq.to(torch.float64) - self.in_zp
+            x = xq.to(self.dtype) - self.in_zp
             acc = self.fn(x, self.w, None, *self.rest).round().to(torch.int64)
             nd = acc.dim()
             acc = wrap32(acc + self._per_channel(self.bias, nd))
