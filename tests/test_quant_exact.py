@@ -128,3 +128,26 @@ def test_softmax_module_matches_the_emulator_kernel(scale: float) -> None:
     assert np.array_equal(got, want)
     nchw = module(torch.from_numpy(x.reshape(4, 16, 10).transpose(0, 2, 1).copy())).numpy()
     assert np.array_equal(nchw.transpose(0, 2, 1).reshape(64, 10), want)  # over dim 1 (channels)
+
+
+@pytest.mark.parametrize("taps", [64, 1200])  # float32 sums, then float64 (255 * sum|w| >= 2**24)
+def test_weighted_module_is_tflm_integer_arithmetic(taps: int) -> None:
+    """A linear layer's module against int64 numpy sums + the emulator's double-rounding requantization."""
+    from tinyprec.emulator.fixedpoint import mbqm_double
+    from tinyprec.ir.qparams import quantize_multiplier
+    from tinyprec.quant.exact import _modules
+
+    rng = np.random.default_rng(2)
+    w = rng.choice([-127, 127, -90, 3], size=(4, taps)).astype(np.int64)
+    bias = rng.integers(-5000, 5000, 4)
+    x = rng.integers(-128, 128, (16, taps)).astype(np.int8)
+    reals = [0.011 * 0.002 / 0.05 * (1 + c) for c in range(4)]
+    module = _modules()["weighted"](torch.ops.aten.linear.default, (), w, bias, -7, reals, -1, 3, -128, 127)
+    assert module.dtype == (torch.float32 if taps == 64 else torch.float64)
+    got = module(torch.from_numpy(x)).numpy()
+    acc = (x.astype(np.int64) + 7) @ w.T + bias
+    want = np.empty_like(acc)
+    for c in range(4):
+        m, s = quantize_multiplier(reals[c])
+        want[:, c] = [mbqm_double(int(a), m, s) for a in acc[:, c]]
+    assert np.array_equal(got, np.clip(want + 3, -128, 127).astype(np.int8))
