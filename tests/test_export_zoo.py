@@ -11,6 +11,7 @@ Checked per architecture:
 
 from __future__ import annotations
 
+import functools
 import tempfile
 from typing import Any
 
@@ -25,6 +26,7 @@ FAST = ["digits_cnn", "mnist1d_cnn", "ds_cnn", "fc_autoencoder"]
 SLOW = ["resnet8", "mobilenet_v1"]
 
 
+@functools.lru_cache(maxsize=None)  # shared with tests/test_quant_exact.py: one short QAT per architecture
 def short_qat(arch: str, *, samples: int = 48, steps: int = 2, batch_size: int = 8) -> tuple[Any, Any]:
     """(converted GraphModule, dataset) after ``steps`` QAT steps of the zoo model on synthetic data."""
     from tinyprec.data import load_dataset

@@ -35,6 +35,7 @@ AGREEMENT_PAIRS: tuple[tuple[Runner, Runner], ...] = (
     (Runner.TFLM, Runner.TFLITE),
     (Runner.TFLM, Runner.ONNX_INT8),
     (Runner.TFLM, Runner.FAKE_QUANT),
+    (Runner.TFLM, Runner.FAKE_QUANT_TFLM),
     (Runner.FP32, Runner.ONNX_FP32),
     (Runner.FP32, Runner.TFLM),
 )
