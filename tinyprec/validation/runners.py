@@ -237,7 +237,7 @@ def _onnx_int8(models: Models, feed: Feed, progress: Callable[[int, int], None] 
     out = run_onnx(models.onnx_int8, _onnx_feed(models.onnx_int8, feed, False, models.where), where=models.where)
     if out.ndim in (3, 4) and out.shape[1:] != models.graph.tensors[models.graph.outputs[0]].shape[1:]:
         out = to_ir_layout(out, LAYOUT_BY_RANK[out.ndim])
-    return (*_mcu_output(models, out), "ORT default optimizations (QDQ fused into QLinear* kernels)")
+    return (*_mcu_output(models, out), "QDQ graph evaluated unfused (session.disable_quant_qdq): ORT's fused u8s8 kernels saturate on CPUs without VNNI")
 
 
 def _onnx_fp32(models: Models, feed: Feed, progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray | None, str]:
