@@ -10,6 +10,8 @@
 
 The sums are integers below 2**24 (float32) and the requantization products below 2**52 (float64),
 both checked at prepare time, so every float operation is exact and the results equal TFLM's.
+numba's on-disk cache does not follow calls across modules: after editing a function here that
+:mod:`tinyprec.emulator.kernels` calls (requant_block), touch kernels.py too.
 """
 
 # mypy: disable-error-code="arg-type,assignment"
