@@ -7,19 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tinyprec.cli import main
+from tests._cli import run_cli as _cli
 from tinyprec.mcu.macs import total_macs
 from tinyprec.validation.inspect import inspect_file, inspect_tflite
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def test_inspect_kws(kws_tflite: bytes) -> None:

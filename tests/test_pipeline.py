@@ -15,6 +15,7 @@ import pytest
 from tinyprec.pipeline import parse_stages, run_recipe, stage_inputs
 from tinyprec.recipe import load_recipe
 from tinyprec.errors import RecipeError
+from tests._cli import run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -47,17 +48,6 @@ def _recipe(folder: Path, *, epochs: int = 6, max_drop: float = 2.0, name: str =
 def _cli(*args: str, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tinyprec", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=cwd)
-
-
-def _main(*args: str) -> int:
-    """The CLI in this process (heavy imports are shared across tests); returns the exit code."""
-    from tinyprec.cli import main
-
-    try:
-        main(list(args))
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 @pytest.fixture(scope="module")
@@ -108,8 +98,8 @@ def test_changed_section_reruns_only_downstream(finished_run: tuple[Path, Path],
 def test_impossible_gate_exits_1_with_the_reason(finished_run: tuple[Path, Path],
                                                   capsys: pytest.CaptureFixture[str]) -> None:
     recipe, out = finished_run
-    assert _main("validate", str(recipe), "--out", str(out), "--max-drop", "-50") == 1
-    err = capsys.readouterr().err
+    code, _, err = run_cli(["validate", str(recipe), "--out", str(out), "--max-drop", "-50"], capsys)
+    assert code == 1
     assert "exceeds max_drop" in err and "Traceback" not in err
 
 

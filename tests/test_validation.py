@@ -8,22 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyprec.cli import main
+from tests._cli import run_cli as _cli
 from tinyprec.errors import ArtifactError, DataError, ModelFormatError
 from tinyprec.validation.api import validate_tflite
 from tinyprec.validation.validate import GateSettings
 
 N = 24
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")

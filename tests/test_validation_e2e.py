@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tinyprec.cli import main
+from tests._cli import run_cli as _cli
 
 pytestmark = pytest.mark.slow
 
@@ -35,16 +35,6 @@ calibration_batches = 4
 max_drop = 50.0
 board = "rp2040"
 """
-
-
-def _cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
-    try:
-        main(argv)
-        code = 0
-    except SystemExit as stop:
-        code = int(stop.code or 0)
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
