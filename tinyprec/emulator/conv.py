@@ -10,6 +10,7 @@ so the result is what TFLM's int32 loops compute.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -88,6 +89,23 @@ def _requantizer(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, out_zp: 
     return lambda acc: kernels.requantize_acc(acc, bias, mult, shift, out_zp, lo, hi, single, False)
 
 
+def _conv_setup(op: Op, opts: Conv2DOptions | DepthwiseConv2DOptions, x: Tensor, y: Tensor, w: Tensor,
+                bias: np.ndarray | None, kh: int, kw: int, oc: int, single: bool) -> tuple[Any, ...]:
+    """What CONV_2D and DEPTHWISE_CONV_2D prepare alike: geometry and shape checks, zero points,
+    per-channel multipliers and the activation range."""
+    geo = pool_geometry(op, x.shape[1], x.shape[2], kh, kw, opts.stride_h, opts.stride_w, opts.dilation_h,
+                        opts.dilation_w, opts.padding)
+    if sample_shape(y) != (geo.out_h, geo.out_w, oc):
+        raise fail(op, f"output shape {y.shape} does not match the convolution's {(1, geo.out_h, geo.out_w, oc)}")
+    if bias is not None and bias.size != oc:
+        raise fail(op, f"bias has {bias.size} values for {oc} output channels")
+    si, zi = per_tensor(op, x)
+    so, zo = per_tensor(op, y)
+    mult, shift = _channel_multipliers(op, si, w, so, oc, single)
+    lo, hi = act_range(op, opts.activation, so, zo)
+    return geo, zi, zo, mult, shift, lo, hi
+
+
 def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     opts = op.options
     assert isinstance(opts, Conv2DOptions)
@@ -101,16 +119,7 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     if cin_f == 0 or cin % cin_f or oc % (cin // cin_f):
         raise fail(op, f"filter depth {cin_f} does not divide input depth {cin} into groups")
     groups = cin // cin_f
-    geo = pool_geometry(op, x.shape[1], x.shape[2], kh, kw, opts.stride_h, opts.stride_w, opts.dilation_h,
-                        opts.dilation_w, opts.padding)
-    if sample_shape(y) != (geo.out_h, geo.out_w, oc):
-        raise fail(op, f"output shape {y.shape} does not match the convolution's {(1, geo.out_h, geo.out_w, oc)}")
-    if bias is not None and bias.size != oc:
-        raise fail(op, f"bias has {bias.size} values for {oc} output channels")
-    si, zi = per_tensor(op, x)
-    so, zo = per_tensor(op, y)
-    mult, shift = _channel_multipliers(op, si, w, so, oc, single)
-    lo, hi = act_range(op, opts.activation, so, zo)
+    geo, zi, zo, mult, shift, lo, hi = _conv_setup(op, opts, x, y, w, bias, kh, kw, oc, single)
     rows = wd.reshape(oc, -1)
     ftype = _float_type(op, rows, 128)
     per_group = oc // groups
@@ -168,16 +177,7 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
     dm = opts.depth_multiplier
     if cin * dm != oc:
         raise fail(op, f"input depth {cin} x depth multiplier {dm} != filter depth {oc}")
-    geo = pool_geometry(op, x.shape[1], x.shape[2], kh, kw, opts.stride_h, opts.stride_w, opts.dilation_h,
-                        opts.dilation_w, opts.padding)
-    if sample_shape(y) != (geo.out_h, geo.out_w, oc):
-        raise fail(op, f"output shape {y.shape} does not match the convolution's {(1, geo.out_h, geo.out_w, oc)}")
-    if bias is not None and bias.size != oc:
-        raise fail(op, f"bias has {bias.size} values for {oc} output channels")
-    si, zi = per_tensor(op, x)
-    so, zo = per_tensor(op, y)
-    mult, shift = _channel_multipliers(op, si, w, so, oc, single)
-    lo, hi = act_range(op, opts.activation, so, zo)
+    geo, zi, zo, mult, shift, lo, hi = _conv_setup(op, opts, x, y, w, bias, kh, kw, oc, single)
     filt = np.ascontiguousarray(wd[0].astype(np.int8))
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
     exact_float = _float_requant_is_exact(wd[0].reshape(-1, oc).T, bias_v, mult, shift, 255)
