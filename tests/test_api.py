@@ -15,6 +15,9 @@ import tinyprec
 import tinyprec.api
 from tinyprec.errors import DataError
 
+# Trains or quantizes under the auto precision policy: CI reruns it with the CPU's bf16 detection flipped.
+pytestmark = pytest.mark.trains
+
 
 def _docstring_example() -> str:
     doc = tinyprec.api.__doc__ or ""

@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# Trains or quantizes under the auto precision policy: CI reruns it with the CPU's bf16 detection flipped.
+pytestmark = pytest.mark.trains
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 SCRIPTS = sorted(p.name for p in EXAMPLES.glob("0*.py"))
 EXPECT = {

@@ -290,7 +290,7 @@ def test_product_quantizer_graph_with_cat_gates_and_softmax() -> None:
     data = write_tflite(lowered.graph)
     assert compare_with_converted(converted, lowered.graph, data, x).tflm_equals_tflite
     for op in per_op_agreement(converted, lowered, data, x):
-        # A 2x2 average has an exact half in 1 of 4 cases; TFLM rounds it away from zero, the converted
-        # graph (float mean, round half to even) either way: up to half of those differ by 1.
-        limit = 0.125 + 0.02 if op.op == "AVERAGE_POOL_2D" else 0.01
-        assert op.max_abs_diff <= 1 and op.mismatch_fraction <= limit, op
+        # Fed TFLM's inputs, each op is within 1 LSB by construction (single round-half-even vs TFLM's
+        # double rounding, half away from zero; a 2x2 average has an exact half in 1 of 4 cases). How
+        # often ties occur depends on the weights: exactness is tflm_exact's test (test_quant_exact.py).
+        assert op.max_abs_diff <= 1, op

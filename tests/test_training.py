@@ -18,6 +18,7 @@ from tinyprec.training import (
     ProgressEvent,
     autocast_context,
     cpu_has_native_bf16,
+    cpu_flags_have_native_bf16,
     load_checkpoint,
     make_grad_scaler,
     seed_everything,
@@ -27,6 +28,9 @@ from tinyprec.training import (
 )
 from tinyprec.training.safety import SafetyMeter
 from tinyprec.zoo import build_model
+
+# Trains or quantizes under the auto precision policy: CI reruns it with the CPU's bf16 detection flipped.
+pytestmark = pytest.mark.trains
 
 FAST = TrainConfig(epochs=2, batch_size=16, lr=3e-3, precision="fp32")
 
@@ -46,6 +50,17 @@ def _model(seed: int = 0, dropout: float = 0.3) -> nn.Module:
 
 def test_select_precision(monkeypatch: pytest.MonkeyPatch) -> None:
     assert select_precision("auto", "cpu") == ("bf16" if cpu_has_native_bf16() else "fp32")
+    # Both branches of the CPU detection, whatever this machine has.
+    monkeypatch.setenv("TINYPREC_CPU_BF16", "1")
+    assert cpu_has_native_bf16() and select_precision("auto", "cpu") == "bf16"
+    monkeypatch.setenv("TINYPREC_CPU_BF16", "0")
+    assert not cpu_has_native_bf16() and select_precision("auto", "cpu") == "fp32"
+    monkeypatch.setenv("TINYPREC_CPU_BF16", "auto")
+    assert cpu_has_native_bf16() == cpu_flags_have_native_bf16()
+    monkeypatch.setenv("TINYPREC_CPU_BF16", "yes")
+    with pytest.raises(TinyprecError, match="TINYPREC_CPU_BF16='yes': use 1"):
+        select_precision("auto", "cpu")
+    monkeypatch.delenv("TINYPREC_CPU_BF16")
     for forced in ("bf16", "fp16", "fp32"):
         assert select_precision(forced, "cpu") == forced
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)

@@ -17,10 +17,17 @@ from tinyprec.training.loop import (
     train_model,
     train_step,
 )
-from tinyprec.training.precision import autocast_context, cpu_has_native_bf16, make_grad_scaler, select_precision
+from tinyprec.training.precision import (
+    autocast_context,
+    cpu_flags_have_native_bf16,
+    cpu_has_native_bf16,
+    make_grad_scaler,
+    select_precision,
+)
 
 __all__ = [
-    "ProgressEvent", "StepOutcome", "TrainResult", "autocast_context", "cpu_has_native_bf16", "evaluate",
+    "ProgressEvent", "StepOutcome", "TrainResult", "autocast_context", "cpu_flags_have_native_bf16",
+    "cpu_has_native_bf16", "evaluate",
     "load_checkpoint", "load_weights", "make_grad_scaler", "resolve_device", "save_checkpoint", "seed_everything",
     "select_precision", "train_model", "train_step",
 ]

@@ -3,12 +3,17 @@
 ``auto`` picks bf16 on a CPU with native bf16 arithmetic (avx512_bf16 or AMX) and on CUDA devices that
 support bf16, fp16 on older CUDA devices, and fp32 otherwise (emulated bf16 and CPU fp16 are slower
 than fp32). ``bf16``, ``fp16`` and ``fp32`` force the choice.
+
+The CPU detection can be forced with the environment variable ``TINYPREC_CPU_BF16``: ``1`` (behave as on
+a CPU with native bf16), ``0`` (as on one without), unset or ``auto`` (read /proc/cpuinfo). The test suite
+uses it to cover both branches on one machine.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,10 +22,24 @@ from tinyprec.errors import TinyprecError
 PrecisionName = Literal["bf16", "fp16", "fp32"]
 _POLICIES = ("auto", "bf16", "fp16", "fp32")
 NATIVE_BF16_CPU_FLAGS = ("avx512_bf16", "amx_bf16")
+FORCE_CPU_BF16_ENV = "TINYPREC_CPU_BF16"
+_FORCED = {"1": True, "0": False}
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU has native bf16 arithmetic, or what ``TINYPREC_CPU_BF16`` (1 or 0) forces."""
+    forced = os.environ.get(FORCE_CPU_BF16_ENV, "auto").strip().lower()
+    if forced in _FORCED:
+        return _FORCED[forced]
+    if forced not in ("", "auto"):
+        raise TinyprecError(
+            f"environment variable {FORCE_CPU_BF16_ENV}={forced!r}: use 1 (native bf16), 0 (none) or auto (detect)"
+        )
+    return cpu_flags_have_native_bf16()
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
+def cpu_flags_have_native_bf16() -> bool:
     """True when the CPU advertises native bf16 arithmetic (Linux /proc/cpuinfo flags)."""
     try:
         text = Path("/proc/cpuinfo").read_text(errors="replace")
