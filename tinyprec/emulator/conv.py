@@ -63,6 +63,14 @@ def _channel_multipliers(op: Op, in_scale: float, w: Tensor, out_scale: float, c
     return mult, shift
 
 
+def _check16(op: Op, zi: int, zo: int, shift: np.ndarray) -> None:
+    """What TFLM's 16x8 kernels assume: zero points 0, output shifts within its int64 requantization's range."""
+    if zi != 0 or zo != 0:
+        raise fail(op, f"int16 input and output need zero point 0 (got {zi} and {zo})")
+    if np.any(shift > 7):
+        raise fail(op, "an output multiplier above 2**7 is outside TFLM's int16 requantization; widen the output scale")
+
+
 def _float_type(op: Op, w_rows: np.ndarray, x_bound: int) -> type:
     """float32 when every partial sum is provably exact in float32, else float64."""
     bound = x_bound * int(np.abs(w_rows).sum(axis=1).max(initial=0))
@@ -125,6 +133,7 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
     if x.dtype is DType.INT16:
         from tinyprec.emulator import conv16
 
+        _check16(op, zi, zo, shift)
         return conv16.conv2d(wd, bias, mult, shift, lo, hi, opts, geo, groups)
     rows = wd.reshape(oc, -1)
     ftype = _float_type(op, rows, 128)
@@ -188,6 +197,7 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
     if x.dtype is DType.INT16:
         from tinyprec.emulator import conv16
 
+        _check16(op, zi, zo, shift)
         return conv16.depthwise(filt, bias, mult, shift, lo, hi, opts, geo)
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
     exact_float = _float_requant_is_exact(wd[0].reshape(-1, oc).T, bias_v, mult, shift, 255)
@@ -247,6 +257,7 @@ def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
     if x.dtype is DType.INT16:
         from tinyprec.emulator import conv16
 
+        _check16(op, zi, zo, shift)
         return conv16.fully_connected(wd, bias, mult, shift, lo, hi, depth, sample_shape(y), rows_per_sample)
     wrows = wd + w_offset
     ftype = _float_type(op, wrows, 128)

@@ -194,7 +194,7 @@ from tinyprec.ir.support import check_op_precision
         return [np.concatenate([r[k] for r in results], axis=0) for k in range(len(self.graph.outputs))]
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        """Output 0 for a batch of input 0 (int8, batch first); the model must have one input."""
+        """Output 0 for a batch of input 0 (int8 or int16 as the model takes, batch first); one input only."""
         return self.run_all([x])[0]
 
     def run_with_taps(self, x: np.ndarray | Sequence[np.ndarray]) -> dict[str, np.ndarray]:
