@@ -195,3 +195,21 @@ def test_int16x8_kernels_do_not_depend_on_the_rounding_build(rounding: str) -> N
     xs = _batch(graph)
     np.testing.assert_array_equal(Emulator(graph, rounding=rounding).run_all(xs)[0],
                                   run_tflm(write_tflite(graph), xs))
+
+
+@pytest.mark.parametrize("case", ["a16_conv2d_same_stride2", "a16_softmax", "w4_fc"])
+def test_float_io_quantize_dequantize_int16_match_tflm(case: str) -> None:
+    """float32 in -> QUANTIZE (to int16 or int8) -> op -> DEQUANTIZE -> float32 out."""
+    graph = _graph(case)
+    tflite = write_tflite(graph, float_io=True)
+    q = graph.tensors[graph.inputs[0]].qparams
+    assert q is not None
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    info = np.iinfo(graph.tensors[graph.inputs[0]].dtype.numpy)
+    x = (np.random.default_rng(5).normal(size=(10, *shape)) * info.max * 0.6 * float(q.scale[0])).astype(np.float32)
+    x[0, ...] = 0.5 * float(q.scale[0])  # exactly half a step: rounds away from zero
+    x[1, ...] = 2.0 * info.max * float(q.scale[0])  # saturates
+    expected = run_tflm(tflite, [x])
+    got = Emulator(read_tflite(tflite)).run(x)
+    assert got.dtype == np.float32
+    np.testing.assert_array_equal(got, expected)

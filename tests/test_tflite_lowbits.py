@@ -203,3 +203,14 @@ def test_tflm_arena_grows_by_the_largest_int4_layer(name: str, build, largest: i
     int4 = smallest_arena(write_tflite(graph), where=name)
     int8 = smallest_arena(write_tflite(int8_twin(graph)), where=name)
     assert 0 <= int4 - int8 - largest < 32, (name, int8, int4)
+
+
+@pytest.mark.parametrize("build", [_int16_with_int4, _fc_int4_per_channel])
+def test_tflm_refuses_what_the_table_refuses(build) -> None:  # type: ignore[no-untyped-def]
+    """The table's INT4 rules are TFLM's: int16 activations with INT4 weights ("Hybrid models are not
+    supported") and per-channel INT4 FULLY_CONNECTED fail in TFLM's Prepare."""
+    from tests._micro import random_inputs, run_tflm
+
+    graph = build(np.random.default_rng(0))
+    with pytest.raises(RuntimeError):
+        run_tflm(write_tflite(graph), random_inputs(graph, np.random.default_rng(1), 1))
