@@ -247,3 +247,19 @@ def test_tflm_refuses_what_the_table_refuses(build) -> None:  # type: ignore[no-
     graph = build(np.random.default_rng(0))
     with pytest.raises(RuntimeError):
         run_tflm(write_tflite(graph), random_inputs(graph, np.random.default_rng(1), 1))
+
+
+def test_int16_int32_accumulation_file_is_refused_with_a_reason() -> None:
+    """TFLM accumulates a bias-less int16 CONV_2D in int32 when quantized_bias_type says INT32; the IR has
+    the int64 form only, so the reader says so instead of emulating something else."""
+    import flatbuffers
+
+    s = _schema()
+    model = s.ModelT.InitFromObj(s.Model.GetRootAs(write_tflite(_graph("a16_fc_per_tensor")), 0))
+    op = model.subgraphs[0].operators[0]
+    op.inputs = op.inputs[:2]
+    op.builtinOptions.quantizedBiasType = 2
+    builder = flatbuffers.Builder(4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with pytest.raises(ModelFormatError, match="quantized_bias_type INT32"):
+        read_tflite(bytes(builder.Output()), where="int32acc.tflite")
