@@ -90,6 +90,8 @@ def mcu_command(
     if not as_json:
         err_console.print(f"building for {target} ({kernels} kernels) against {tree} ...")
     m = emulated.measure(bundle, x if len(x) else None, tree=tree, target=target, kernels=kernels, build_dir=base)
+    if run_dir is not None and (run_dir / "manifest.json").is_file():
+        emulated.record_in_manifest(run_dir, m)
     cmp = emulated.compare_with_host(tflite, x, m.outputs, where=str(tflite_path)) if len(x) else None
     facts = m.as_dict()
     facts["inputs"] = described

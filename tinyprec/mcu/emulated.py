@@ -44,6 +44,7 @@ class McuOptions:
 def options_from_env(recipe_tree: str | Path | None = None, *, target: str = "cortex-m4", kernels: str = DEFAULT_KERNELS,
                      bundle_dir: Path | None = None, build_dir: Path | None = None) -> McuOptions:
     """Options with the tree from ``$TINYPREC_TFLM_TREE`` or the recipe, or off with the reason why."""
+    target = target.split("@")[0].strip().lower()
     try:
         tree = resolve_tree(None, recipe_tree)
     except TinyprecError as err:
@@ -229,3 +230,64 @@ def compare_with_host(tflite_bytes: bytes, x: np.ndarray, mcu_outputs: np.ndarra
     bad = np.flatnonzero(diff.max(axis=1) > 0) if diff.size else np.zeros(0, int)
     return HostComparison(int(len(host)), int(len(host) - len(bad)), int((diff > 0).sum()),
                           int(diff.max(initial=0)), int(bad[0]) if len(bad) else None)
+
+
+def mcu_runner_outputs(models: Any, x: np.ndarray) -> tuple[np.ndarray | None, str]:
+    """The ``mcu`` validation runner: outputs of the firmware on the emulated core for ``x``, and a note.
+
+    ``models.mcu`` (:class:`McuOptions`) says what to build; when absent the tree comes from
+    ``$TINYPREC_TFLM_TREE``. Returns ``(None, reason)`` when the runner is off. The measurement is kept
+    on the options (``models.mcu.measurement``) for the report's measured resources.
+    """
+    import tempfile
+
+    opts: McuOptions = models.mcu if models.mcu is not None else options_from_env()
+    if opts.tree is None:
+        return None, opts.off_reason or "no TFLM tree"
+    if opts.target not in _qemu_targets():
+        return None, f"no QEMU board for target '{opts.target}'; the mcu runner emulates {', '.join(_qemu_targets())}"
+    with tempfile.TemporaryDirectory(prefix="tinyprec-mcu-") as tmp:
+        bundle = opts.bundle_dir
+        if bundle is None or not (Path(bundle) / "op_resolver.h").is_file():
+            bundle = write_bundle_for_tflite(models.tflite, Path(tmp) / "bundle", where=models.where)
+        build = Path(opts.build_dir) / f"{opts.target}-{opts.kernels}" if opts.build_dir is not None else Path(tmp) / "build"
+        m = measure(Path(bundle), x, tree=opts.tree, target=opts.target, kernels=opts.kernels, build_dir=build)
+    opts.measurement = m
+    if opts.bundle_dir is not None and Path(bundle) == Path(opts.bundle_dir) and (Path(bundle).parent / "manifest.json").is_file():
+        record_in_manifest(Path(bundle).parent, m)
+    golden = "golden vectors PASS" if m.golden_passed else f"golden vectors FAIL ({m.golden_mismatches} elements)"
+    return m.outputs, (f"{m.target} on QEMU {m.board}, {m.kernels} kernels; {golden}; "
+                       f"{m.instructions_per_inference:,} instructions/inference (measured)")
+
+
+def _qemu_targets() -> tuple[str, ...]:
+    from tinyprec.mcu.firmware_build import TARGETS
+
+    return tuple(TARGETS)
+
+
+def measured_resources(opts: McuOptions | None) -> dict[str, Any] | None:
+    """The report's measured block (flash, RAM, instructions, latency from instructions) or None."""
+    if opts is None or opts.measurement is None:
+        return None
+    from tinyprec.mcu.latency import estimate_from_instructions
+
+    m = opts.measurement
+    doc = m.as_dict()
+    doc["latency_estimate"] = estimate_from_instructions(m.instructions_per_inference, m.target, m.kernels)
+    return doc
+
+
+def record_in_manifest(run_dir: Path, m: McuMeasurement) -> None:
+    """Add the measurement's headline figures to run_dir/manifest.json under ``mcu_measured``."""
+    from tinyprec import manifest
+
+    doc = manifest.load(Path(run_dir)).get("mcu_measured") or {}
+    d = m.as_dict()
+    doc[f"{m.target}/{m.kernels}"] = {
+        "board": d["board"], "golden_passed": m.golden_passed, "instructions_per_inference": m.instructions_per_inference,
+        "flash_bytes": d["flash"]["total_bytes"], "flash_model_bytes": d["flash"]["model_bytes"],
+        "flash_tflm_bytes": d["flash"]["tflm_bytes"], "flash_rest_bytes": d["flash"]["rest_bytes"],
+        "ram_bytes": d["ram"]["total_bytes"], "arena_used_bytes": m.arena_used_bytes,
+        "stack_used_bytes": m.stack_used_bytes, "label": "measured (linked ELF + QEMU run)"}
+    manifest.record(Path(run_dir), {}, {"mcu_measured": doc})

@@ -180,3 +180,60 @@ def fit_calibration(models: Iterable[tuple[str, Sequence[OpCost]]]) -> Calibrati
         one_class_cycles_per_mac=one,
         one_class_relative_error={n: float(p / t - 1) for n, p, t in zip(names, pred_one, total)},
     )
+
+
+# ---- Instruction-based model (a measured build exists: `tinyprec mcu`, the `mcu` validation runner) ----
+#
+# latency = measured instructions per inference x cycles per instruction (CPI) / clock. The CPI of a core
+# and kernel set is fitted on published MLPerf Tiny results with the kernels they were built with: the
+# v0.5 "TFLM" entries on the Nucleo-L4R5ZI (Cortex-M4 @ 120 MHz) used CMSIS-NN (mlcommons/tiny's setup
+# script builds with TAGS=cmsis-nn). KWS and IC fit the CPI; VWW and AD are held out to check it.
+# Instruction counts of the four models on the emulated Cortex-M4 (QEMU -icount, CMSIS-NN, release build)
+# come from benchmarks/bench_mcu.py (results/mcu.json), which refits these figures.
+
+INSTRUCTION_LABEL = "estimate (measured instructions x cycles/instruction fitted on MLPerf Tiny KWS + IC, CMSIS-NN, Cortex-M4 @ 120 MHz)"
+PUBLISHED_MS: dict[str, float] = {"kws": 181.9, "ic": 704.2, "vww": 600.6, "ad": 10.05}
+FITTED_ON: tuple[str, ...] = ("kws", "ic")
+HELD_OUT: tuple[str, ...] = ("vww", "ad")
+PUBLISHED_KERNELS = "cmsis-nn"
+PUBLISHED_MHZ = 120.0
+
+# Cycles per instruction, Cortex-M4 + CMSIS-NN, fitted by fit_cpi() on KWS and IC (bench_mcu.py).
+CPI_M4_CMSIS_NN = 2.80
+
+
+def fit_cpi(instructions: dict[str, float], published_ms: dict[str, float] | None = None,
+            mhz: float = PUBLISHED_MHZ, fitted_on: tuple[str, ...] = FITTED_ON) -> dict[str, object]:
+    """Least-squares CPI through the origin on ``fitted_on``, and the relative error on every model given."""
+    pub = published_ms or PUBLISHED_MS
+    cycles = {k: pub[k] * mhz * 1e3 for k in instructions if k in pub}
+    num = sum(instructions[k] * cycles[k] for k in fitted_on)
+    den = sum(instructions[k] ** 2 for k in fitted_on)
+    cpi = num / den
+    predicted = {k: instructions[k] * cpi / (mhz * 1e3) for k in cycles}
+    return {"cpi": cpi, "predicted_ms": predicted,
+            "relative_error": {k: predicted[k] / pub[k] - 1 for k in predicted},
+            "role": {k: ("fitted" if k in fitted_on else "held out") for k in predicted}}
+
+
+def cpi_for(core: str, kernels: str) -> tuple[float, str]:
+    """CPI for a core and kernel set, and how it was obtained. Only Cortex-M4 + CMSIS-NN is fitted on
+    published figures; other cores scale by CoreMark/MHz (same Thumb-2 instruction stream, different
+    pipelines), and the reference kernels borrow the CMSIS-NN CPI (no published reference-kernel figures)."""
+    how = "fitted (Cortex-M4, CMSIS-NN)"
+    cpi = CPI_M4_CMSIS_NN
+    if kernels != PUBLISHED_KERNELS:
+        how = f"CMSIS-NN CPI applied to {kernels} kernels"
+    if core != "cortex-m4":
+        cpi *= CORES["cortex-m4"].coremark_per_mhz / CORES[core].coremark_per_mhz
+        how += f", scaled to {core} by CoreMark/MHz"
+    return cpi, how
+
+
+def estimate_from_instructions(instructions: float, target: str, kernels: str) -> dict[str, object]:
+    """ms per inference for measured ``instructions`` on ``target`` (core[@MHz]) built with ``kernels``."""
+    tgt = parse_target(target)
+    cpi, how = cpi_for(tgt.core.name, kernels)
+    cycles = instructions * cpi
+    return {"ms": cycles / (tgt.mhz * 1e3), "mhz": tgt.mhz, "cycles": cycles, "cpi": cpi, "cpi_source": how,
+            "instructions": int(instructions), "label": INSTRUCTION_LABEL}
