@@ -70,6 +70,17 @@ def test_cmsis_nn_runs_fewer_instructions_and_the_library_is_cached(kws_runs) ->
     assert "cmsis_nn" in cmsis.sizes.flash_tflm_by_class and "cmsis_nn" not in ref.sizes.flash_tflm_by_class
 
 
+def test_every_intermediate_tensor_matches_host_tflm(kws_tflite: bytes, kws_runs, tmp_path: Path) -> None:  # noqa: ANN001
+    from tinyprec.mcu.emulated import diff_by_op
+
+    x = kws_runs["cmsis-nn"][1]
+    bundle = write_bundle_for_tflite(kws_tflite, tmp_path / "bundle", golden=1)
+    rows = diff_by_op(bundle, kws_tflite, x[0], tree=TREE, target="cortex-m4", kernels="cmsis-nn", build_dir=tmp_path / "dump")
+    assert [r.index for r in rows] == list(range(13))  # every op's output came back from the core
+    assert [r.op for r in rows][-3:] == ["RESHAPE", "FULLY_CONNECTED", "SOFTMAX"]
+    assert all(r.differing_elements == 0 for r in rows), [r for r in rows if r.differing_elements]
+
+
 def test_second_build_compiles_nothing(kws_tflite: bytes, tmp_path: Path) -> None:
     bundle = write_bundle_for_tflite(kws_tflite, tmp_path / "bundle", golden=1)
     tools = firmware_build.find_toolchain()

@@ -122,6 +122,10 @@ def mcu_command(
     if not m.golden_passed:
         raise ValidationGateError(f"golden vectors differ on {m.target} ({m.kernels}): {m.golden_mismatches} output elements")
     if cmp is not None and not cmp.identical:
+        k = int(cmp.first_differing_sample or 0)
+        rows = emulated.diff_by_op(bundle, tflite, x[k], tree=tree, target=target, kernels=kernels, build_dir=base / "dump")
+        first = next((r for r in rows if r.differing_elements), None)
+        where = (f"; first differing op #{first.index} {first.op} ({first.differing_elements} elements, max |diff| "
+                 f"{first.max_abs_diff})" if first is not None else "")
         raise ValidationGateError(f"{cmp.samples - cmp.identical_samples} of {cmp.samples} samples differ from host TFLM on "
-                                  f"{m.target} ({m.kernels}), first at sample {cmp.first_differing_sample} "
-                                  f"(max |diff| {cmp.max_abs_diff})")
+                                  f"{m.target} ({m.kernels}), first at sample {k} (max |diff| {cmp.max_abs_diff}){where}")

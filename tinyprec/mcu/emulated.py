@@ -291,3 +291,57 @@ def record_in_manifest(run_dir: Path, m: McuMeasurement) -> None:
         "ram_bytes": d["ram"]["total_bytes"], "arena_used_bytes": m.arena_used_bytes,
         "stack_used_bytes": m.stack_used_bytes, "label": "measured (linked ELF + QEMU run)"}
     manifest.record(Path(run_dir), {}, {"mcu_measured": doc})
+
+
+@dataclass(frozen=True)
+class OpDiff:
+    """One op's output on the emulated core against host TFLM's, for one sample."""
+
+    index: int
+    op: str
+    tensor: str
+    differing_elements: int
+    max_abs_diff: int
+
+
+def diff_by_op(bundle_dir: Path, tflite_bytes: bytes, x_one: np.ndarray, *, tree: Path, target: str, kernels: str,
+               build_dir: Path) -> list[OpDiff]:
+    """Every op's output tensor for one sample (N=1 batch) on the emulated core vs host TFLM, in execution order.
+
+    Builds a debug variant of the app whose second interpreter preserves all tensors and dumps them; the
+    first entry with ``differing_elements > 0`` is the op where the two part.
+    """
+    from tflite_micro.tensorflow.lite.micro.python import schema_py_generated as schema
+
+    from tinyprec.mcu.firmware_build import build_app
+    from tinyprec.mcu.qemu import run_dump
+    from tinyprec.runtimes.tflm import model_tensors, run_tflm_with_taps
+
+    tensors = model_tensors(bytes(tflite_bytes))
+    model = schema.ModelT.InitFromPackedBuf(bytearray(tflite_bytes), 0)
+    sub = model.subgraphs[0]
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    activations = sum(int(np.prod(t.shape or (1,))) * 4 for t in tensors if not t.is_const)
+    arena = _settings_value(Path(bundle_dir), "kTensorArenaSize") + activations + 8192
+    app = build_app(Path(bundle_dir), Path(build_dir), target=target, kernels=kernels, tree=Path(tree),
+                    defines=(f"TINYPREC_DUMP_TENSORS={len(tensors)}", f"TINYPREC_DUMP_ARENA={arena}"))
+    in_shape = bundle_io(Path(bundle_dir))[0]
+    x1 = np.asarray(x_one).reshape((1, *in_shape))
+    dumped = run_dump(app, x1)
+    host = run_tflm_with_taps(bytes(tflite_bytes), x1, names=[str(t.index) for t in tensors])
+    rows = []
+    for k, op in enumerate(sub.operators or []):
+        oc = model.operatorCodes[op.opcodeIndex]
+        code = max(oc.builtinCode, oc.deprecatedBuiltinCode)
+        out = int(op.outputs[0])
+        ref = host.get(str(out))
+        got = dumped.get(out)
+        if ref is None or got is None:
+            continue
+        mine = np.frombuffer(got, dtype=ref.dtype)
+        theirs = ref.reshape(-1)
+        if mine.size != theirs.size:
+            continue
+        diff = np.abs(mine.astype(np.int64) - theirs.astype(np.int64)) if ref.dtype.kind in "iu" else np.abs(mine - theirs)
+        rows.append(OpDiff(k, names.get(code, str(code)), tensors[out].name, int((diff != 0).sum()), int(diff.max(initial=0))))
+    return rows

@@ -375,8 +375,11 @@ def bundle_ops(bundle_dir: Path) -> list[OpType]:
 
 
 def build_app(bundle_dir: Path, build_dir: Path, *, target: str | Target = "cortex-m4", kernels: str = "reference",
-              tree: Path, tools: Toolchain | None = None) -> App:
-    """Compile the bundle + main.cc + start-up code against the (cached) library; link for the QEMU board."""
+              tree: Path, tools: Toolchain | None = None, defines: Sequence[str] = ()) -> App:
+    """Compile the bundle + main.cc + start-up code against the (cached) library; link for the QEMU board.
+
+    ``defines`` (``NAME=VALUE``) go to the app's compile only (the tensor-dump debug build uses them).
+    """
     tools = tools or find_toolchain(need_qemu=False)
     tgt = get_target(target) if isinstance(target, str) else target
     _kernel_set(kernels)
@@ -391,7 +394,7 @@ def build_app(bundle_dir: Path, build_dir: Path, *, target: str | Target = "cort
     build_dir.mkdir(parents=True, exist_ok=True)
     fw = firmware_dir()
     (build_dir / "link.ld").write_text(linker_script(tgt))
-    app_flags = ["-DTINYPREC_MCU_HARNESS", f"-I{bundle_dir}", f"-I{fw}"]
+    app_flags = ["-DTINYPREC_MCU_HARNESS", *(f"-D{d}" for d in defines), f"-I{bundle_dir}", f"-I{fw}"]
     jobs = [(fw / "main.cc", build_dir / "main.o", compile_flags(tree, tgt, kernels, "c++", "-Os") + app_flags),
             (bundle_dir / "model_data.cc", build_dir / "model_data.o", compile_flags(tree, tgt, kernels, "c++", "-Os") + app_flags),
             (fw / "startup.c", build_dir / "startup.o", compile_flags(tree, tgt, kernels, "c", "-Os"))]

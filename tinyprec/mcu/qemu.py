@@ -60,6 +60,48 @@ def _facts(console: str) -> dict[str, list[list[str]]]:
     return facts
 
 
+def _launch(app: App, tools: Toolchain, work: Path, args: list[str], limit: float) -> tuple[str, dict[str, list[list[str]]], int, float]:
+    """Run the image in QEMU in ``work``; (console text, its tinyprec facts, exit code, seconds)."""
+    cmd = [tools.qemu, "-M", app.target.board, "-nographic", "-monitor", "none", "-serial", "none",
+           "-icount", "shift=0", "-chardev", "file,id=console,path=console.txt",
+           "-semihosting-config", "enable=on,target=native,chardev=console," + ",".join(f"arg={a}" for a in args),
+           "-kernel", str(app.elf)]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=limit, check=False)
+    except subprocess.TimeoutExpired as err:
+        raise DataError(f"QEMU ({app.target.board}) did not finish within {limit:.0f} s; "
+                        "give fewer samples or a longer timeout") from err
+    seconds = time.perf_counter() - start
+    console_file = work / "console.txt"
+    console = console_file.read_text(errors="replace") if console_file.is_file() else ""
+    facts = _facts(console)
+    if "calibration" not in facts or "golden" not in facts:
+        last = (console.strip().splitlines() or proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise DataError(f"the firmware did not run on QEMU {app.target.board} (exit {proc.returncode}, "
+                        f"{_EXIT_MEANING.get(proc.returncode, 'unknown')}): {last}")
+    return console, facts, proc.returncode, seconds
+
+
+def run_dump(app: App, x_one: np.ndarray, *, tools: Toolchain | None = None, timeout_s: float = 300.0) -> dict[int, bytes]:
+    """Run a tensor-dump build (TINYPREC_DUMP_TENSORS) on one sample: tensor index -> its bytes."""
+    tools = tools or find_toolchain()
+    with tempfile.TemporaryDirectory(prefix="qemu-dump-", dir=app.build_dir) as tmp:
+        work = Path(tmp)
+        np.ascontiguousarray(x_one).tofile(work / "in.bin")
+        _, facts, rc, _ = _launch(app, tools, work, ["app", "in.bin", "dump.bin", "ticks.bin"], timeout_s)
+        if int(facts.get("samples", [["-1"]])[-1][0]) != 1:
+            raise DataError(f"the tensor-dump build failed on QEMU {app.target.board} (exit {rc})")
+        blob = (work / "dump.bin").read_bytes()
+    tensors: dict[int, bytes] = {}
+    pos = 0
+    while pos + 8 <= len(blob):
+        index, size = np.frombuffer(blob[pos:pos + 8], "<u4")
+        tensors[int(index)] = blob[pos + 8:pos + 8 + int(size)]
+        pos += 8 + int(size)
+    return tensors
+
+
 def run_app(app: App, inputs: np.ndarray | None, *, output_shape: tuple[int, ...], output_dtype: np.dtype,
             tools: Toolchain | None = None, timeout_s: float | None = None) -> QemuRun:
     """Run ``app`` in QEMU: golden vectors, then every sample of ``inputs`` (N, ...) streamed in."""
@@ -72,29 +114,12 @@ def run_app(app: App, inputs: np.ndarray | None, *, output_shape: tuple[int, ...
         if n:
             x.tofile(work / "in.bin")
             args += ["in.bin", "out.bin", "ticks.bin"]
-        cmd = [tools.qemu, "-M", app.target.board, "-nographic", "-monitor", "none", "-serial", "none",
-               "-icount", "shift=0", "-chardev", "file,id=console,path=console.txt",
-               "-semihosting-config", "enable=on,target=native,chardev=console," + ",".join(f"arg={a}" for a in args),
-               "-kernel", str(app.elf)]
         limit = timeout_s if timeout_s is not None else 120.0 + 10.0 * n
-        start = time.perf_counter()
-        try:
-            proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=limit, check=False)
-        except subprocess.TimeoutExpired as err:
-            raise DataError(f"QEMU ({app.target.board}) did not finish within {limit:.0f} s; "
-                            "give fewer samples or a longer timeout") from err
-        seconds = time.perf_counter() - start
-        console_file = work / "console.txt"
-        console = console_file.read_text(errors="replace") if console_file.is_file() else ""
-        facts = _facts(console)
-        if "calibration" not in facts or "golden" not in facts:
-            last = (console.strip().splitlines() or proc.stderr.strip().splitlines() or ["no output"])[-1]
-            raise DataError(f"the firmware did not run on QEMU {app.target.board} (exit {proc.returncode}, "
-                            f"{_EXIT_MEANING.get(proc.returncode, 'unknown')}): {last}")
+        console, facts, returncode, seconds = _launch(app, tools, work, args, limit)
         streamed = int(facts.get("samples", [["-1"]])[-1][0])
         if n and streamed != n:
             raise DataError(f"the firmware streamed {streamed} of {n} samples on QEMU {app.target.board}: "
-                            f"{_EXIT_MEANING.get(proc.returncode, '')}")
+                            f"{_EXIT_MEANING.get(returncode, '')}")
         out_elems = int(np.prod(output_shape))
         if n:
             outputs = np.fromfile(work / "out.bin", dtype=output_dtype).reshape((n, *output_shape))
@@ -113,7 +138,7 @@ def run_app(app: App, inputs: np.ndarray | None, *, output_shape: tuple[int, ...
     per_op = tuple((int(i), tag, int(round(int(t) * ratio))) for i, tag, t in facts.get("op", []))
     profiled = int(round(int(facts["profiled_invoke"][0][0]) * ratio)) if "profiled_invoke" in facts else 0
     return QemuRun(outputs, np.rint(ticks * ratio).astype(np.int64), ratio, golden[0], golden[1], arena[0], arena[1],
-                   stack[0], stack[1], per_op, profiled, proc.returncode, seconds, console)
+                   stack[0], stack[1], per_op, profiled, returncode, seconds, console)
 
 
 @dataclass(frozen=True)

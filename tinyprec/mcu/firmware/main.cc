@@ -111,7 +111,7 @@ int main() {
   tinyprec_harness::Say("arena %u %d", static_cast<unsigned>(interpreter.arena_used_bytes()), kTensorArenaSize);
   tinyprec_harness::Say("golden %d %d", kGoldenCount, mismatches);
   if (kGoldenCount > 0) tinyprec_harness::ProfileOnce(interpreter, kGoldenInputs[0], sizeof(kGoldenInputs[0]));
-  const int streamed = tinyprec_harness::Stream(interpreter);
+  const int streamed = tinyprec_harness::Stream(interpreter, model, resolver);
   tinyprec_harness::Say("samples %d", streamed);
   if (streamed < 0) return 4;
 #endif

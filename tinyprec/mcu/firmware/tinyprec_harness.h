@@ -18,6 +18,9 @@
 #include "tensorflow/lite/micro/cortex_m_generic/debug_log_callback.h"
 #include "tensorflow/lite/micro/micro_interpreter.h"
 #include "tensorflow/lite/micro/micro_profiler_interface.h"
+#ifdef TINYPREC_DUMP_TENSORS
+#include "tensorflow/lite/micro/memory_helpers.h"
+#endif
 
 extern "C" {
 void tp_sh_write0(const char* s);
@@ -136,20 +139,63 @@ inline void ProfileOnce(tflite::MicroInterpreter& interpreter, const void* input
   Profiler().Report();
 }
 
-// Streams the samples of the input file named on the command line (argv[1]) through the model;
-// outputs go to argv[2], tick counts to argv[3]. Returns the number of samples, or -1 on an I/O error.
-inline int Stream(tflite::MicroInterpreter& interpreter) {
+// The command line split at spaces: argv[1] input file, argv[2] output file, argv[3] ticks file.
+inline int Args(char** argv, int max_args) {
   static char cmdline[512];
   if (tp_sh_cmdline(cmdline, sizeof(cmdline)) != 0) return 0;
-  char* argv[4] = {nullptr, nullptr, nullptr, nullptr};
   int argc = 0;
-  for (char* p = cmdline; *p != '\0' && argc < 4;) {
+  for (char* p = cmdline; *p != '\0' && argc < max_args;) {
     while (*p == ' ') *p++ = '\0';
     if (*p == '\0') break;
     argv[argc++] = p;
     while (*p != '\0' && *p != ' ') ++p;
   }
-  if (argc < 4) return 0;  // no sample files: golden vectors only
+  return argc;
+}
+
+#ifdef TINYPREC_DUMP_TENSORS
+// Debug build (TINYPREC_DUMP_TENSORS = the model's tensor count, TINYPREC_DUMP_ARENA = an arena large
+// enough to keep every tensor): a second interpreter that preserves all tensors runs the first sample
+// of the input file and writes every non-constant tensor to the output file as
+// [uint32 index][uint32 bytes][bytes], so the host can name the first op whose output differs.
+alignas(16) inline uint8_t g_dump_arena[TINYPREC_DUMP_ARENA];
+
+template <typename Resolver>
+inline int DumpTensors(const tflite::Model* model, const Resolver& resolver, char** argv) {
+  static tflite::MicroInterpreter dbg(model, resolver, g_dump_arena, sizeof(g_dump_arena), nullptr, nullptr, true);
+  if (dbg.AllocateTensors() != kTfLiteOk) {
+    Say("error the dump arena of %u bytes is too small", static_cast<unsigned>(sizeof(g_dump_arena)));
+    return -1;
+  }
+  const int in = tp_sh_open(argv[1], kOpenReadBinary);
+  const int out = tp_sh_open(argv[2], kOpenWriteBinary);
+  if (in < 0 || out < 0 || tp_sh_read(in, dbg.input(0)->data.raw, dbg.input(0)->bytes) != 0) return -1;
+  if (dbg.Invoke() != kTfLiteOk) return -1;
+  for (uint32_t i = 0; i < TINYPREC_DUMP_TENSORS; ++i) {
+    TfLiteEvalTensor* t = dbg.GetTensor(static_cast<int>(i));
+    size_t bytes = 0;
+    if (t == nullptr || t->data.data == nullptr || tflite::TfLiteEvalTensorByteLength(t, &bytes) != kTfLiteOk) continue;
+    const uint32_t header[2] = {i, static_cast<uint32_t>(bytes)};
+    if (tp_sh_write(out, header, sizeof(header)) != 0 || tp_sh_write(out, t->data.data, bytes) != 0) return -1;
+  }
+  tp_sh_close(in);
+  tp_sh_close(out);
+  return 1;
+}
+#endif
+
+// Streams the samples of the input file named on the command line (argv[1]) through the model;
+// outputs go to argv[2], tick counts to argv[3]. Returns the number of samples, or -1 on an I/O error.
+template <typename Resolver>
+inline int Stream(tflite::MicroInterpreter& interpreter, const tflite::Model* model, const Resolver& resolver) {
+  char* argv[4] = {nullptr, nullptr, nullptr, nullptr};
+  if (Args(argv, 4) < 4) return 0;  // no sample files: golden vectors only
+#ifdef TINYPREC_DUMP_TENSORS
+  return DumpTensors(model, resolver, argv);
+#else
+  (void)model;
+  (void)resolver;
+#endif
   const int in = tp_sh_open(argv[1], kOpenReadBinary);
   const int out = tp_sh_open(argv[2], kOpenWriteBinary);
   const int tick_file = tp_sh_open(argv[3], kOpenWriteBinary);
