@@ -110,7 +110,7 @@ onnx = false
 
 
 @pytest.fixture(scope="module")
-def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray]:
+def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarray, Path]:
     from tinyprec.data import load_dataset
     from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.pipeline import run_recipe
@@ -127,12 +127,12 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
     graph = read_tflite((out / "model" / "model_int8.tflite").read_bytes())
     qp = graph.tensors[graph.inputs[0]].qparams
     x = quantize(to_ir_layout(ds.preprocess.apply(ds.test.x[:120]), "NCHW"), qp)
-    return out, x
+    return out, x, recipe
 
 
 @pytest.mark.parametrize("kernels", KERNELS)
 def test_digits_cnn_export_on_cortex_m4_matches_host_tflm(digits_run, kernels: str) -> None:  # noqa: ANN001
-    out, x = digits_run
+    out, x, _ = digits_run
     tflite = (out / "model" / "model_int8.tflite").read_bytes()
     m = measure(out / "firmware", x, tree=TREE, target="cortex-m4", kernels=kernels, build_dir=out / "mcu" / kernels)
     cmp = compare_with_host(tflite, x, m.outputs)
@@ -143,14 +143,40 @@ def test_digits_cnn_export_on_cortex_m4_matches_host_tflm(digits_run, kernels: s
 
 
 def test_cli_on_a_run_folder_prints_json(digits_run, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
-    out, _ = digits_run
+    out, _, _ = digits_run
     code, stdout, err = run_cli(["mcu", str(out), "--kernels", "cmsis-nn", "--samples", "20", "--tflm-tree", str(TREE),
-                                 "--json"], capsys)
+                                 "--build-dir", str(out / "mcu" / "cmsis-nn"), "--json"], capsys)
     assert code == 0, err
     doc = json.loads(stdout)
     assert doc["golden"]["passed"] and doc["host_tflm"]["identical_samples"] == 20
     assert doc["flash"]["total_bytes"] == doc["flash"]["elf_text_plus_data"]
     assert doc["latency_estimate"]["ms"] > 0 and "estimate" in doc["latency_estimate"]["label"]
+    assert doc["build"]["library_compiled"] == 0  # the library and the app (same bundle) come from the caches
+    recorded = json.loads((out / "manifest.json").read_text())["mcu_measured"]["cortex-m4/cmsis-nn"]
+    assert recorded["flash_bytes"] == doc["flash"]["total_bytes"] and recorded["golden_passed"] is True
+
+
+def test_validation_runs_the_mcu_runner_when_a_tree_is_found(digits_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    from tinyprec.pipeline import run_recipe
+
+    out, _, recipe = digits_run
+    monkeypatch.setenv(firmware_build.TREE_ENV, str(TREE))
+    run_recipe(recipe, out_dir=out, stages="validate")
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["runners"]["mcu"]["ran"], report["runners"]["mcu"]["note"]
+    assert report["accuracy"]["mcu"] == report["accuracy"]["tflm"]
+    assert report["agreement"]["tflm_vs_mcu"]["identical_outputs"] == 100.0
+    assert report["agreement"]["emulator_vs_mcu"]["identical_outputs"] == 100.0
+    measured = report["resources"]["measured"]
+    assert measured["golden"]["passed"] and measured["kernels"] == "cmsis-nn"
+    assert measured["flash"]["model_bytes"] >= report["resources"]["model_bytes"]
+    assert measured["ram"]["arena_used_bytes"] <= measured["ram"]["arena_bytes"]
+    assert "Measured on cortex-m4" in (out / "report" / "report.md").read_text()
+    monkeypatch.delenv(firmware_build.TREE_ENV)
+    run_recipe(recipe, out_dir=out, stages="validate", force=True)
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert not report["runners"]["mcu"]["ran"] and "TINYPREC_TFLM_TREE" in report["runners"]["mcu"]["note"]
+    assert "measured" not in report["resources"]
 
 
 def test_missing_tree_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

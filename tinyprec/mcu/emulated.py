@@ -140,7 +140,7 @@ _C_TYPES = {"int8_t": np.int8, "uint8_t": np.uint8, "int16_t": np.int16, "float"
 def bundle_io(bundle_dir: Path) -> tuple[tuple[int, ...], np.dtype, tuple[int, ...], np.dtype]:
     """Input/output shapes (without the batch dimension) and element types declared by model_settings.h."""
     text = (Path(bundle_dir) / "model_settings.h").read_text()
-    found = []
+    found: list[Any] = []
     for side in ("Input", "Output"):
         shape = re.search(rf"k{side}Shape\[k{side}Dims\] = \{{([^}}]*)\}}", text)
         ctype = re.search(rf"using Model{side}Type = (\w+);", text)

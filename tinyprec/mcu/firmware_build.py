@@ -398,16 +398,26 @@ def build_app(bundle_dir: Path, build_dir: Path, *, target: str | Target = "cort
     jobs = [(fw / "main.cc", build_dir / "main.o", compile_flags(tree, tgt, kernels, "c++", "-Os") + app_flags),
             (bundle_dir / "model_data.cc", build_dir / "model_data.o", compile_flags(tree, tgt, kernels, "c++", "-Os") + app_flags),
             (fw / "startup.c", build_dir / "startup.o", compile_flags(tree, tgt, kernels, "c", "-Os"))]
+    elf, map_file, key_file = build_dir / "app.elf", build_dir / "app.map", build_dir / "app.key"
+    h = hashlib.sha256("\n".join([tools.version, linker_script(tgt), *(str(o) for o, _ in lib.objects)]).encode())
+    for src, _, flags in jobs:
+        h.update(src.read_bytes() + "\0".join(flags).encode())
+    for name in (*BUNDLE_FILES, "tinyprec_harness.h"):
+        h.update((bundle_dir / name if name in BUNDLE_FILES else fw / name).read_bytes())
+    app_key = h.hexdigest()
+    if elf.is_file() and map_file.is_file() and key_file.is_file() and key_file.read_text() == app_key:
+        return App(elf, map_file, build_dir, tgt, kernels, lib, time.perf_counter() - start)  # unchanged: reuse
+    key_file.unlink(missing_ok=True)
     with ThreadPoolExecutor(max_workers=_jobs()) as pool:
         list(pool.map(lambda job: _compile(tools, *job), jobs))
     archive = build_dir / "libtflm.a"
     archive.unlink(missing_ok=True)
     _run([tools.ar, "rcs", str(archive), *(str(o) for o, _ in lib.objects)], "archiving the TFLM objects")
-    elf, map_file = build_dir / "app.elf", build_dir / "app.map"
     _run([tools.gxx, *arch_flags(tgt), "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
           f"-T{build_dir / 'link.ld'}", "-Wl,--gc-sections", f"-Wl,-Map={map_file}", "-Wl,--no-warn-rwx-segments",
           str(build_dir / "startup.o"), str(build_dir / "main.o"), str(build_dir / "model_data.o"), str(archive),
           "-lstdc++", "-lm", "-o", str(elf)], "linking the firmware image")
+    key_file.write_text(app_key)
     return App(elf, map_file, build_dir, tgt, kernels, lib, time.perf_counter() - start)
 
 
