@@ -94,7 +94,7 @@ _ALWAYS_KERNELS = ("kernel_util.cc",)
 _CMSIS_DIRS: dict[OpType, tuple[str, ...]] = {
     OpType.CONV_2D: ("ConvolutionFunctions", "NNSupportFunctions"),
     OpType.DEPTHWISE_CONV_2D: ("ConvolutionFunctions", "NNSupportFunctions"),
-    OpType.FULLY_CONNECTED: ("FullyConnectedFunctions", "NNSupportFunctions"),
+    OpType.FULLY_CONNECTED: ("FullyConnectedFunctions", "NNSupportFunctions", "ConvolutionFunctions"),
     OpType.ADD: ("BasicMathFunctions",),
     OpType.MUL: ("BasicMathFunctions",),
     OpType.AVERAGE_POOL_2D: ("PoolingFunctions",),
@@ -202,10 +202,11 @@ def get_target(name: str) -> Target:
     return TARGETS[key]
 
 
-def library_sources(tree: Path, kernels: str, ops: Iterable[OpType]) -> list[tuple[str, str]]:
+def library_sources(tree: Path, kernels: str, ops: Iterable[OpType], *, all_cmsis_nn: bool = False) -> list[tuple[str, str]]:
     """``(source, class)`` for the library objects the ops need; class is core, kernel or cmsis_nn.
 
-    An op outside :data:`OP_KERNELS` pulls every kernel of the set (slow once, then cached).
+    An op outside :data:`OP_KERNELS` pulls every kernel of the set (slow once, then cached);
+    ``all_cmsis_nn`` every CMSIS-NN source (the fallback when a kernel calls outside its folders).
     """
     lists = source_lists(tree)
     kernel_list = lists["TFLM_KERNEL_SRCS_CMSIS_NN" if _kernel_set(kernels) == "cmsis-nn" else "TFLM_KERNEL_SRCS_REFERENCE"]
@@ -222,6 +223,7 @@ def library_sources(tree: Path, kernels: str, ops: Iterable[OpType]) -> list[tup
     out += [(s, "kernel") for s in dict.fromkeys(wanted) if s in available]
     if kernels == "cmsis-nn":
         dirs = {d for op in ops for d in _CMSIS_DIRS.get(op, ())} if all(op in OP_KERNELS for op in ops) else None
+        dirs = None if all_cmsis_nn else dirs
         for s in lists["CMSIS_NN_SRCS"]:
             if dirs is None or s.split("/")[3] in dirs:
                 out.append((s, "cmsis_nn"))
@@ -303,7 +305,8 @@ def _jobs() -> int:
     return max(1, int(os.environ.get("TINYPREC_BUILD_JOBS") or os.cpu_count() or 1))
 
 
-def build_library(tree: Path, target: Target, kernels: str, ops: Iterable[OpType], tools: Toolchain) -> Library:
+def build_library(tree: Path, target: Target, kernels: str, ops: Iterable[OpType], tools: Toolchain, *,
+                  all_cmsis_nn: bool = False) -> Library:
     """Compile (or reuse) the library objects for ``ops``; objects are cached per source.
 
     The core does not depend on the kernel set (its only CMSIS_NN conditional is in micro_profiler.cc,
@@ -312,7 +315,7 @@ def build_library(tree: Path, target: Target, kernels: str, ops: Iterable[OpType
     start = time.perf_counter()
     keys = {"core": library_key(tree, target, "core", tools), "kernels": library_key(tree, target, kernels, tools)}
     todo, objects = [], []
-    for src, cls in library_sources(tree, kernels, ops):
+    for src, cls in library_sources(tree, kernels, ops, all_cmsis_nn=all_cmsis_nn):
         cache = cache_root() / keys["core" if cls == "core" else "kernels"]
         obj = cache / "obj" / object_name(src)
         objects.append((obj, cls))
@@ -388,9 +391,10 @@ def build_app(bundle_dir: Path, build_dir: Path, *, target: str | Target = "cort
     missing = [f for f in BUNDLE_FILES if not (bundle_dir / f).is_file()]
     if missing:
         raise DataError(f"{bundle_dir} lacks {', '.join(missing)}; run `tinyprec export` to write the firmware bundle")
-    lib = build_library(tree, tgt, kernels, bundle_ops(bundle_dir), tools)
-    start = time.perf_counter()
     build_dir = Path(build_dir)
+    wide = build_dir / "all_cmsis_nn"  # marker: this model's kernels need more of CMSIS-NN than _CMSIS_DIRS says
+    lib = build_library(tree, tgt, kernels, bundle_ops(bundle_dir), tools, all_cmsis_nn=kernels == "cmsis-nn" and wide.is_file())
+    start = time.perf_counter()
     build_dir.mkdir(parents=True, exist_ok=True)
     fw = firmware_dir()
     (build_dir / "link.ld").write_text(linker_script(tgt))
@@ -412,11 +416,22 @@ def build_app(bundle_dir: Path, build_dir: Path, *, target: str | Target = "cort
         list(pool.map(lambda job: _compile(tools, *job), jobs))
     archive = build_dir / "libtflm.a"
     archive.unlink(missing_ok=True)
+    link = [tools.gxx, *arch_flags(tgt), "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
+            f"-T{build_dir / 'link.ld'}", "-Wl,--gc-sections", f"-Wl,-Map={map_file}", "-Wl,--no-warn-rwx-segments",
+            str(build_dir / "startup.o"), str(build_dir / "main.o"), str(build_dir / "model_data.o"), str(archive),
+            "-lstdc++", "-lm", "-o", str(elf)]
     _run([tools.ar, "rcs", str(archive), *(str(o) for o, _ in lib.objects)], "archiving the TFLM objects")
-    _run([tools.gxx, *arch_flags(tgt), "-nostartfiles", "--specs=nano.specs", "--specs=nosys.specs",
-          f"-T{build_dir / 'link.ld'}", "-Wl,--gc-sections", f"-Wl,-Map={map_file}", "-Wl,--no-warn-rwx-segments",
-          str(build_dir / "startup.o"), str(build_dir / "main.o"), str(build_dir / "model_data.o"), str(archive),
-          "-lstdc++", "-lm", "-o", str(elf)], "linking the firmware image")
+    try:
+        _run(link, "linking the firmware image")
+    except DataError as err:
+        if kernels != "cmsis-nn" or "undefined reference" not in str(err):
+            raise
+        # A CMSIS-NN kernel called outside the folders _CMSIS_DIRS names: build all of CMSIS-NN (once, cached).
+        lib = build_library(tree, tgt, kernels, bundle_ops(bundle_dir), tools, all_cmsis_nn=True)
+        wide.write_text("the link needed CMSIS-NN sources outside the op's folders\n")
+        archive.unlink(missing_ok=True)
+        _run([tools.ar, "rcs", str(archive), *(str(o) for o, _ in lib.objects)], "archiving the TFLM objects")
+        _run(link, "linking the firmware image")
     key_file.write_text(app_key)
     return App(elf, map_file, build_dir, tgt, kernels, lib, time.perf_counter() - start)
 
