@@ -24,11 +24,14 @@ TREE = REPO.parent / "shared" / "third_party" / "tflm"
 KERNELS = ("reference", "cmsis-nn")
 SAMPLES = 100
 
-pytestmark = [
-    pytest.mark.skipif(not (TREE / "tflm_sources.mk").is_file(), reason=f"no TFLM tree at {TREE} (CI lays ../shared beside the clone)"),
-    pytest.mark.skipif(not firmware_build.toolchain_available(),
-                       reason=firmware_build.missing_toolchain_message(["arm-none-eabi-gcc / qemu-system-arm"])),
-]
+_NO_TREE = pytest.mark.skipif(not (TREE / "tflm_sources.mk").is_file(),
+                              reason=f"no TFLM tree at {TREE} (CI lays ../shared beside the clone)")
+_NO_TOOLS = pytest.mark.skipif(not firmware_build.toolchain_available(),
+                               reason=firmware_build.missing_toolchain_message(["arm-none-eabi-gcc / qemu-system-arm"]))
+
+
+def needs_firmware(fn):  # noqa: ANN001, ANN201
+    return _NO_TREE(_NO_TOOLS(fn))
 
 
 def _check_measurement(m: McuMeasurement, n_ops: int, model_bytes: int) -> None:
@@ -54,6 +57,7 @@ def kws_runs(kws_tflite: bytes, tmp_path_factory: pytest.TempPathFactory) -> dic
     return {k: (measure(bundle, x, tree=TREE, target="cortex-m4", kernels=k, build_dir=folder / k), x) for k in KERNELS}
 
 
+@needs_firmware
 @pytest.mark.parametrize("kernels", KERNELS)
 def test_mlperf_kws_on_cortex_m4_matches_host_tflm(kws_runs, kws_tflite: bytes, kernels: str) -> None:  # noqa: ANN001
     m, x = kws_runs[kernels]
@@ -63,6 +67,7 @@ def test_mlperf_kws_on_cortex_m4_matches_host_tflm(kws_runs, kws_tflite: bytes, 
     assert [tag for _, tag, _ in m.per_op][:2] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
 
 
+@needs_firmware
 def test_cmsis_nn_runs_fewer_instructions_and_the_library_is_cached(kws_runs) -> None:  # noqa: ANN001
     ref, cmsis = kws_runs["reference"][0], kws_runs["cmsis-nn"][0]
     assert cmsis.instructions_per_inference * 3 < ref.instructions_per_inference
@@ -70,6 +75,7 @@ def test_cmsis_nn_runs_fewer_instructions_and_the_library_is_cached(kws_runs) ->
     assert "cmsis_nn" in cmsis.sizes.flash_tflm_by_class and "cmsis_nn" not in ref.sizes.flash_tflm_by_class
 
 
+@needs_firmware
 def test_every_intermediate_tensor_matches_host_tflm(kws_tflite: bytes, kws_runs, tmp_path: Path) -> None:  # noqa: ANN001
     from tinyprec.mcu.emulated import diff_by_op
 
@@ -81,6 +87,7 @@ def test_every_intermediate_tensor_matches_host_tflm(kws_tflite: bytes, kws_runs
     assert all(r.differing_elements == 0 for r in rows), [r for r in rows if r.differing_elements]
 
 
+@needs_firmware
 def test_second_build_compiles_nothing(kws_tflite: bytes, tmp_path: Path) -> None:
     bundle = write_bundle_for_tflite(kws_tflite, tmp_path / "bundle", golden=1)
     tools = firmware_build.find_toolchain()
@@ -130,6 +137,7 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
     return out, x, recipe
 
 
+@needs_firmware
 @pytest.mark.parametrize("kernels", KERNELS)
 def test_digits_cnn_export_on_cortex_m4_matches_host_tflm(digits_run, kernels: str) -> None:  # noqa: ANN001
     out, x, _ = digits_run
@@ -142,6 +150,7 @@ def test_digits_cnn_export_on_cortex_m4_matches_host_tflm(digits_run, kernels: s
     _check_measurement(m, len(read_tflite(tflite).ops), len(tflite))
 
 
+@needs_firmware
 def test_cli_on_a_run_folder_prints_json(digits_run, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     out, _, _ = digits_run
     code, stdout, err = run_cli(["mcu", str(out), "--kernels", "cmsis-nn", "--samples", "20", "--tflm-tree", str(TREE),
@@ -156,6 +165,7 @@ def test_cli_on_a_run_folder_prints_json(digits_run, capsys: pytest.CaptureFixtu
     assert recorded["flash_bytes"] == doc["flash"]["total_bytes"] and recorded["golden_passed"] is True
 
 
+@needs_firmware
 def test_validation_runs_the_mcu_runner_when_a_tree_is_found(digits_run, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
     from tinyprec.pipeline import run_recipe
 
@@ -179,6 +189,7 @@ def test_validation_runs_the_mcu_runner_when_a_tree_is_found(digits_run, monkeyp
     assert "measured" not in report["resources"]
 
 
+@_NO_TOOLS
 def test_missing_tree_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(firmware_build.TREE_ENV, raising=False)
     code, _, err = run_cli(["mcu", str(tmp_path), "--tflm-tree", str(tmp_path / "nowhere")], capsys)
@@ -188,6 +199,7 @@ def test_missing_tree_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert code == 2 and len(err.strip().splitlines()) == 1 and "--tflm-tree" in err
 
 
+@_NO_TREE
 def test_missing_toolchain_names_the_debian_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     real = shutil.which
     monkeypatch.setattr(firmware_build.shutil, "which", lambda name: None if "arm-none-eabi" in name else real(name))
@@ -200,3 +212,18 @@ def test_missing_toolchain_names_the_debian_packages(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv(firmware_build.TREE_ENV, str(TREE))
     opts = options_from_env()
     assert opts.tree is None and "gcc-arm-none-eabi" in opts.off_reason
+
+
+def test_cpi_fit_and_instruction_estimate() -> None:
+    from tinyprec.mcu import latency
+
+    instr = {"kws": 1e6, "ic": 4e6, "vww": 3e6}
+    pub = {"kws": 25.0, "ic": 100.0, "vww": 60.0}  # 3 cycles/instruction at 120 MHz for the fitted pair
+    fit = latency.fit_cpi(instr, pub, fitted_on=("kws", "ic"))
+    assert fit["cpi"] == pytest.approx(3.0)
+    assert fit["relative_error"]["vww"] == pytest.approx(3e6 * 3 / 120e3 / 60.0 - 1)  # type: ignore[index]
+    assert fit["role"] == {"kws": "fitted", "ic": "fitted", "vww": "held out"}
+    m4 = latency.estimate_from_instructions(12e6, "cortex-m4@120", "cmsis-nn")
+    assert m4["ms"] == pytest.approx(12e6 * latency.CPI_M4_CMSIS_NN / 120e3)
+    m7 = latency.estimate_from_instructions(12e6, "cortex-m7@120", "reference")
+    assert m7["ms"] < m4["ms"] and "scaled to cortex-m7" in str(m7["cpi_source"]) and "reference" in str(m7["cpi_source"])
