@@ -45,6 +45,8 @@ def options_from_env(recipe_tree: str | Path | None = None, *, target: str = "co
                      bundle_dir: Path | None = None, build_dir: Path | None = None) -> McuOptions:
     """Options with the tree from ``$TINYPREC_TFLM_TREE`` or the recipe, or off with the reason why."""
     target = target.split("@")[0].strip().lower()
+    if kernels not in KERNEL_SETS:
+        raise DataError(f"[validate] mcu_kernels = '{kernels}': use one of {', '.join(KERNEL_SETS)}")
     try:
         tree = resolve_tree(None, recipe_tree)
     except TinyprecError as err:
