@@ -142,7 +142,8 @@ def digits_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, np.ndarr
 def test_digits_cnn_export_on_cortex_m4_matches_host_tflm(digits_run, kernels: str) -> None:  # noqa: ANN001
     out, x, _ = digits_run
     tflite = (out / "model" / "model_int8.tflite").read_bytes()
-    m = measure(out / "firmware", x, tree=TREE, target="cortex-m4", kernels=kernels, build_dir=out / "mcu" / kernels)
+    m = measure(out / "firmware", x, tree=TREE, target="cortex-m4", kernels=kernels,
+                build_dir=out / "mcu" / f"cortex-m4-{kernels}")  # the validation runner's build folder: reused there
     cmp = compare_with_host(tflite, x, m.outputs)
     assert cmp.samples == 120 and cmp.identical, cmp
     from tinyprec.formats.tflite_reader import read_tflite
@@ -154,7 +155,7 @@ def test_digits_cnn_export_on_cortex_m4_matches_host_tflm(digits_run, kernels: s
 def test_cli_on_a_run_folder_prints_json(digits_run, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: ANN001
     out, _, _ = digits_run
     code, stdout, err = run_cli(["mcu", str(out), "--kernels", "cmsis-nn", "--samples", "20", "--tflm-tree", str(TREE),
-                                 "--build-dir", str(out / "mcu" / "cmsis-nn"), "--json"], capsys)
+                                 "--build-dir", str(out / "mcu" / "cortex-m4-cmsis-nn"), "--json"], capsys)
     assert code == 0, err
     doc = json.loads(stdout)
     assert doc["golden"]["passed"] and doc["host_tflm"]["identical_samples"] == 20
