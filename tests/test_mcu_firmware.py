@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from tests._cli import run_cli
-from tinyprec.mcu import firmware_build
+from tinyprec.mcu import firmware_build, toolchain
 from tinyprec.mcu.emulated import McuMeasurement, compare_with_host, measure, random_inputs, write_bundle_for_tflite
 
 REPO = Path(__file__).resolve().parents[1]
@@ -203,7 +203,7 @@ def test_missing_tree_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
 @_NO_TREE
 def test_missing_toolchain_names_the_debian_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     real = shutil.which
-    monkeypatch.setattr(firmware_build.shutil, "which", lambda name: None if "arm-none-eabi" in name else real(name))
+    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None if "arm-none-eabi" in name else real(name))
     with pytest.raises(firmware_build.ToolchainMissing) as info:
         firmware_build.find_toolchain()
     msg = str(info.value)
