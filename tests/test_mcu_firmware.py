@@ -65,6 +65,7 @@ def test_mlperf_kws_on_cortex_m4_matches_host_tflm(kws_runs, kws_tflite: bytes, 
     assert cmp.samples == SAMPLES and cmp.identical, cmp
     _check_measurement(m, 13, len(kws_tflite))
     assert [tag for _, tag, _ in m.per_op][:2] == ["CONV_2D", "DEPTHWISE_CONV_2D"]
+    assert m.sizes.flash_golden >= 4 * (49 * 10 + 12)  # four golden inputs and outputs, apart from the rest
 
 
 @needs_firmware

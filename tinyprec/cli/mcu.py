@@ -111,7 +111,7 @@ def mcu_command(
             console.print(f"{described}: {cmp.identical_samples}/{cmp.samples} outputs identical to host TFLM")
         console.print(f"instructions per inference {ins['per_inference']:,} (measured, +/-{m.instructions_per_tick:g}); "
                       f"~{est['ms']:.2f} ms at {est['mhz']:g} MHz [dim]({est['label']})[/dim]")
-        console.print(f"flash {fl['total_bytes']:,} B (model {fl['model_bytes']:,} + TFLM {fl['tflm_bytes']:,} + rest "
+        console.print(f"flash {fl['total_bytes']:,} B (model {fl['model_bytes']:,} + TFLM {fl['tflm_bytes']:,} + golden vectors {fl['golden_vectors_bytes']:,} + rest "
                       f"{fl['rest_bytes']:,}), RAM {ram['total_bytes']:,} B (.data {ram['data_bytes']:,} + .bss "
                       f"{ram['bss_bytes']:,} incl. arena {ram['arena_bytes']:,}, {ram['arena_used_bytes']:,} used, + stack "
                       f"{ram['stack_used_bytes']:,}) [dim](measured)[/dim]")

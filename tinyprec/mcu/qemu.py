@@ -8,7 +8,7 @@ per tick (40 on the MPS2 boards' 25 MHz clock), so counts are exact to one tick 
 
 Flash and RAM come from the linker map: every input section placed in a flash-resident output
 section is attributed to the model (model_data.o), TFLM (the library archive: core, kernels,
-CMSIS-NN) or the rest (start-up, C/C++ runtime, the app and its harness).
+CMSIS-NN), the golden vectors, or the rest (start-up, C/C++ runtime, the app and its harness).
 """
 
 from __future__ import annotations
@@ -147,6 +147,7 @@ class ImageSizes:
 
     flash_model: int
     flash_tflm: int
+    flash_golden: int  # the golden vectors the test app checks (not part of a product image)
     flash_rest: int
     flash_tflm_by_class: Mapping[str, int]
     data: int
@@ -155,7 +156,7 @@ class ImageSizes:
 
     @property
     def flash_total(self) -> int:
-        return self.flash_model + self.flash_tflm + self.flash_rest
+        return self.flash_model + self.flash_tflm + self.flash_golden + self.flash_rest
 
 
 _OUT = re.compile(r"^(\.[^\s]+)(?:\s+0x([0-9a-f]+)\s+0x([0-9a-f]+))?")
@@ -164,14 +165,14 @@ _IN_NAME = re.compile(r"^ (\S+)$")
 _IN_CONT = re.compile(r"^\s+0x([0-9a-f]+)\s+0x([0-9a-f]+)\s+(\S.*)$")
 
 
-def _map_sections(map_text: str) -> list[tuple[str, int, str]]:
-    """(output section, bytes, origin file) for every input section in the link map's memory map.
+def _map_sections(map_text: str) -> list[tuple[str, int, str, str]]:
+    """(output section, bytes, origin file, input section) for every input section in the link map.
 
     Merged string sections (``.rodata.*.str1.1``) overlap in the map (it lists their sizes before
     merging); each byte is attributed once, to the first section that covers it.
     """
     text = map_text.split("Linker script and memory map", 1)[-1]
-    raw: list[tuple[str, int, int, str]] = []
+    raw: list[tuple[str, int, int, str, str]] = []
     current = ""
     pending: str | None = None
     for line in text.splitlines():
@@ -183,23 +184,23 @@ def _map_sections(map_text: str) -> list[tuple[str, int, str]]:
         if pending is not None:
             m = _IN_CONT.match(line)
             if m:
-                raw.append((current, int(m.group(1), 16), int(m.group(2), 16), m.group(3).strip()))
+                raw.append((current, int(m.group(1), 16), int(m.group(2), 16), m.group(3).strip(), pending))
             pending = None
             continue
         m = _IN_FULL.match(line)
         if m and not m.group(1).startswith("0x"):
-            raw.append((current, int(m.group(2), 16), int(m.group(3), 16), m.group(4).strip()))
+            raw.append((current, int(m.group(2), 16), int(m.group(3), 16), m.group(4).strip(), m.group(1)))
             continue
         m = _IN_NAME.match(line)
         if m and m.group(1).startswith((".", "COMMON")):
             pending = m.group(1)
-    rows: list[tuple[str, int, str]] = []
+    rows: list[tuple[str, int, str, str]] = []
     covered: dict[str, int] = {}
-    for section, addr, size, origin in sorted(raw, key=lambda r: (r[0], r[1], -r[2])):
+    for section, addr, size, origin, name in sorted(raw, key=lambda r: (r[0], r[1], -r[2])):
         start = max(addr, covered.get(section, 0))
         end = addr + size
         if end > start:
-            rows.append((section, end - start, origin))
+            rows.append((section, end - start, origin, name))
             covered[section] = end
     return rows
 
@@ -207,10 +208,10 @@ def _map_sections(map_text: str) -> list[tuple[str, int, str]]:
 def image_sizes(app: App, arena_bytes: int) -> ImageSizes:
     """Flash (model / TFLM / rest) and static RAM (.data, .bss) of ``app`` from its link map."""
     classes = {obj.name: cls for obj, cls in app.library.objects}
-    flash = {"model": 0, "tflm": 0, "rest": 0}
+    flash = {"model": 0, "tflm": 0, "golden": 0, "rest": 0}
     by_class: dict[str, int] = {}
     data = bss = 0
-    for section, size, origin in _map_sections(app.map_file.read_text()):
+    for section, size, origin, name in _map_sections(app.map_file.read_text()):
         if section == ".bss":
             bss += size
         if section == ".data":
@@ -224,9 +225,11 @@ def image_sizes(app: App, arena_bytes: int) -> ImageSizes:
             by_class[cls] = by_class.get(cls, 0) + size
         elif origin.endswith("model_data.o"):
             flash["model"] += size
+        elif "kGolden" in name:
+            flash["golden"] += size
         else:
             flash["rest"] += size
-    return ImageSizes(flash["model"], flash["tflm"], flash["rest"], by_class, data, bss, arena_bytes)
+    return ImageSizes(flash["model"], flash["tflm"], flash["golden"], flash["rest"], by_class, data, bss, arena_bytes)
 
 
 def elf_size(tools: Toolchain, elf: Path) -> dict[str, int]:

@@ -109,7 +109,7 @@ def _measured_lines(m: dict[str, Any] | None) -> list[str]:
              f"- golden vectors: {'PASS' if m['golden']['passed'] else 'FAIL'} ({m['golden']['count']} checked, "
              f"{m['golden']['mismatched_elements']} output elements differ)",
              f"- flash: {_bytes(fl['total_bytes'])} = model {_bytes(fl['model_bytes'])} + TFLM {_bytes(fl['tflm_bytes'])} + "
-             f"rest {_bytes(fl['rest_bytes'])} ({fl['label']})",
+             f"golden vectors {_bytes(fl.get('golden_vectors_bytes', 0))} + rest {_bytes(fl['rest_bytes'])} ({fl['label']})",
              f"- RAM: {_bytes(ram['total_bytes'])} = .data {_bytes(ram['data_bytes'])} + .bss {_bytes(ram['bss_bytes'])} "
              f"(arena {_bytes(ram['arena_bytes'])}, {_bytes(ram['arena_used_bytes'])} used) + stack "
              f"{_bytes(ram['stack_used_bytes'])} ({ram['label']})",
