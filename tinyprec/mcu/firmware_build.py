@@ -141,7 +141,16 @@ def compile_flags(tree: Path, target: Target, kernels: str, lang: str, opt: str)
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("TINYPREC_CACHE") or Path.home() / ".cache" / "tinyprec") / "tflm"
+    """``$TINYPREC_CACHE/tflm`` or ``~/.cache/tinyprec/tflm``; the system temp folder when that is not writable."""
+    root = Path(os.environ.get("TINYPREC_CACHE") or Path.home() / ".cache" / "tinyprec") / "tflm"
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        import tempfile
+
+        root = Path(tempfile.gettempdir()) / "tinyprec-cache" / "tflm"
+        root.mkdir(parents=True, exist_ok=True)
+    return root
 
 
 def library_key(tree: Path, target: Target, kernels: str, tools: Toolchain) -> str:
