@@ -106,6 +106,8 @@ class ValidateConfig:
     flash_budget: int | None = None
     ram_budget: int | None = None
     max_samples: int | None = None
+    tflm_tree: Path | None = None  # TFLM source tree: turns on the `mcu` runner (firmware on QEMU)
+    mcu_kernels: str = "cmsis-nn"  # kernels of the `mcu` runner: reference | cmsis-nn
 
 
 @dataclass(frozen=True)

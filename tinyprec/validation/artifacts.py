@@ -64,6 +64,7 @@ def validate_artifacts(
         torch_fp32=model_fp32.eval() if model_fp32 is not None else None, fake_quant=fake_quant,
         input_layout=LAYOUT_BY_RANK[len(dataset.input_shape) + 1],
         output_layout=graph.metadata.get("output_layout", "NF"), where=str(tflite_path),
+        mcu=_mcu_options(cfg, settings.target, out),
     )
     feed = make_feed(models, dataset.preprocess.apply(split.x[:n]))
     labels = np.zeros(n, np.int64) if split.y is None else np.asarray(split.y[:n])
@@ -71,6 +72,15 @@ def validate_artifacts(
     report, checks = evaluate(models, feed, task, settings, name=name, mode=mode, sources=sources,
                               progress=progress)
     return _finish(report, checks, out)
+
+
+def _mcu_options(cfg: "ValidateConfig", target: str, out: Path) -> Any:
+    """The `mcu` runner's options: the tree from $TINYPREC_TFLM_TREE or [validate] tflm_tree, the run's bundle."""
+    from tinyprec.mcu.emulated import options_from_env
+
+    return options_from_env(getattr(cfg, "tflm_tree", None), target=target,
+                            kernels=getattr(cfg, "mcu_kernels", "cmsis-nn"), bundle_dir=out / "firmware",
+                            build_dir=out / "mcu")
 
 
 def validate_model(

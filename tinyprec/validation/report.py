@@ -87,6 +87,7 @@ def markdown(report: dict[str, Any]) -> str:
     for tgt, ms in res["latency_ms"].items():
         lines.append(f"- latency on {tgt}: ~{ms:.1f} ms ({res['latency_label']})")
     lines.append(f"- board: {res['board']['summary']}")
+    lines += _measured_lines(res.get("measured"))
     cm = report.get("confusion_matrix")
     if cm:
         labels = cm["labels"]
@@ -95,6 +96,33 @@ def markdown(report: dict[str, Any]) -> str:
         for label, row in zip(labels, cm["matrix"]):
             lines.append(f"| **{label}** | " + " | ".join(str(v) for v in row) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _measured_lines(m: dict[str, Any] | None) -> list[str]:
+    """The measured-resources block: the firmware built and run on an emulated Cortex-M (`mcu` runner)."""
+    if not m:
+        return []
+    fl, ram, ins, est = m["flash"], m["ram"], m["instructions"], m.get("latency_estimate") or {}
+    lines = ["", f"## Measured on {m['target']} ({m['board']}, {m['kernels']} kernels)", "",
+             "These figures come from the linked firmware image and its run in QEMU; where they exist they replace "
+             "the estimates above.", "",
+             f"- golden vectors: {'PASS' if m['golden']['passed'] else 'FAIL'} ({m['golden']['count']} checked, "
+             f"{m['golden']['mismatched_elements']} output elements differ)",
+             f"- flash: {_bytes(fl['total_bytes'])} = model {_bytes(fl['model_bytes'])} + TFLM {_bytes(fl['tflm_bytes'])} + "
+             f"golden vectors {_bytes(fl.get('golden_vectors_bytes', 0))} + rest {_bytes(fl['rest_bytes'])} ({fl['label']})",
+             f"- RAM: {_bytes(ram['total_bytes'])} = .data {_bytes(ram['data_bytes'])} + .bss {_bytes(ram['bss_bytes'])} "
+             f"(arena {_bytes(ram['arena_bytes'])}, {_bytes(ram['arena_used_bytes'])} used) + stack "
+             f"{_bytes(ram['stack_used_bytes'])} ({ram['label']})",
+             f"- instructions per inference: {ins['per_inference']:,} ({ins['label']})"]
+    if est:
+        lines.append(f"- latency: ~{est['ms']:.2f} ms at {est['mhz']:g} MHz, CPI {est['cpi']:.2f} {est['cpi_source']} "
+                     f"({est['label']})")
+    if ins.get("per_op"):
+        lines += ["", "| # | op | instructions | share |", "|---|---|---|---|"]
+        total = sum(r["instructions"] for r in ins["per_op"]) or 1
+        for r in ins["per_op"]:
+            lines.append(f"| {r['index']} | {r['op']} | {r['instructions']:,} | {100.0 * r['instructions'] / total:.1f}% |")
+    return lines
 
 
 def _png(fig: Any) -> str:

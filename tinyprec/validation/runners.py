@@ -30,6 +30,7 @@ class Runner(enum.Enum):
     ONNX_INT8 = "onnx_int8"
     ONNX_FP32 = "onnx_fp32"
     EMULATOR = "emulator"
+    MCU = "mcu"
 
 
 RUNNER_TITLES: dict[Runner, str] = {
@@ -41,6 +42,7 @@ RUNNER_TITLES: dict[Runner, str] = {
     Runner.ONNX_INT8: "ONNX Runtime, int8 QDQ",
     Runner.ONNX_FP32: "ONNX Runtime, FP32",
     Runner.EMULATOR: "tinyprec emulator",
+    Runner.MCU: "TFLM firmware on an emulated Cortex-M (QEMU)",
 }
 
 LAYOUT_BY_RANK = {4: "NCHW", 3: "NCL", 2: "NF"}
@@ -90,6 +92,7 @@ class Models:
     input_layout: str = "NF"
     output_layout: str = "NF"
     where: str = "<model>"
+    mcu: Any = None  # tinyprec.mcu.emulated.McuOptions; None: found from $TINYPREC_TFLM_TREE
 
 
 @dataclass(frozen=True)
@@ -258,6 +261,15 @@ def _emulator(models: Models, feed: Feed, progress: Callable[[int, int], None] |
     return (*_mcu_output(models, np.asarray(out)), "double rounding")
 
 
+def _mcu(models: Models, feed: Feed, progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    from tinyprec.mcu.emulated import mcu_runner_outputs
+
+    out, note = mcu_runner_outputs(models, feed.model_input)
+    if out is None:
+        return _skip(note)
+    return (*_mcu_output(models, out), note)
+
+
 def _skip(reason: str) -> tuple[np.ndarray, np.ndarray | None, str]:
     raise _Skipped(reason)
 
@@ -275,6 +287,7 @@ RUNNERS: dict[Runner, Callable[[Models, Feed, Callable[[int, int], None] | None]
     Runner.ONNX_INT8: _onnx_int8,
     Runner.ONNX_FP32: _onnx_fp32,
     Runner.EMULATOR: _emulator,
+    Runner.MCU: _mcu,
 }
 
 

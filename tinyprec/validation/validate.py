@@ -38,6 +38,8 @@ AGREEMENT_PAIRS: tuple[tuple[Runner, Runner], ...] = (
     (Runner.TFLM, Runner.FAKE_QUANT_TFLM),
     (Runner.FP32, Runner.ONNX_FP32),
     (Runner.FP32, Runner.TFLM),
+    (Runner.TFLM, Runner.MCU),
+    (Runner.EMULATOR, Runner.MCU),
 )
 
 
@@ -146,6 +148,12 @@ def evaluate(
     runners: tuple[Runner, ...] = tuple(Runner),
 ) -> tuple[dict[str, Any], list[GateCheck]]:
     """Run every runner, score them, compare per layer, measure resources, apply the gate: the report dict."""
+    if models.mcu is None and Runner.MCU in runners:
+        from dataclasses import replace as _replace
+
+        from tinyprec.mcu.emulated import options_from_env
+
+        models = _replace(models, mcu=options_from_env(target=settings.target))
     outputs = run_all(models, feed, runners=runners, progress=progress)
     scored = {r: _score(task, o, feed) for r, o in outputs.items() if o.ran}
     acc: dict[str, float | None] = {r.value: (scored[r]["metric"] if r in scored else None) for r in Runner}
@@ -205,6 +213,11 @@ def evaluate(
                  "ram_budget": settings.ram_budget, "flash_budget": settings.flash_budget,
                  "checks": [c.__dict__ for c in checks]},
     }
+    from tinyprec.mcu.emulated import measured_resources
+
+    measured = measured_resources(models.mcu)
+    if measured is not None:
+        report["resources"]["measured"] = measured
     ref = Runner.TFLM if Runner.TFLM in scored else next(iter(scored), None)
     if task.kind == "classification" and ref is not None and task.num_classes > 0:
         cm = metrics.confusion_matrix(scored[ref]["pred"], task.labels, task.num_classes)
