@@ -112,26 +112,34 @@ def check_assignment(assignment: Mapping[str, LayerPrecision], layers: Iterable[
 
 def layer_rule(op_type: str, precision: LayerPrecision, *, per_channel: bool) -> str | None:
     """The TFLM precision rule a layer lowered to ``op_type`` ("CONV_2D", "DEPTHWISE_CONV_2D",
-    "FULLY_CONNECTED") would break at ``precision``, or None. The rules are tinyprec/ir/support.py's table."""
-    from tinyprec.ir.ops import OpType
+    "FULLY_CONNECTED") would break at ``precision``, or None: tinyprec/ir/support.py's check, asked about a
+    one-op graph of the layer's types (so the quantizer and the verifier apply the same rules)."""
+    import numpy as np
 
-    try:
-        from tinyprec.ir.support import OP_SUPPORT
-    except ImportError:  # until the IR's support table is merged (issue 10, lowbits-back)
-        OP_SUPPORT = None
-    support = OP_SUPPORT[OpType(op_type)] if OP_SUPPORT is not None else None
-    act, weight = f"int{precision.act_bits}", f"int{precision.weight_bits}"
-    if support is not None and act not in {d.value for d in support.activations}:
-        return f"{op_type} does not run on {act} activations in TFLM"
-    if support is not None and weight not in {d.value for d in support.weights}:
-        return f"{op_type} does not take {weight} weights in TFLM"
-    if weight == "int4" and act != "int8":
-        return ("int4 weights need int8 activations (TFLM refuses int16 activations with INT4 weights: "
-                "'Hybrid models are not supported'); use w4a8 or a16w8 for this layer")
-    if weight == "int4" and per_channel and support is not None and not support.int4_per_channel:
-        return (f"TFLM's {op_type} takes INT4 weights per-tensor only; lower the Linear as CONV_2D "
-                "(linear_as_conv, the default) or set quant.per_channel = false")
-    return None
+    from tinyprec.ir.graph import DType, Graph, Op, Tensor
+    from tinyprec.ir.ops import NoOptions, OpType
+    from tinyprec.ir.qparams import QParams
+    from tinyprec.ir.support import BIAS_DTYPE, check_op_precision
+
+    act = DType.INT16 if precision.act_bits == 16 else DType.INT8
+    weight = DType.INT4 if precision.weight_bits == 4 else DType.INT8
+    channels = 2 if per_channel else 1
+    w_qp = QParams(np.ones(channels, np.float32), np.zeros(channels, np.int64), 0 if per_channel else None)
+    a_qp = QParams.per_tensor(1.0, 0)
+    tensors = {
+        "x": Tensor("x", (1, 1, 1, 2), act, a_qp),
+        "w": Tensor("w", (2, 1, 1, 2), weight, w_qp, np.zeros((2, 1, 1, 2), np.int8)),
+        "b": Tensor("b", (2,), BIAS_DTYPE[act], None, np.zeros(2, BIAS_DTYPE[act].numpy)),
+        "y": Tensor("y", (1, 1, 1, 2), act, a_qp),
+    }
+    op = Op(OpType(op_type), ("x", "w", "b"), ("y",), NoOptions(), name="layer")
+    rule = check_op_precision(op, Graph(tensors, [op], ["x"], ["y"]))
+    if rule is None:
+        return None
+    rule = rule.replace(" 'w'", "").replace(" 'b'", "")
+    if weight is DType.INT4 and "per-tensor" in rule:
+        rule += "; Linear layers lower as CONV_2D by default (linear_as_conv), or set quant.per_channel = false"
+    return rule
 
 
 __all__ = [
