@@ -37,14 +37,17 @@ def _module_base() -> type:
     import torch
 
     class _Exact(torch.nn.Module):
-        """Common output stage: add the zero point and clamp to the activation range, as int8."""
+        """Common output stage: add the zero point and clamp to the activation range, as int8 (int16 when
+        ``wide``)."""
+
+        wide = False
 
         def __init__(self, out_zp: int, lo: int, hi: int) -> None:
             super().__init__()
             self.out_zp, self.lo, self.hi = out_zp, lo, hi
 
         def finish(self, v: "torch.Tensor") -> "torch.Tensor":
-            return (v + self.out_zp).clamp(self.lo, self.hi).to(torch.int8)
+            return (v + self.out_zp).clamp(self.lo, self.hi).to(torch.int16 if self.wide else torch.int8)
 
     return _Exact
 
@@ -88,18 +91,18 @@ def _modules() -> dict[str, type]:
         """TFLM int8 ADD: both inputs scaled to a shared 2**20 fixed point, summed, requantized."""
 
         def __init__(self, s1: float, z1: int, s2: float, z2: int, so: float, out_zp: int, lo: int,
-                     hi: int) -> None:
+                     hi: int, left_shift: int = 20) -> None:
             super().__init__(out_zp, lo, hi)
             twice_max = 2.0 * max(s1, s2)
-            self.z1, self.z2 = z1, z2
-            mult, shift = encode([s1 / twice_max, s2 / twice_max, twice_max / ((1 << 20) * so)])
+            self.z1, self.z2, self.left_shift = z1, z2, left_shift  # TFLM: 20 for int8, 15 for int16
+            mult, shift = encode([s1 / twice_max, s2 / twice_max, twice_max / ((1 << left_shift) * so)])
             self.register_buffer("mult", mult)
             self.register_buffer("shift", shift)
 
         def forward(self, x1: "torch.Tensor", x2: "torch.Tensor") -> "torch.Tensor":
             m, s = self.mult, self.shift
-            a = mbqm((x1.to(torch.int64) - self.z1) << 20, m[0], s[0])
-            b = mbqm((x2.to(torch.int64) - self.z2) << 20, m[1], s[1])
+            a = mbqm((x1.to(torch.int64) - self.z1) << self.left_shift, m[0], s[0])
+            b = mbqm((x2.to(torch.int64) - self.z2) << self.left_shift, m[1], s[1])
             return self.finish(mbqm(a + b, m[2], s[2]))
 
     class ExactMul(base):  # type: ignore[misc, valid-type]
@@ -356,9 +359,11 @@ def tflm_exact(converted_gm: "fx.GraphModule") -> "fx.GraphModule":
     import torch
 
     qd = torch.ops.quantized_decomposed
+    from tinyprec.quant.exact16 import rewrite_wide
+
     gm = copy.deepcopy(converted_gm)
     mods = _modules()
-    count = 0
+    count = rewrite_wide(gm, mods)  # int16 layers and the QUANTIZE ops between precisions
     for q in list(gm.graph.nodes):
         if q.target is not qd.quantize_per_tensor.default or tuple(q.args[3:6]) != (-128, 127, torch.int8):
             continue
