@@ -219,8 +219,8 @@ def _attr(gm: "fx.GraphModule", node: Any) -> "torch.Tensor | None":
     return obj
 
 
-def _act_qparams(node: Any) -> tuple[Any, float, int] | None:
-    """(int8 source node, float32 scale, zero point) of a per-tensor int8 dequantize node."""
+def _act_qparams(node: Any, wide: bool = False) -> tuple[Any, float, int] | None:
+    """(int8 source node, float32 scale, zero point) of a per-tensor int8 (``wide``: int16) dequantize node."""
     import torch
     from torch import fx
 
@@ -228,7 +228,7 @@ def _act_qparams(node: Any) -> tuple[Any, float, int] | None:
     if not (isinstance(node, fx.Node) and node.target is qd.dequantize_per_tensor.default):
         return None
     src, scale, zp, qmin, qmax, dtype = node.args[:6]
-    if dtype is not torch.int8 or not isinstance(src, fx.Node) or src.op == "get_attr":
+    if dtype is not (torch.int16 if wide else torch.int8) or not isinstance(src, fx.Node) or src.op == "get_attr":
         return None
     return src, _f32(scale), int(zp)  # type: ignore[arg-type]
 
@@ -276,8 +276,9 @@ def _pair(v: Any, n: int = 2) -> tuple[int, ...]:
 
 
 def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
-           mods: dict[str, type]) -> tuple[Any, list[Any]] | None:
-    """(exact module, its int8 input nodes) for core op ``n`` quantized to (so, zo), or None."""
+           mods: dict[str, type], wide: bool = False) -> tuple[Any, list[Any]] | None:
+    """(exact module, its int8 input nodes) for core op ``n`` quantized to (so, zo), or None.
+    ``wide``: only the int16 average pool (same arithmetic as int8, int16 range; see exact16)."""
     import torch
 
     aten = torch.ops.aten
@@ -321,7 +322,7 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
              aten.adaptive_avg_pool1d.default, aten.mean.dim)
     if t not in pools:
         return None
-    x = _act_qparams(n.args[0])
+    x = _act_qparams(n.args[0], wide)
     if x is None:
         return None
     src, si, zi = x
@@ -343,6 +344,8 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
         kernel, stride, pad = ((1, *k), (1, *st), (0, *p)) if one_d else (k, st, p)
     if si == so and zi == zo:
         return mods["avgpool"](kernel, stride, pad, adaptive, flatten, lo, hi), [src]
+    if wide:
+        return None
     if act != "none" or flatten or kernel is not None or (adaptive is not None and adaptive != (1, 1)):
         return None  # only a global average that rescales lowers (to MEAN)
     return mods["mean"](zi, si / so, zo), [src]

@@ -65,7 +65,7 @@ def mbqm64(x: "torch.Tensor", mult: "torch.Tensor", shift: "torch.Tensor") -> "t
 def _modules(base_mods: dict[str, type]) -> dict[str, type]:
     import torch
 
-    weighted, add = base_mods["weighted"], base_mods["add"]
+    weighted, add, avgpool = base_mods["weighted"], base_mods["add"], base_mods["avgpool"]
 
     class ExactWeighted16(weighted):  # type: ignore[misc, valid-type]
         """16x8 CONV_2D / DEPTHWISE_CONV_2D (conv1d, conv2d, linear as a conv) with an INT64 bias."""
@@ -88,6 +88,11 @@ def _modules(base_mods: dict[str, type]) -> dict[str, type]:
     class ExactAdd16(add):  # type: ignore[misc, valid-type]
         wide = True
 
+    class ExactAvgPool16(avgpool):  # type: ignore[misc, valid-type]
+        """int16 AVERAGE_POOL_2D: TFLM's int16 kernel sums and rounds exactly as the int8 one."""
+
+        wide = True
+
     class ExactRequantize(torch.nn.Module):
         """TFLM QUANTIZE between integer types: Requantize with the double-rounding int32 multiplier."""
 
@@ -104,7 +109,8 @@ def _modules(base_mods: dict[str, type]) -> dict[str, type]:
             v = mbqm(xq.to(torch.int64) - self.zi, self.mult, self.shift) + self.zo
             return v.clamp(self.lo, self.hi).to(self.out)
 
-    return {"weighted16": ExactWeighted16, "add16": ExactAdd16, "requantize": ExactRequantize}
+    return {"weighted16": ExactWeighted16, "add16": ExactAdd16, "avgpool": ExactAvgPool16,
+            "requantize": ExactRequantize}
 
 
 def _dq(node: Any) -> tuple[Any, float, int, str] | None:
@@ -124,10 +130,17 @@ def _dq(node: Any) -> tuple[Any, float, int, str] | None:
 def _build16(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, mods: dict[str, type]) -> tuple[Any, list] | None:
     import torch
 
-    from tinyprec.quant.exact import _const_int
+    from tinyprec.quant.exact import _build, _const_int
 
     aten = torch.ops.aten
     lo, hi = act_range16(act, so, 0)
+    pools = (aten.avg_pool2d.default, aten.avg_pool1d.default, aten.adaptive_avg_pool2d.default,
+             aten.adaptive_avg_pool1d.default, aten.mean.dim)
+    if n.target in pools:
+        built = _build(gm, n, act, so, 0, mods, wide=True)
+        if built is not None:
+            built[0].lo, built[0].hi = lo, hi
+        return built
     convs = (aten.conv2d.default, aten.conv1d.default, aten.conv2d.padding, aten.conv1d.padding)
     if n.kwargs:
         return None
