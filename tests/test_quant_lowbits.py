@@ -179,8 +179,8 @@ def test_lsq_scale_is_trained() -> None:
 
 
 # --- the written files on the real runtimes -----------------------------------------------------------------
-@pytest.mark.parametrize("case", list(CASES))
-def test_tflm_equals_tflm_exact_on_every_element(case: str) -> None:
+def _tflm_and_exact(converted: Any, graph: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(TFLM's output, the tflm_exact program's) for float batch ``x``, both integer, PyTorch layout."""
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.exact import tflm_exact
     from tinyprec.quant.lower import quantized_output
@@ -188,7 +188,6 @@ def test_tflm_equals_tflm_exact_on_every_element(case: str) -> None:
     from tinyprec.quant.lower_layout import from_ir_layout, to_ir_layout
     from tinyprec.runtimes.tflm import run_tflm
 
-    converted, graph, x = _lowered(case)
     data = write_tflite(graph)
     qp = graph.tensors[graph.inputs[0]].qparams
     q = quantize_input(x, qp)
@@ -197,7 +196,42 @@ def test_tflm_equals_tflm_exact_on_every_element(case: str) -> None:
     tflm = from_ir_layout(tflm.reshape((len(q), *out.shape[1:])), graph.metadata["output_layout"])
     exact = quantized_output(tflm_exact(converted), torch.from_numpy(float_input_for(q, qp)))[0]
     assert tflm.dtype == exact.dtype == out.dtype.numpy
-    assert np.array_equal(tflm, exact.reshape(tflm.shape))
+    return tflm, exact.reshape(tflm.shape)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_tflm_equals_tflm_exact_on_every_element(case: str) -> None:
+    tflm, exact = _tflm_and_exact(*_lowered(case))
+    assert np.array_equal(tflm, exact)
+
+
+@pytest.mark.parametrize("overrides", [(("*", "a16w8"),), (("a", "a16w8"), ("fc", "w4a8"))])
+def test_gates_add_pool_cat_softmax_across_precisions(overrides: tuple) -> None:
+    """int16 ADD/MUL/pool/cat/standalone ReLU, int8 sigmoid/tanh/softmax fed by requantizing QUANTIZE ops."""
+    from test_lower import _Mixed
+    from torch import nn
+
+    from tinyprec.data import Dataset
+    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.quant.stage import ptq
+
+    class _WithRelu(_Mixed):
+        def forward(self, x: Any) -> Any:  # a ReLU after the add cannot fuse: a standalone (MUL) op
+            y = torch.cat([torch.relu(self.a(x)), self.b(x)], dim=1)
+            y = nn.functional.relu(y * self.sig(self.gate(y)) + self.th(y))
+            return self.sm(self.fc(torch.flatten(self.pool(y), 1)))
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    ds = Dataset.from_arrays(rng.standard_normal((80, 2, 6, 6)).astype(np.float32), np.arange(80) % 5, seed=0)
+    cfg = QuantConfig(mode="ptq", calibration_batches=2, batch_size=16, overrides=overrides)
+    converted = ptq(_WithRelu().eval(), ds, cfg)
+    x = ds.inputs("test")
+    graph = lower_to_ir(converted, torch.from_numpy(x[:2]), name="gates")
+    kinds = {(op.type, graph.tensors[op.outputs[0]].dtype) for op in graph.ops}
+    assert {(OpType.ADD, DType.INT16), (OpType.MUL, DType.INT16), (OpType.SOFTMAX, DType.INT8)} <= kinds
+    tflm, exact = _tflm_and_exact(converted, graph, x)
+    assert np.array_equal(tflm, exact)
 
 
 @pytest.mark.parametrize("case", list(CASES))

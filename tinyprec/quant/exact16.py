@@ -7,7 +7,8 @@ fully_connected.h with an INT64 bias, and common.cc):
   then the int64 ``MultiplyByQuantizedMultiplier``: the q31 multiplier reduced to 16 bits
   (``(m + 2**15) >> 16``, or 0x7FFF at the top), one rounding ``(acc * m16 + 2**(14 - shift)) >> (15 - shift)``,
   truncated to int32, then the zero point and the activation clamp in [-32768, 32767];
-* ADD: as int8 but the inputs are shifted left by 15 instead of 20 (add_common.cc);
+* ADD: as int8 but the inputs are shifted left by 15 instead of 20 (add_common.cc); MUL and AVERAGE_POOL_2D:
+  the int8 arithmetic on int16 values (zero points 0);
 * QUANTIZE int8 <-> int16 (and int8 -> int8): ``Requantize``, the int32 double-rounding multiplier of
   input_scale / output_scale (in double) applied to ``x - input_zero_point``, plus the output zero point,
   saturated to the output type.
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinyprec.ir.qparams import round_half_away
-from tinyprec.quant.exact_int import encode, mbqm, wrap32
+from tinyprec.quant.exact_int import act_range, encode, mbqm, wrap32
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -65,7 +66,7 @@ def mbqm64(x: "torch.Tensor", mult: "torch.Tensor", shift: "torch.Tensor") -> "t
 def _modules(base_mods: dict[str, type]) -> dict[str, type]:
     import torch
 
-    weighted, add, avgpool = base_mods["weighted"], base_mods["add"], base_mods["avgpool"]
+    weighted, add, mul, avgpool = base_mods["weighted"], base_mods["add"], base_mods["mul"], base_mods["avgpool"]
 
     class ExactWeighted16(weighted):  # type: ignore[misc, valid-type]
         """16x8 CONV_2D / DEPTHWISE_CONV_2D (conv1d, conv2d, linear as a conv) with an INT64 bias."""
@@ -88,6 +89,21 @@ def _modules(base_mods: dict[str, type]) -> dict[str, type]:
     class ExactAdd16(add):  # type: ignore[misc, valid-type]
         wide = True
 
+    class ExactMul16(mul):  # type: ignore[misc, valid-type]
+        """int16 MUL: the int32 product of the inputs (zero points 0), one double-rounding requantization."""
+
+        wide = True
+
+    class ExactActivation(mul):  # type: ignore[misc, valid-type]
+        """A ReLU/ReLU6 with its own output qparams, lowered as MUL(x, 1.0): (x - z) requantized by s_in / s_out."""
+
+        def __init__(self, si: float, zi: int, so: float, zo: int, lo: int, hi: int, wide: bool) -> None:
+            super().__init__(si, zi, 1.0, 0, so, zo, lo, hi)
+            self.wide = wide
+
+        def forward(self, xq: "torch.Tensor") -> "torch.Tensor":  # type: ignore[override]
+            return self.finish(mbqm(xq.to(torch.int64) - self.z1, self.mult, self.shift))
+
     class ExactAvgPool16(avgpool):  # type: ignore[misc, valid-type]
         """int16 AVERAGE_POOL_2D: TFLM's int16 kernel sums and rounds exactly as the int8 one."""
 
@@ -109,7 +125,8 @@ def _modules(base_mods: dict[str, type]) -> dict[str, type]:
             v = mbqm(xq.to(torch.int64) - self.zi, self.mult, self.shift) + self.zo
             return v.clamp(self.lo, self.hi).to(self.out)
 
-    return {"weighted16": ExactWeighted16, "add16": ExactAdd16, "avgpool": ExactAvgPool16,
+    return {"weighted16": ExactWeighted16, "add16": ExactAdd16, "mul16": ExactMul16, "avgpool": ExactAvgPool16,
+            "activation": ExactActivation,
             "requantize": ExactRequantize}
 
 
@@ -161,6 +178,11 @@ def _build16(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, mods: dict
         if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
             return None
         return mods["add16"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi, left_shift=15), [a[0], b2[0]]
+    if n.target is aten.mul.Tensor:
+        a, b2 = _dq(n.args[0]), _dq(n.args[1])
+        if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
+            return None
+        return mods["mul16"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi), [a[0], b2[0]]
     return None
 
 
@@ -184,6 +206,12 @@ def rewrite_wide(gm: "fx.GraphModule", base_mods: dict[str, type]) -> int:
         src = _dq(n)
         if src is not None and out is not None:
             built = mods["requantize"](src[1], src[2], so, zo, out), [src[0]]
+        elif out is not None and hasattr(n, "target") and len(n.users) == 1 and _activation(n) is not None \
+                and _dq(n.args[0]) is not None and _dq(n.args[0])[3] == out:  # type: ignore[index]
+            x = _dq(n.args[0])
+            assert x is not None
+            lo, hi = (act_range16 if out == "int16" else act_range)(_activation(n) or "none", so, zo)
+            built = mods["activation"](x[1], x[2], so, zo, lo, hi, out == "int16"), [x[0]]
         elif out == "int16" and hasattr(n, "target") and len(n.users) == 1:
             act = _activation(n)
             if act is not None:

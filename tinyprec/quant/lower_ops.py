@@ -226,7 +226,6 @@ def _quantize(lw: Lowering, node: fx.Node) -> None:
         # int16 where the precision changes from one layer to the next (TFLM runs all four).
         if x.pending_pad is not None:
             materialize_pad(lw, x)
-        _no_order(lw, node, x)
         src_name = lw.source(src) if isinstance(src, fx.Node) else None
         out = lw.add_act(f"{x.name}.requant", x.torch_shape, qp, src_name or x.source, x.order, x.flat4, dtype)
         lw.emit(OpType.QUANTIZE, (x.name,), out, NoOptions(), out.source)
@@ -382,7 +381,7 @@ def _linear(lw: Lowering, node: fx.Node) -> None:
 
             x = reshape_value(lw, x, flat4=True)
         base = x
-        filt = w.reshape(w.shape[0], 1, 1, w.shape[1])
+        filt = (w[:, x.order] if x.order is not None else w).reshape(w.shape[0], 1, 1, w.shape[1])
     f_qp = QParams(w_qp.scale, w_qp.zero_point, 0 if w_qp.scale.size > 1 else None)
     w_name = lw.add_const(f"{src}.weight", filt, w_type, f_qp, lw.source(node))
     b_name = _bias(lw, _arg(node, 2, "bias", None), node, x, w_qp, src)
