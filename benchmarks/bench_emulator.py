@@ -6,7 +6,10 @@ the neighbours, CPU time much less. The outputs of the samples both ran are chec
 
     python benchmarks/bench_emulator.py [--batch 256] [--tflm-samples 64] [--threads N] [--repeats 5]
 
-Also times each op on one batch chunk (single thread). Writes benchmarks/results/emulator.json.
+Also times each op on one batch chunk (single thread), and the same network at the other precisions TFLM
+runs (``w4a8``: INT4 weights, FULLY_CONNECTED int8 where its weights are per-channel; ``a16w8``: int16
+activations, int8 weights, int64 bias), as time per multiply-accumulate against TFLM's, with the outputs
+checked identical. Writes benchmarks/results/emulator.json.
 """
 
 from __future__ import annotations
@@ -52,6 +55,70 @@ def per_op_ms(emu, x: np.ndarray, repeats: int) -> dict[str, float]:  # type: ig
                 key = f"{i:02d} {op.type.value}"
                 best[key] = min(best.get(key, float("inf")), time.perf_counter() - start)
     return {k: round(1000 * v / len(chunk), 5) for k, v in best.items()}
+
+
+def precision_variant(graph, kind: str):  # type: ignore[no-untyped-def]
+    """The same network at another precision: ``w4a8`` clips weights to [-7, 7] and stores them as INT4;
+    ``a16w8`` makes activations int16 (zero point 0, 1/256 of the int8 scale, SOFTMAX out 1/32768) and
+    biases int64. The arithmetic is TFLM's; the values are for timing and exactness, not accuracy."""
+    import dataclasses
+
+    from tinyprec.ir import DType, OpType, QParams
+
+    weighted = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
+    weights = {op.inputs[1]: op for op in graph.ops if op.type in weighted}
+    biases = {op.inputs[2] for op in graph.ops if op.type in weighted and len(op.inputs) > 2 and op.inputs[2]}
+    softmax_out = {op.outputs[0] for op in graph.ops if op.type is OpType.SOFTMAX}
+    tensors = {}
+    for name, t in graph.tensors.items():
+        if kind == "w4a8" and name in weights and t.dtype is DType.INT8:
+            per_channel = t.qparams is not None and t.qparams.scale.size > 1
+            if not (weights[name].type is OpType.FULLY_CONNECTED and per_channel):
+                t = dataclasses.replace(t, dtype=DType.INT4, data=np.clip(t.data, -7, 7).astype(np.int8))
+        elif kind == "a16w8" and not t.is_const and t.dtype is DType.INT8:
+            scale = 1.0 / 32768 if name in softmax_out else float(t.qparams.scale[0]) / 256
+            t = dataclasses.replace(t, dtype=DType.INT16, qparams=QParams.per_tensor(scale, 0))
+        elif kind == "a16w8" and name in biases:
+            qp = QParams(t.qparams.scale / 256, t.qparams.zero_point, t.qparams.axis)
+            t = dataclasses.replace(t, dtype=DType.INT64, data=t.data.astype(np.int64) * 256, qparams=qp)
+        tensors[name] = t
+    return dataclasses.replace(graph, tensors=tensors, name=f"{graph.name}_{kind}")
+
+
+def per_mac(graph, batch: int, tflm_samples: int, repeats: int, seed: int = 0) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """1-thread emulator and TFLM time per sample and per MAC for one graph, outputs compared."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    from tinyprec.emulator import Emulator
+    from tinyprec.formats.tflite_writer import write_tflite
+
+    dtype = graph.tensors[graph.inputs[0]].dtype.numpy
+    info = np.iinfo(dtype)
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    x = np.random.default_rng(seed).integers(info.min, info.max + 1, size=(batch, *shape)).astype(dtype)
+    interp = runtime.Interpreter.from_bytes(write_tflite(graph))
+    n = min(tflm_samples, batch)
+    outs = []
+    start = time.process_time()
+    for i in range(n):
+        interp.set_input(x[i:i + 1], 0)
+        interp.invoke()
+        outs.append(np.array(interp.get_output(0), copy=True))
+    tflm_cpu = (time.process_time() - start) / n
+    emu = Emulator(graph, threads=1)
+    got = emu.run(x)
+    best = float("inf")
+    for _ in range(repeats):
+        _, _, cpu = _timed(lambda: emu.run(x))
+        best = min(best, cpu)
+    macs = sum(emu.macs().values())
+    return {"precision": graph.precision(), "macs_per_sample": macs,
+            "emulator_1thread_ms_per_sample_cpu": round(1000 * best / batch, 4),
+            "emulator_1thread_ns_per_mac_cpu": round(1e9 * best / batch / macs, 4),
+            "tflm_ms_per_sample_cpu": round(1000 * tflm_cpu, 4),
+            "tflm_ns_per_mac_cpu": round(1e9 * tflm_cpu / macs, 3),
+            "speedup_1thread_cpu": round(tflm_cpu / (best / batch), 2),
+            "outputs_identical_to_tflm": bool(np.array_equal(got[:n], np.concatenate(outs)))}
 
 
 def main() -> None:
@@ -144,6 +211,14 @@ def main() -> None:
           f"{result['emulator_1thread_ms_per_sample_cpu']:8.4f} ms/sample CPU")
     for name, ms in ops.items():
         print(f"  {name:28s} {ms:8.4f} ms/sample (1 thread, chunk of {single._chunk})")  # noqa: SLF001
+    result["by_precision"] = {
+        kind: per_mac(graph if kind == "w8a8" else precision_variant(graph, kind), args.batch,
+                      max(16, n_tflm // 2), args.repeats)
+        for kind in ("w8a8", "w4a8", "a16w8")
+    }
+    for kind, r in result["by_precision"].items():  # type: ignore[union-attr]
+        print(f"  {kind}: {r['emulator_1thread_ns_per_mac_cpu']} ns/MAC (1 thread) vs TFLM {r['tflm_ns_per_mac_cpu']} "
+              f"ns/MAC: {r['speedup_1thread_cpu']}x, identical {r['outputs_identical_to_tflm']}")
     print(f"speed-up: {result['speedup_wall']}x wall, {result['speedup_cpu']}x CPU   "
           f"(outputs identical: {identical}; load average {result['load_average_1min']} on {os.cpu_count()} CPUs)")
     atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")

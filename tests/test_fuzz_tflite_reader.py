@@ -73,11 +73,7 @@ def _check_clean(graph: Graph) -> None:
             assert name is None or name in graph.tensors
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("fixture", "cases"), [("kws_tflite", 1200), ("ic_tflite", 800)])
-def test_mutations_read_cleanly_or_raise_model_format_error(fixture: str, cases: int,
-                                                           request: pytest.FixtureRequest) -> None:
-    data: bytes = request.getfixturevalue(fixture)
+def _fuzz(data: bytes, cases: int) -> None:
     rng = np.random.default_rng(20261129)
     outcomes = {"clean": 0, "error": 0, "ran": 0, "refused": 0}
     slowest = 0.0
@@ -100,3 +96,19 @@ def test_mutations_read_cleanly_or_raise_model_format_error(fixture: str, cases:
     # Both outcomes must occur, or the mutations are not reaching the parser.
     assert outcomes["error"] > cases // 5 and outcomes["clean"] > 0 and outcomes["ran"] > 0, outcomes
     assert slowest < 1.0, f"one read took {slowest:.2f} s (a hang in the making)"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("fixture", "cases"), [("kws_tflite", 1200), ("ic_tflite", 800)])
+def test_mutations_read_cleanly_or_raise_model_format_error(fixture: str, cases: int,
+                                                           request: pytest.FixtureRequest) -> None:
+    _fuzz(request.getfixturevalue(fixture), cases)
+
+
+@pytest.mark.slow
+def test_mutations_of_an_int4_int16_model_read_cleanly_or_raise() -> None:
+    """Our own mixed file (INT4 weights, int16 activations, int64 bias, QUANTIZE int8 <-> int16)."""
+    from tests._micro_lowbits import mixed
+    from tinyprec.formats.tflite_writer import write_tflite
+
+    _fuzz(write_tflite(mixed(np.random.default_rng(1))), 1500)

@@ -35,13 +35,15 @@ _F64_EXACT = 1 << 53
 def _weights(op: Op, graph: Graph) -> tuple[Tensor, np.ndarray, np.ndarray | None]:
     name = op.inputs[1]
     w = graph.tensors[name] if name is not None else None
-    if w is None or w.data is None or w.dtype is not DType.INT8 or w.qparams is None:
-        raise fail(op, "weights must be a constant int8 tensor with quantization parameters")
+    if w is None or w.data is None or w.dtype not in (DType.INT8, DType.INT4) or w.qparams is None:
+        raise fail(op, "weights must be a constant int8 or int4 tensor with quantization parameters")
     bias = None
+    x = graph.tensors[op.inputs[0]]  # type: ignore[index]
+    want = DType.INT64 if x.dtype is DType.INT16 else DType.INT32
     if len(op.inputs) > 2 and op.inputs[2] is not None:
         b = graph.tensors[op.inputs[2]]
-        if b.data is None or b.dtype is not DType.INT32:
-            raise fail(op, f"bias '{b.name}' must be a constant int32 tensor")
+        if b.data is None or b.dtype is not want:
+            raise fail(op, f"bias '{b.name}' must be a constant {want.value} tensor ({x.dtype.value} input)")
         bias = b.data.astype(np.int64).reshape(-1)
     return w, w.data.astype(np.int64), bias
 
@@ -59,6 +61,14 @@ def _channel_multipliers(op: Op, in_scale: float, w: Tensor, out_scale: float, c
         s = float(scales[c] if scales.size > 1 else scales[0])
         mult[c], shift[c] = quantize_multiplier(in_scale * s / out_scale, single)
     return mult, shift
+
+
+def _check16(op: Op, zi: int, zo: int, shift: np.ndarray) -> None:
+    """What TFLM's 16x8 kernels assume: zero points 0, output shifts within its int64 requantization's range."""
+    if zi != 0 or zo != 0:
+        raise fail(op, f"int16 input and output need zero point 0 (got {zi} and {zo})")
+    if np.any(shift > 7):
+        raise fail(op, "an output multiplier above 2**7 is outside TFLM's int16 requantization; widen the output scale")
 
 
 def _float_type(op: Op, w_rows: np.ndarray, x_bound: int) -> type:
@@ -102,7 +112,7 @@ def _conv_setup(op: Op, opts: Conv2DOptions | DepthwiseConv2DOptions, x: Tensor,
     si, zi = per_tensor(op, x)
     so, zo = per_tensor(op, y)
     mult, shift = _channel_multipliers(op, si, w, so, oc, single)
-    lo, hi = act_range(op, opts.activation, so, zo)
+    lo, hi = act_range(op, opts.activation, so, zo, y.dtype)
     return geo, zi, zo, mult, shift, lo, hi
 
 
@@ -120,6 +130,11 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
         raise fail(op, f"filter depth {cin_f} does not divide input depth {cin} into groups")
     groups = cin // cin_f
     geo, zi, zo, mult, shift, lo, hi = _conv_setup(op, opts, x, y, w, bias, kh, kw, oc, single)
+    if x.dtype is DType.INT16:
+        from tinyprec.emulator import conv16
+
+        _check16(op, zi, zo, shift)
+        return conv16.conv2d(wd, bias, mult, shift, lo, hi, opts, geo, groups)
     rows = wd.reshape(oc, -1)
     ftype = _float_type(op, rows, 128)
     per_group = oc // groups
@@ -179,6 +194,11 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
         raise fail(op, f"input depth {cin} x depth multiplier {dm} != filter depth {oc}")
     geo, zi, zo, mult, shift, lo, hi = _conv_setup(op, opts, x, y, w, bias, kh, kw, oc, single)
     filt = np.ascontiguousarray(wd[0].astype(np.int8))
+    if x.dtype is DType.INT16:
+        from tinyprec.emulator import conv16
+
+        _check16(op, zi, zo, shift)
+        return conv16.depthwise(filt, bias, mult, shift, lo, hi, opts, geo)
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
     exact_float = _float_requant_is_exact(wd[0].reshape(-1, oc).T, bias_v, mult, shift, 255)
 
@@ -233,7 +253,12 @@ def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
                 raise fail(op, f"bias scale {b_scale:.6g} is not input_scale * weight_scale (TFLM refuses it)")
         m, s = quantize_multiplier(product / so, single)
         mult, shift = np.full(oc, m, np.int64), np.full(oc, s, np.int64)
-    lo, hi = act_range(op, opts.activation, so, zo)
+    lo, hi = act_range(op, opts.activation, so, zo, y.dtype)
+    if x.dtype is DType.INT16:
+        from tinyprec.emulator import conv16
+
+        _check16(op, zi, zo, shift)
+        return conv16.fully_connected(wd, bias, mult, shift, lo, hi, depth, sample_shape(y), rows_per_sample)
     wrows = wd + w_offset
     ftype = _float_type(op, wrows, 128)
     mat: np.ndarray = np.ascontiguousarray(wrows.T.astype(ftype))
