@@ -2,7 +2,7 @@
 
 For mnist1d_cnn after two QAT steps at w4a8, a16w8 and a mixed assignment: the lowered graph carries INT4
 weights / int16 activations with INT64 biases / QUANTIZE ops between the regions and verifies; the written
-.tflite runs in TFLM and equals the tflm_exact program on 100% of output elements; the ONNX QDQ file holds
+.tflite runs in TFLM and equals the tflm_exact program and our emulator on 100% of output elements; the ONNX QDQ file holds
 the same scales (INT4 initializers, int16 Q/DQ) and ONNX Runtime runs it. Refusals (int4 with int16,
 unknown layers, old autocast recipes) happen before training. The MSE scales never lose to min-max, the
 LSQ scale is a trained parameter, and 4-bit QAT is compared with 4-bit PTQ on the digits data.
@@ -181,6 +181,8 @@ def test_lsq_scale_is_trained() -> None:
 # --- the written files on the real runtimes -----------------------------------------------------------------
 def _tflm_and_exact(converted: Any, graph: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(TFLM's output, the tflm_exact program's) for float batch ``x``, both integer, PyTorch layout."""
+    from tinyprec.emulator import Emulator
+    from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.exact import tflm_exact
     from tinyprec.quant.lower import quantized_output
@@ -196,6 +198,9 @@ def _tflm_and_exact(converted: Any, graph: Any, x: np.ndarray) -> tuple[np.ndarr
     tflm = from_ir_layout(tflm.reshape((len(q), *out.shape[1:])), graph.metadata["output_layout"])
     exact = quantized_output(tflm_exact(converted), torch.from_numpy(float_input_for(q, qp)))[0]
     assert tflm.dtype == exact.dtype == out.dtype.numpy
+    emulated = Emulator(read_tflite(data, where=graph.name)).run(to_ir_layout(q, graph.metadata["input_layout"]))
+    emulated = from_ir_layout(np.asarray(emulated).reshape((len(q), *out.shape[1:])), graph.metadata["output_layout"])
+    assert np.array_equal(emulated, tflm)  # our emulator, on the file as written, equals TFLM too
     return tflm, exact.reshape(tflm.shape)
 
 
