@@ -28,7 +28,7 @@ from tinyprec.recipe import DataConfig, QuantConfig, parse_recipe  # noqa: E402
 
 ARCH = "mnist1d_cnn"  # layers "0", "3", "7", "11", "16" (conv1d x4, linear)
 MIXED = (("3", "a16w8"), ("11", "w4a8"))
-CASES = {"w4a8": ("w4a8", ()), "a16w8": ("a16w8", ()), "mixed": ("int8", MIXED)}
+CASES = {"w4a8": ("w4a8", ()), "a16w8": ("a16w8", ()), "mixed": ("int8", MIXED), "w4a8_per_tensor": ("w4a8", ())}
 
 
 def _dataset() -> Any:
@@ -50,7 +50,7 @@ def short_qat(case: str) -> tuple[Any, Any, dict[str, Any]]:
     ds = _dataset()
     torch.manual_seed(0)
     cfg = QuantConfig(mode="qat", epochs=1, batch_size=8, calibration_batches=1, autocast="fp32", bits=bits,
-                      overrides=overrides)
+                      overrides=overrides, per_channel=not case.endswith("per_tensor"))
     with tempfile.TemporaryDirectory() as tmp:
         result = quantize_model(build_model(ARCH, {}), ds, cfg, tmp, seed=0, max_steps=2)
         metrics = json.loads(Path(result.metrics_path).read_text())
@@ -141,6 +141,9 @@ def test_lowered_graphs_carry_the_precisions() -> None:
         w = g4.tensors[op.inputs[1]]
         assert w.dtype is DType.INT4 and int(np.abs(w.data).max()) <= 7 and w.nbytes == (w.data.size + 1) // 2
     assert all(t.dtype in (DType.INT8, DType.INT4, DType.INT32) for t in g4.tensors.values())
+    _, gt, _ = _lowered("w4a8_per_tensor")
+    assert all(gt.tensors[op.inputs[1]].dtype is DType.INT4 and gt.tensors[op.inputs[1]].qparams.scale.size == 1
+               for op in _weighted(gt).values())
     _, g16, _ = _lowered("a16w8")
     assert g16.ops[0].type is OpType.QUANTIZE and g16.tensors[g16.inputs[0]].dtype is DType.INT8
     for op in _weighted(g16).values():
@@ -176,6 +179,10 @@ def test_lsq_scale_is_trained() -> None:
     assert not torch.equal(fq.scale.detach(), start)
     scale, zp = fq.calculate_qparams()
     assert torch.equal(scale, fq.scale.detach()) and not torch.any(zp)
+    fresh = weight_qspec(qat=True, per_channel=True, bits=4).observer_or_fake_quant_ctr()
+    fresh.load_state_dict(fq.state_dict())  # QAT restores its best epoch this way
+    assert torch.equal(fresh.scale, fq.scale) and bool(fresh.initialized)
+    assert torch.equal(fresh(w), fq(w))
 
 
 # --- the written files on the real runtimes -----------------------------------------------------------------
