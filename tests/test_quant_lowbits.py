@@ -160,6 +160,28 @@ def test_lowered_graphs_carry_the_precisions() -> None:
                                                         "16": "int8"}
 
 
+def test_weight_scale_options() -> None:
+    from torchao.quantization.pt2e import PerChannelMinMaxObserver
+
+    from tinyprec.quant.lsq import LSQFakeQuantize, PerChannelMSEObserver
+    from tinyprec.quant.observers import Float32FakeQuantize, weight_qspec
+
+    def make(**kw: Any) -> Any:
+        return weight_qspec(per_channel=True, bits=4, **kw).observer_or_fake_quant_ctr()
+
+    assert type(make(qat=False)) is PerChannelMSEObserver
+    assert type(make(qat=False, scales="minmax")) is PerChannelMinMaxObserver
+    fixed = make(qat=True, scales="minmax", learn=False)
+    assert type(fixed) is Float32FakeQuantize and (fixed.quant_min, fixed.quant_max) == (-7, 7)
+    w = torch.randn(3, 10)
+    lsq = make(qat=True, scales="minmax")
+    assert isinstance(lsq, LSQFakeQuantize)
+    lsq(w)
+    assert torch.allclose(lsq.scale.detach(), w.abs().amax(1) / 7)
+    parsed = parse_recipe({"model": {"arch": ARCH}, "quant": {"weight_scales": "minmax", "learn_scales": False}})
+    assert (parsed.quant.weight_scales, parsed.quant.learn_scales) == ("minmax", False)
+
+
 def test_lsq_scale_is_trained() -> None:
     from tinyprec.quant.lsq import LSQFakeQuantize
     from tinyprec.quant.observers import weight_qspec

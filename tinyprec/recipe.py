@@ -88,6 +88,9 @@ class QuantConfig:
     bits: Literal["int8", "mixed", "w4a8", "a16w8"] = "int8"
     # Recipe table [quant.overrides]: fnmatch pattern on the module path -> preset ("features.*" = "w4a8").
     overrides: tuple[tuple[str, str], ...] = ()
+    # 4-bit weights: PTQ scales (and QAT's start) "mse" or "minmax"; QAT learns them (LSQ) unless false.
+    weight_scales: Literal["mse", "minmax"] = "mse"
+    learn_scales: bool = True
 
 
 @dataclass(frozen=True)

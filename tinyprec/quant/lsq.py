@@ -91,13 +91,16 @@ def _round_ste(x: torch.Tensor) -> torch.Tensor:
 class LSQFakeQuantize(FakeQuantize):
     """Symmetric weight fake quantization with a learned scale (LSQ), per channel or per tensor.
 
-    The scale is an ``nn.Parameter``, initialized on the first forward from :func:`mse_scales`
+    The scale is an ``nn.Parameter``, initialized on the first forward from :func:`mse_scales` (``init="minmax"``:
+    from max |w| / 7)
     (training loops must run one forward before building their optimizer: ``run_qat`` does).
     The observer settings are kept only for convert_pt2e (dtype, range, qscheme, axis).
     """
 
-    def __init__(self, observer=PerChannelMinMaxObserver, quant_min=None, quant_max=None, **kwargs) -> None:
+    def __init__(self, observer=PerChannelMinMaxObserver, quant_min=None, quant_max=None, init: str = "mse",
+                 **kwargs) -> None:
         super().__init__(observer=observer, quant_min=quant_min, quant_max=quant_max, **kwargs)
+        self.init = init  # "mse": start from mse_scales; "minmax": from max |w| / 7
         del self.scale
         self.scale = torch.nn.Parameter(torch.tensor([1.0]))
         self.register_buffer("initialized", torch.tensor(0, dtype=torch.uint8))
@@ -108,7 +111,10 @@ class LSQFakeQuantize(FakeQuantize):
             axis = self.ch_axis if self.is_per_channel else None
             if not bool(self.initialized):
                 with torch.no_grad():
-                    init = mse_scales(x, axis, int(self.quant_max))
+                    if self.init == "mse":
+                        init = mse_scales(x, axis, int(self.quant_max))
+                    else:
+                        init = _channels(x, axis).abs().amax(dim=1).clamp(min=_EPS) / int(self.quant_max)
                 self.scale = torch.nn.Parameter(init.to(x.device))
                 self.zero_point = torch.zeros(init.shape, dtype=torch.int64, device=x.device)
                 self.initialized.fill_(1)

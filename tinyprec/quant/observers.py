@@ -173,11 +173,13 @@ def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float, 
                             quant_max=ACT_QMAX, qscheme=torch.per_tensor_affine)
 
 
-def weight_qspec(*, qat: bool, per_channel: bool, bits: int = 8) -> QuantizationSpec:
+def weight_qspec(*, qat: bool, per_channel: bool, bits: int = 8, scales: str = "mse",
+                 learn: bool = True) -> QuantizationSpec:
     """Symmetric int8 [-127, 127], zero point 0; per output channel (axis 0 of torch's weight) by default.
 
-    ``bits=4``: [-7, 7] (values stored in int8 tensors); PTQ scales minimize the quantization MSE and
-    QAT learns them (:mod:`tinyprec.quant.lsq`).
+    ``bits=4``: [-7, 7] (values stored in int8 tensors); ``scales`` "mse" (minimize the quantization MSE) or
+    "minmax" sets the PTQ scales and QAT's starting point; QAT learns them (LSQ, :mod:`tinyprec.quant.lsq`)
+    unless ``learn`` is False (then they follow the observer, as at 8 bits).
     """
     if per_channel:
         obs = PerChannelMinMaxObserver
@@ -190,8 +192,11 @@ def weight_qspec(*, qat: bool, per_channel: bool, bits: int = 8) -> Quantization
         from tinyprec.quant.lsq import LSQFakeQuantize, MSEObserverPerTensor, PerChannelMSEObserver
 
         qmin, qmax = WEIGHT4_QMIN, WEIGHT4_QMAX
-        mse = PerChannelMSEObserver if per_channel else MSEObserverPerTensor
-        ctr = LSQFakeQuantize.with_args(observer=obs) if qat else mse
+        ptq_obs = (PerChannelMSEObserver if per_channel else MSEObserverPerTensor) if scales == "mse" else obs
+        if qat and learn:
+            ctr = LSQFakeQuantize.with_args(observer=obs, init=scales)
+        else:
+            ctr = Float32FakeQuantize.with_args(observer=ptq_obs) if qat else ptq_obs
     else:
         ctr = Float32FakeQuantize.with_args(observer=obs) if qat else obs
     return QuantizationSpec(dtype=torch.int8, observer_or_fake_quant_ctr=ctr, quant_min=qmin,

@@ -53,18 +53,22 @@ class TFLiteInt8Quantizer(Quantizer):
         assignment: module path -> :class:`~tinyprec.quant.bits.LayerPrecision` of each conv/linear
             (absent layers: int8). A layer computes in its output's bits; other ops keep their input's
             bits (add/mul/concat: the widest input's); softmax/sigmoid/tanh and the model input stay int8.
+        weight_scales, learn_scales: 4-bit weights only: "mse" or "minmax" scales (PTQ, QAT's start), and
+            whether QAT learns them (LSQ).
     """
 
     def __init__(self, *, qat: bool, per_channel: bool = True,
                  calibration: Calibration = Calibration.MOVING_AVERAGE, percentile: float = 99.99,
-                 assignment: Mapping[str, LayerPrecision] | None = None) -> None:
+                 assignment: Mapping[str, LayerPrecision] | None = None, weight_scales: str = "mse",
+                 learn_scales: bool = True) -> None:
         super().__init__()
         self.qat = qat
         self.per_channel = per_channel
         self.assignment = dict(assignment or {})
         self.acts = {b: activation_qspec(qat=qat, calibration=calibration, percentile=percentile, bits=b)
                      for b in (8, 16)}
-        self.weights = {b: weight_qspec(qat=qat, per_channel=per_channel, bits=b) for b in (8, 4)}
+        self.weights = {b: weight_qspec(qat=qat, per_channel=per_channel, bits=b, scales=weight_scales,
+                                        learn=learn_scales) for b in (8, 4)}
         self.act = self.acts[8]
         self.weight = self.weights[8]
 

@@ -59,7 +59,8 @@ def _prepare(model: torch.nn.Module, example: torch.Tensor, *, qat: bool, cfg: Q
     gm = export_for_quant(with_biases(model), example, train=qat)
     quantizer = TFLiteInt8Quantizer(qat=qat, per_channel=cfg.per_channel,
                                     calibration=Calibration(cfg.calibration), percentile=cfg.percentile,
-                                    assignment=assignment)
+                                    assignment=assignment, weight_scales=cfg.weight_scales,
+                                    learn_scales=cfg.learn_scales)
     return _prepare_qat(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
 
 
