@@ -160,6 +160,12 @@ def test_lowered_graphs_carry_the_precisions() -> None:
                                                         "16": "int8"}
 
 
+def _instantiate(spec: Any) -> Any:
+    """The observer / fake quant PT2E builds from a QuantizationSpec."""
+    return spec.observer_or_fake_quant_ctr(dtype=spec.dtype, quant_min=spec.quant_min, quant_max=spec.quant_max,
+                                           qscheme=spec.qscheme, ch_axis=spec.ch_axis)
+
+
 def test_weight_scale_options() -> None:
     from torchao.quantization.pt2e import PerChannelMinMaxObserver
 
@@ -167,7 +173,7 @@ def test_weight_scale_options() -> None:
     from tinyprec.quant.observers import Float32FakeQuantize, weight_qspec
 
     def make(**kw: Any) -> Any:
-        return weight_qspec(per_channel=True, bits=4, **kw).observer_or_fake_quant_ctr()
+        return _instantiate(weight_qspec(per_channel=True, bits=4, **kw))
 
     assert type(make(qat=False)) is PerChannelMSEObserver
     assert type(make(qat=False, scales="minmax")) is PerChannelMinMaxObserver
@@ -186,7 +192,8 @@ def test_lsq_scale_is_trained() -> None:
     from tinyprec.quant.lsq import LSQFakeQuantize
     from tinyprec.quant.observers import weight_qspec
 
-    fq = weight_qspec(qat=True, per_channel=True, bits=4).observer_or_fake_quant_ctr()
+    fq = _instantiate(weight_qspec(qat=True, per_channel=True, bits=4))
+    assert (fq.quant_min, fq.quant_max) == (-7, 7)
     assert isinstance(fq, LSQFakeQuantize)
     w = torch.randn(4, 8, requires_grad=True)
     fq(w)  # initializes the scale from the MSE search
@@ -201,7 +208,7 @@ def test_lsq_scale_is_trained() -> None:
     assert not torch.equal(fq.scale.detach(), start)
     scale, zp = fq.calculate_qparams()
     assert torch.equal(scale, fq.scale.detach()) and not torch.any(zp)
-    fresh = weight_qspec(qat=True, per_channel=True, bits=4).observer_or_fake_quant_ctr()
+    fresh = _instantiate(weight_qspec(qat=True, per_channel=True, bits=4))
     fresh.load_state_dict(fq.state_dict())  # QAT restores its best epoch this way
     assert torch.equal(fresh.scale, fq.scale) and bool(fresh.initialized)
     assert torch.equal(fresh(w), fq(w))
