@@ -15,7 +15,16 @@ from tinyprec.emulator import Emulator
 from tinyprec.errors import ModelFormatError, QuantSpecError
 from tinyprec.formats.tflite_reader import read_tflite, unpack_int4
 from tinyprec.formats.tflite_writer import pack_int4, write_tflite
-from tinyprec.ir import DType, FullyConnectedOptions, Graph, OpType, QParams
+from tinyprec.ir import (
+    Conv2DOptions,
+    DType,
+    FullyConnectedOptions,
+    Graph,
+    MeanOptions,
+    OpType,
+    Padding,
+    QParams,
+)
 from tinyprec.ir.support import OP_SUPPORT, check_op_precision
 from tinyprec.ir.verify import verify_quantized
 
@@ -189,20 +198,44 @@ def _two_fc(rng: np.random.Generator, bits: int) -> Graph:
     return b.graph([y])
 
 
-@pytest.mark.parametrize(("name", "build", "largest"), [
-    ("fc_256x256", lambda r: fully_connected(r, bits=4, depth=256, cout=256), 65536),
-    ("conv_3x3_16_to_32", lambda r: conv(r, bits=4, hw=16, cin=16, cout=32, stride=1), 4608),
-    ("two_fc_256x128_128x10", lambda r: _two_fc(r, 4), 32768),
+def _conv_then_int4_fc(rng: np.random.Generator, bits: int) -> Graph:
+    """A wide int8 CONV_2D (large activations), MEAN, then a 16 -> 1024 FULLY_CONNECTED (16,384 weights)."""
+    b = MicroBuilder(rng, "conv_then_fc")
+    x = b.input("x", (1, 32, 32, 8))
+    w = b.weights("w", (16, 3, 3, 8), axis=0)
+    c = b.out_for_accumulator("c", (1, 16, 16, 16), x, w, 72)
+    b.op(OpType.CONV_2D, (x, w, b.bias("b", x, w, 16, 72)), (c,), Conv2DOptions(2, 2, Padding.SAME))
+    axes = b.const("axes", np.array([1, 2], np.int32), DType.INT32)
+    m = b.act("m", (1, 16), float(b.tensors[c].qparams.scale[0]), 0)  # type: ignore[union-attr]
+    b.op(OpType.MEAN, (c, axes), (m,), MeanOptions(keep_dims=False))
+    w2 = b.weights("w2", (1024, 16), axis=None, bits=bits)
+    h = b.out_for_accumulator("h", (1, 1024), m, w2, 16)
+    b.op(OpType.FULLY_CONNECTED, (m, w2, b.bias("b2", m, w2, 1024, 16)), (h,), FullyConnectedOptions())
+    return b.graph([h])
+
+
+@pytest.mark.parametrize(("name", "build", "largest", "overlaid"), [
+    ("fc_256x256", lambda r: fully_connected(r, bits=4, depth=256, cout=256), 65536, False),
+    ("conv_3x3_16_to_32", lambda r: conv(r, bits=4, hw=16, cin=16, cout=32, stride=1), 4608, False),
+    ("two_fc_256x128_128x10", lambda r: _two_fc(r, 4), 32768, False),
+    ("conv_then_int4_fc_16x1024", lambda r: _conv_then_int4_fc(r, 4), 16384, True),
 ])
-def test_tflm_arena_grows_by_the_largest_int4_layer(name: str, build, largest: int) -> None:  # type: ignore[no-untyped-def]
-    """TFLM unpacks INT4 weights into one arena scratch region, reused by every INT4 layer: measured, the
-    arena grows by the largest INT4 layer's weight count (a 256x256 FC: 1,488 B at int8, 67,024 B at INT4)."""
+def test_tflm_arena_grows_by_at_most_the_largest_int4_layer(name: str, build, largest: int,  # type: ignore[no-untyped-def]
+                                                           overlaid: bool) -> None:
+    """TFLM unpacks INT4 weights into an arena scratch buffer that lives only during its op, one buffer per
+    INT4 op, planned with the activations. Measured: when the INT4 layer sits at the arena's peak the arena
+    grows by its weight count (a 256x256 FC: 1,488 B at int8, 67,024 B at INT4; two INT4 layers: the larger
+    one); when it sits where few activations are live, the planner overlays the scratch on memory of
+    activations no longer live and the arena grows by less (here 5,152 B for 16,384 weights)."""
     from tinyprec.runtimes.arena import smallest_arena
 
     graph = build(np.random.default_rng(0))
     int4 = smallest_arena(write_tflite(graph), where=name)
     int8 = smallest_arena(write_tflite(int8_twin(graph)), where=name)
-    assert 0 <= int4 - int8 - largest < 32, (name, int8, int4)
+    if overlaid:
+        assert 0 < int4 - int8 < largest // 2, (name, int8, int4)
+    else:
+        assert 0 <= int4 - int8 - largest < 32, (name, int8, int4)
 
 
 @pytest.mark.parametrize("build", [_int16_with_int4, _fc_int4_per_channel])
@@ -214,3 +247,19 @@ def test_tflm_refuses_what_the_table_refuses(build) -> None:  # type: ignore[no-
     graph = build(np.random.default_rng(0))
     with pytest.raises(RuntimeError):
         run_tflm(write_tflite(graph), random_inputs(graph, np.random.default_rng(1), 1))
+
+
+def test_int16_int32_accumulation_file_is_refused_with_a_reason() -> None:
+    """TFLM accumulates a bias-less int16 CONV_2D in int32 when quantized_bias_type says INT32; the IR has
+    the int64 form only, so the reader says so instead of emulating something else."""
+    import flatbuffers
+
+    s = _schema()
+    model = s.ModelT.InitFromObj(s.Model.GetRootAs(write_tflite(_graph("a16_fc_per_tensor")), 0))
+    op = model.subgraphs[0].operators[0]
+    op.inputs = op.inputs[:2]
+    op.builtinOptions.quantizedBiasType = 2
+    builder = flatbuffers.Builder(4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    with pytest.raises(ModelFormatError, match="quantized_bias_type INT32"):
+        read_tflite(bytes(builder.Output()), where="int32acc.tflite")

@@ -18,7 +18,7 @@ import math
 import numpy as np
 
 from tinyprec.emulator import fastpath, kernels16
-from tinyprec.emulator.common import Prepared, act_range, fail, per_tensor
+from tinyprec.emulator.common import Prepared, fail, per_tensor
 from tinyprec.emulator.int16_tables import sigmoid_table
 from tinyprec.ir import DType, Graph, Op, quantize_multiplier
 
@@ -199,14 +199,8 @@ def prepare_float_quantize16(op: Op, graph: Graph, single: bool) -> Prepared:
     return Prepared(run)
 
 
-def requantizer64(bias: np.ndarray, mult: np.ndarray, shift: np.ndarray, activation: object, op: Op,
-                  so: float) -> tuple[object, int, int]:
-    """Reduced multipliers and the int16 activation range of a 16x8 weighted op."""
-    lo, hi = act_range(op, activation, so, 0, DType.INT16)  # type: ignore[arg-type]
-    return kernels16.reduced_multipliers(mult, shift), lo, hi
-
-
 def gemm_requant(acc: np.ndarray, bias: np.ndarray, red: tuple[np.ndarray, np.ndarray], lo: int, hi: int) -> np.ndarray:
+    """(rows, channels) exact sums -> int16 with the int64 bias and the reduced multipliers ``red``."""
     out = np.empty(acc.shape, np.int16)
     kernels16.requant64(acc, bias, red[0], red[1], lo, hi, out)
     return out

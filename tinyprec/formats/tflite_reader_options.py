@@ -53,7 +53,18 @@ def _positive(r: Any, value: int, what: str, place: str) -> int:
 
 
 
-def _conv(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+def _int32_accumulation(r: Any, o: Any, place: str, inputs: list[str | None], tensors: dict[str, Tensor]) -> None:
+    """A bias-less int16 CONV_2D / FULLY_CONNECTED whose quantized_bias_type is INT32 accumulates in int32 on
+    TFLM (an int64 bias, or none with another type, in int64); tinyprec's IR has the int64 form only."""
+    x = tensors.get(inputs[0]) if inputs and inputs[0] is not None else None
+    has_bias = len(inputs) > 2 and inputs[2] is not None
+    if x is not None and x.dtype.value == "int16" and not has_bias and int(o.QuantizedBiasType()) == 2:
+        raise r.fail(place, "an int16 op without bias declares quantized_bias_type INT32 (int32 accumulation), "
+                            "which tinyprec does not emulate; give it an int64 bias")
+
+
+def _conv(r: Any, o: Any, place: str, inputs: list[str | None], tensors: dict[str, Tensor], *_: Any) -> OpOptions:
+    _int32_accumulation(r, o, place, inputs, tensors)
     return Conv2DOptions(stride_h=_positive(r, o.StrideH(), "stride_h", place),
                          stride_w=_positive(r, o.StrideW(), "stride_w", place),
                          padding=_padding(r, o.Padding(), place),
@@ -72,7 +83,9 @@ def _depthwise(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
                                   activation=_activation(r, o.FusedActivationFunction(), place))
 
 
-def _fully_connected(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+def _fully_connected(r: Any, o: Any, place: str, inputs: list[str | None], tensors: dict[str, Tensor],
+                     *_: Any) -> OpOptions:
+    _int32_accumulation(r, o, place, inputs, tensors)
     if int(o.WeightsFormat()) != 0:
         raise r.fail(place, "shuffled FULLY_CONNECTED weights are not supported; use the default format")
     return FullyConnectedOptions(activation=_activation(r, o.FusedActivationFunction(), place),
