@@ -37,11 +37,14 @@ import numpy as np
 from tinyprec.errors import DataError
 
 if TYPE_CHECKING:  # pragma: no cover
+    from collections.abc import Mapping
+
     import torch
 
     from tinyprec.data import Dataset
     from tinyprec.exporting.stage import ExportResult
     from tinyprec.pipeline import RunResult
+    from tinyprec.quant.bits import LayerPrecision
     from tinyprec.quant.stage import QuantResult
     from tinyprec.recipe import ExportConfig, QuantConfig, TrainConfig, ValidateConfig
     from tinyprec.training import TrainResult
@@ -93,16 +96,18 @@ def train(model: "torch.nn.Module", data: Any, *, config: "TrainConfig | None" =
 
 def quantize(model: "torch.nn.Module", data: Any, *, config: "QuantConfig | None" = None,
              out_dir: str | Path = DEFAULT_OUT, seed: int = 0, mode: str | None = None,
-             progress: Callable[[str], None] | None = None) -> "QuantResult":
+             progress: Callable[[str], None] | None = None,
+             assignment: "Mapping[str, LayerPrecision] | None" = None) -> "QuantResult":
     """Stage 2: QAT (or PTQ with ``mode="ptq"``) of a trained FP32 model to the TFLite int8 spec.
 
-    Writes out_dir/quant/ (converted.pt2, qparams.json, metrics.json).
+    Writes out_dir/quant/ (converted.pt2, qparams.json, metrics.json). Per-layer precision: ``config.bits``
+    and ``config.overrides``, or ``assignment`` (module path -> :class:`tinyprec.quant.bits.LayerPrecision`).
     """
     from tinyprec.quant import quantize_model
     from tinyprec.recipe import QuantConfig
 
     return quantize_model(model, as_dataset(data, seed=seed), config or QuantConfig(), Path(out_dir), seed=seed,
-                          mode=mode, progress=progress)
+                          mode=mode, progress=progress, assignment=assignment)
 
 
 def export(quantized: Any, data: Any, *, model_fp32: "torch.nn.Module | None" = None,

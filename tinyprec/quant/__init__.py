@@ -1,4 +1,5 @@
-"""tinyprec.quant: stage 2, quantization to the TFLite int8 spec (QAT or PTQ) with torchao PT2E.
+"""tinyprec.quant: stage 2, quantization to the TFLite int8 spec (QAT or PTQ) with torchao PT2E, with int4
+weights and int16 activations per layer where asked.
 
 API: :func:`quantize_model` -> :class:`QuantResult`, :func:`load_converted`, :func:`check_supported`.
 torch and torchao load only when one of them is first used.
@@ -32,7 +33,12 @@ The converted program (``QuantResult.converted``; ``load_converted(out_dir)`` fr
   (1/256, -128), ``aten.tanh.default`` (1/128, 0);
 * ``aten.sym_size.int`` (dynamic batch in view/reshape) may appear; no batch_norm, no dropout, no
   observers remain;
-* the ``output`` returns the last ``dequantize_per_tensor`` (its qparams are the int8 output's).
+* the ``output`` returns the last ``dequantize_per_tensor`` (its qparams are the int8 output's);
+* with per-layer precision (:mod:`tinyprec.quant.bits`): a 16-bit activation edge is
+  ``quantize_per_tensor(x, scale, 0, -32767, 32767, torch.int16)`` -> ``dequantize_per_tensor`` (same args),
+  a 4-bit weight ``dequantize_per_channel(w int8, ..., -7, 7, torch.int8)``; where neighbouring layers differ,
+  ``dequantize`` (int8) -> ``quantize`` (int16) or back appears between them (a QUANTIZE op in the IR). Biases
+  stay int32 in the program (the IR widens them to INT64 for int16 inputs).
 
 Aten nodes keep ``meta['nn_module_stack']`` of the user's model (:func:`tinyprec.quant.capture.module_path`);
 quantize/dequantize nodes do not.
