@@ -79,15 +79,22 @@ def as_dataset(data: Any, *, seed: int = 0, name: str = "arrays") -> "Dataset":
 
 def train(model: "torch.nn.Module", data: Any, *, config: "TrainConfig | None" = None,
           out_dir: str | Path = DEFAULT_OUT, seed: int = 0, resume: bool = False,
-          progress: Callable[[Any], None] | None = None) -> "TrainResult":
+          progress: Callable[[Any], None] | None = None, check_ops: bool = True) -> "TrainResult":
     """Stage 1: mixed-precision training of ``model`` (FP32 master weights; bf16/fp16 autocast per policy).
 
     Writes out_dir/train/ (checkpoint.pt, model_fp32.pt, metrics.json). See :mod:`tinyprec.api`.
+    First (``check_ops``) it exports the model on an example batch and raises one
+    :class:`~tinyprec.errors.UnsupportedOpsError` naming every op stage 2 cannot convert, before training.
     """
     from tinyprec.recipe import TrainConfig
     from tinyprec.training import train_model
 
-    return train_model(model, as_dataset(data, seed=seed), config or TrainConfig(), Path(out_dir), seed=seed,
+    dataset = as_dataset(data, seed=seed)
+    if check_ops:
+        from tinyprec.quant.opcheck import check_before_training
+
+        check_before_training(model, dataset)
+    return train_model(model, dataset, config or TrainConfig(), Path(out_dir), seed=seed,
                        resume=resume, progress=progress)
 
 

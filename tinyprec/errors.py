@@ -50,3 +50,22 @@ class ValidationGateError(TinyprecError):
     """The validation gate failed (accuracy drop or a budget exceeded)."""
 
     exit_code = 1
+
+
+class UnsupportedOpsError(UnsupportedOpError):
+    """Several unsupported ops at once: one line per refused op (op, module, source line, what to use instead).
+
+    ``refusals`` holds each as an :class:`UnsupportedOpError`; ``op``/``where``/``hint`` are the first one's.
+    """
+
+    def __init__(self, refusals: list[UnsupportedOpError], what: str = "the model") -> None:
+        self.refusals = list(refusals)
+        first = self.refusals[0]
+        self.op, self.where, self.hint = first.op, first.where, first.hint
+        n = len(self.refusals)
+        if n == 1:
+            Exception.__init__(self, str(first))
+            return
+        head = f"{what} has {n} op{'s' if n > 1 else ''} that cannot be converted to TFLite int8 (fix all, then retry):"
+        lines = [f"  - '{r.op}' at {r.where}: {r.hint}" for r in self.refusals]
+        Exception.__init__(self, "\n".join([head, *lines]))
