@@ -158,14 +158,15 @@ def _check_softmax(node: Any) -> str | None:
 
 
 _R = Role
-_CONV_DOC = ("Conv1d, Conv2d (incl. depthwise)", "CONV_2D / DEPTHWISE_CONV_2D",
+_CONV_DOC = ("CONV_2D / DEPTHWISE_CONV_2D",
              "groups 1 or in_channels; any padding (SAME when it matches TF's split, else PAD); a BatchNorm "
              "right after it is folded")
 
 OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     # compute
-    "aten.conv1d.default": OpRow(_R.COMPUTE, "conv", *_CONV_DOC, check=_check_conv),
-    "aten.conv2d.default": OpRow(_R.COMPUTE, "conv", *_CONV_DOC, check=_check_conv),
+    "aten.conv1d.default": OpRow(_R.COMPUTE, "conv", "Conv1d (incl. depthwise)", *_CONV_DOC,
+                                 check=_check_conv),
+    "aten.conv2d.default": OpRow(_R.COMPUTE, "conv", "Conv2d (incl. depthwise)", *_CONV_DOC, check=_check_conv),
     "aten.conv1d.padding": OpRow(_R.COMPUTE, "conv", "Conv1d(padding='same'/'valid')", "CONV_2D / DEPTHWISE_CONV_2D",
                                  "string padding; a BatchNorm after it folds only with an odd kernel",
                                  check=_check_conv),
