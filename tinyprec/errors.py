@@ -20,6 +20,15 @@ class RecipeError(TinyprecError):
     """A recipe file is malformed: names the file, the key and what is allowed."""
 
 
+class UserCodeError(RecipeError):
+    """The user's own code (a model builder named in a recipe) raised: one line saying what failed, plus
+    ``details``, the traceback frames in the user's files, which the CLI prints above that line."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
 class DataError(TinyprecError):
     """Input data is unusable (NaN/inf, bad label, wrong shape): names the first bad sample."""
 
