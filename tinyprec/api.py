@@ -58,7 +58,9 @@ def as_dataset(data: Any, *, seed: int = 0, name: str = "arrays") -> "Dataset":
         return data
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
-        return Dataset.from_arrays(np.asarray(x), None if y is None else np.asarray(y), name=name, seed=seed)
+        if y is None:  # no labels: an autoencoder, validated on its reconstruction error
+            return Dataset.from_arrays(np.asarray(x), None, name=name, seed=seed, task="autoencoder")
+        return Dataset.from_arrays(np.asarray(x), np.asarray(y), name=name, seed=seed)
     try:
         from torch.utils.data import DataLoader
     except ImportError:  # pragma: no cover

@@ -106,6 +106,7 @@ class ValidateConfig:
     flash_budget: int | None = None
     ram_budget: int | None = None
     max_samples: int | None = None
+    max_recon_increase: float = 10.0  # autoencoders: allowed TFLM reconstruction MSE increase over FP32, percent
 
 
 @dataclass(frozen=True)
