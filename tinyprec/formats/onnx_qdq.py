@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from tinyprec.errors import ModelFormatError, UnsupportedOpError
+from tinyprec.formats.onnx_more import MORE_EMITTERS
 from tinyprec.ir.graph import DType, Graph, Op, Tensor
 from tinyprec.ir.ops import (
     Activation,
@@ -337,6 +338,7 @@ EMITTERS: dict[OpType, Callable[[_Builder, Op, int], str]] = {
     OpType.TANH: _unary("Tanh"),
     OpType.QUANTIZE: _emit_passthrough,
     OpType.DEQUANTIZE: _emit_passthrough,
+    **MORE_EMITTERS,  # issue 11's ops, in their own module
 }
 
 

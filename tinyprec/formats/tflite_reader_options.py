@@ -18,6 +18,7 @@ from tinyprec.ir import (
     DepthwiseConv2DOptions,
     ElementwiseOptions,
     FullyConnectedOptions,
+    LeakyReluOptions,
     MeanOptions,
     NoOptions,
     OpType,
@@ -118,6 +119,13 @@ def _softmax(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
     return SoftmaxOptions(beta=beta)
 
 
+def _leaky_relu(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    alpha = float(o.Alpha()) if o is not None else 0.0
+    if not math.isfinite(alpha):
+        raise r.fail(place, f"leaky relu alpha {alpha} is not finite")
+    return LeakyReluOptions(alpha=alpha)
+
+
 def _none(*_: Any) -> OpOptions:
     return NoOptions()
 
@@ -140,4 +148,10 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.TANH: (None, _none, True),
     OpType.QUANTIZE: (None, _none, True),
     OpType.DEQUANTIZE: (None, _none, True),
+    OpType.HARD_SWISH: (None, _none, True),
+    OpType.LEAKY_RELU: ("LeakyReluOptions", _leaky_relu, True),
+    OpType.SUB: ("SubOptions", _elementwise, True),
+    OpType.MAXIMUM: (None, _none, True),
+    OpType.MINIMUM: (None, _none, True),
+    OpType.ABS: (None, _none, True),
 }

@@ -8,6 +8,7 @@ from tinyprec.ir.ops import (
     DepthwiseConv2DOptions,
     ElementwiseOptions,
     FullyConnectedOptions,
+    LeakyReluOptions,
     MeanOptions,
     NoOptions,
     OpType,
@@ -20,7 +21,7 @@ from tinyprec.ir.qparams import QParams, quantize_multiplier
 
 __all__ = [
     "Activation", "ConcatenationOptions", "Conv2DOptions", "DType", "DepthwiseConv2DOptions",
-    "ElementwiseOptions", "FullyConnectedOptions", "Graph", "MeanOptions", "NoOptions", "Op",
+    "ElementwiseOptions", "FullyConnectedOptions", "Graph", "LeakyReluOptions", "MeanOptions", "NoOptions", "Op",
     "OpType", "Padding", "PoolOptions", "QParams", "ReshapeOptions", "SoftmaxOptions", "Tensor",
     "quantize_multiplier",
 ]

@@ -27,6 +27,13 @@ class OpType(enum.Enum):
     TANH = "TANH"
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
+    # issue 11: activations and elementwise ops TFLM runs natively
+    HARD_SWISH = "HARD_SWISH"
+    LEAKY_RELU = "LEAKY_RELU"
+    SUB = "SUB"
+    MAXIMUM = "MAXIMUM"
+    MINIMUM = "MINIMUM"
+    ABS = "ABS"
 
 
 class Padding(enum.Enum):
@@ -119,8 +126,16 @@ class SoftmaxOptions:
 
 
 @dataclass(frozen=True)
+class LeakyReluOptions:
+    """LEAKY_RELU: y = x for x >= 0, alpha * x otherwise (alpha as float32 in the file)."""
+
+    alpha: float = 0.2
+
+
+@dataclass(frozen=True)
 class NoOptions:
-    """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE."""
+    """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE, HARD_SWISH, MAXIMUM,
+    MINIMUM, ABS."""
 
 
 OpOptions = (
@@ -133,6 +148,7 @@ OpOptions = (
     | ReshapeOptions
     | ConcatenationOptions
     | SoftmaxOptions
+    | LeakyReluOptions
     | NoOptions
 )
 
@@ -153,4 +169,10 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.TANH: NoOptions,
     OpType.QUANTIZE: NoOptions,
     OpType.DEQUANTIZE: NoOptions,
+    OpType.HARD_SWISH: NoOptions,
+    OpType.LEAKY_RELU: LeakyReluOptions,
+    OpType.SUB: ElementwiseOptions,  # SUB as ADD: (x1, x2), fused activation
+    OpType.MAXIMUM: NoOptions,
+    OpType.MINIMUM: NoOptions,
+    OpType.ABS: NoOptions,
 }
