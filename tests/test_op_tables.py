@@ -61,9 +61,10 @@ def test_writer_and_reader_agree_on_builtin_codes() -> None:
 def test_exact_rows_name_real_modules() -> None:
     pytest.importorskip("torch")
     from tinyprec.quant.exact import _modules
+    from tinyprec.quant.exact_ops import more_modules
     from tinyprec.quant.exact_table import EXACT_BY_OPTYPE, FLOAT_EXACT, NOT_EXACT
 
-    modules = _modules()
+    modules = {**_modules(), **more_modules()}
     for op, how in EXACT_BY_OPTYPE.items():
         assert how in (FLOAT_EXACT, NOT_EXACT) or how in modules, (op, how)
 

@@ -174,8 +174,8 @@ def _sub(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, m1: int, s1: int,
          so: int, out_zp: int, lo: int, hi: int, single: bool) -> np.ndarray:  # pragma: no cover - numba
     out = np.empty(x1.size, np.int8)
     for i in range(x1.size):
-        a = mbqm_smaller_than_one(wrap32((np.int64(x1[i]) + off1) << 20), m1, s1, single)
-        b = mbqm_smaller_than_one(wrap32((np.int64(x2[i]) + off2) << 20), m2, s2, single)
+        a = mbqm_smaller_than_one(wrap32((np.int64(x1[i]) + off1) << 20), m1, s1, single)  # type: ignore[arg-type]
+        b = mbqm_smaller_than_one(wrap32((np.int64(x2[i]) + off2) << 20), m2, s2, single)  # type: ignore[arg-type]
         v = mbqm_smaller_than_one(wrap32(a - b), mo, so, single) + out_zp
         out[i] = min(max(v, lo), hi)
     return out

@@ -36,7 +36,8 @@ def _operand(b: Any, name: str | None, op: Op, i: int) -> str:
 
 def _binary(kind: str) -> Callable[[Any, Op, int], str]:
     def emit(b: Any, op: Op, i: int) -> str:
-        ranks = {len(b.graph.tensors[n].shape) for n in op.inputs[:2] if n is not None}
+        tensors = [b.graph.tensors[n] for n in op.inputs[:2] if n is not None]
+        ranks = {len(t.shape) for t in tensors if not (t.is_const and int(np.prod(t.shape)) == 1)}  # scalars broadcast
         if len(ranks) != 1:
             raise UnsupportedOpError(op.type.value, _where(op, i), "broadcasting between tensors of different "
                                      "rank is not written to ONNX; give both inputs the same rank")

@@ -33,6 +33,12 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.TANH: "table",
     OpType.QUANTIZE: NOT_EXACT,
     OpType.DEQUANTIZE: FLOAT_EXACT,
+    OpType.HARD_SWISH: "table",
+    OpType.LEAKY_RELU: "table",
+    OpType.ABS: "table",
+    OpType.SUB: "sub",  # quant/exact_ops.py
+    OpType.MAXIMUM: FLOAT_EXACT,
+    OpType.MINIMUM: FLOAT_EXACT,
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

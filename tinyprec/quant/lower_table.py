@@ -28,6 +28,7 @@ from tinyprec.ir import (
     SoftmaxOptions,
 )
 from tinyprec.quant.lower import Lowering, Value, qparams_of
+from tinyprec.quant.lower_more import MORE_LOWERINGS
 from tinyprec.quant.optable import OPS, supported_summary
 from tinyprec.quant.lower_layout import ir_shape, storage_order
 from tinyprec.quant.lower_ops import (
@@ -275,6 +276,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "logistic": _unary(OpType.LOGISTIC),
     "tanh": _unary(OpType.TANH),
     "identity": _identity,
+    **MORE_LOWERINGS,  # issue 11's ops (quant/lower_more.py)
 }
 
 

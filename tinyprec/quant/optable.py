@@ -35,6 +35,7 @@ class OpRow:
     caveat: str = ""
     check: Check | None = None
     fixed: Fixed | None = None  # output qparams fixed by the spec (Role.FIXED)
+    role_of: Callable[[Any], Role] | None = None  # a role that depends on the arguments (clamp bounds)
 
 
 # --- argument checks (each returns the broken rule, or None) ----------------------------------------------
@@ -58,23 +59,46 @@ FUSABLE_CLAMPS: MappingProxyType[tuple[float, float], str] = MappingProxyType({
 })
 
 
-def hardtanh_bounds(node: Any) -> tuple[float, float]:
-    return float(_arg(node, 1, "min_val", -1.0)), float(_arg(node, 2, "max_val", 1.0))
+def clamp_bounds(node: Any) -> tuple[float, float]:
+    """(lo, hi) of a hardtanh or clamp node; a missing clamp bound is -inf / +inf."""
+    if str(node.target).startswith("aten.hardtanh"):
+        return float(_arg(node, 1, "min_val", -1.0)), float(_arg(node, 2, "max_val", 1.0))
+    lo, hi = _arg(node, 1, "min", None), _arg(node, 2, "max", None)
+    return (float("-inf") if lo is None else float(lo)), (float("inf") if hi is None else float(hi))
 
 
-def _check_hardtanh(node: Any) -> str | None:
-    lo, hi = hardtanh_bounds(node)
-    if (lo, hi) not in FUSABLE_CLAMPS:
-        return (f"Hardtanh/clamp({lo:g}, {hi:g}) has no int8 lowering yet; only (0, 6) and (-1, 1): use ReLU6, "
-                "Hardtanh(-1, 1) or ReLU")
+def fused_activation(node: Any) -> str | None:
+    """The TFLite fused activation an activation node becomes ("RELU", "RELU6", "RELU_N1_TO_1"), or None
+    when its bounds have none (it is then lowered standalone as MAXIMUM/MINIMUM with shared qparams)."""
+    name = str(node.target)
+    if name.startswith("aten.relu6"):
+        return "RELU6"
+    if name.startswith("aten.relu"):
+        return "RELU"
+    if name.startswith(("aten.hardtanh", "aten.clamp")):
+        bounds = clamp_bounds(node)
+        return "RELU" if bounds == (0.0, float("inf")) else FUSABLE_CLAMPS.get(bounds)
+    return None
+
+
+def _clamp_role(node: Any) -> Role:
+    return Role.ACTIVATION if fused_activation(node) is not None else Role.SHARED
+
+
+def _check_clamp(node: Any) -> str | None:
+    lo, hi = clamp_bounds(node)
+    if not lo <= hi:
+        return f"clamp bounds ({lo:g}, {hi:g}) are empty"
+    if lo == float("-inf") and hi == float("inf"):
+        return "a clamp without bounds: remove it"
     return None
 
 
 def _check_elementwise(node: Any) -> str | None:
     if len(node.args) < 2 or not all(_is_node(a) for a in node.args[:2]):
         return "needs two tensors; a Python scalar operand has no int8 tensor: register it as a buffer"
-    if str(node.target).startswith("aten.add") and node.kwargs.get("alpha", 1) != 1:
-        return "add with alpha != 1 is not supported; scale the operand with a mul"
+    if str(node.target).startswith(("aten.add", "aten.sub")) and node.kwargs.get("alpha", 1) != 1:
+        return "add/sub with alpha != 1 is not supported; scale the operand with a mul"
     ranks = {_rank(a) for a in node.args[:2]}
     if len(ranks) > 1 and None not in ranks:
         return "both operands must have the same rank; write the broadcast with view/unsqueeze (s[:, :, None, None])"
@@ -158,6 +182,8 @@ def _check_softmax(node: Any) -> str | None:
 
 
 _R = Role
+_CLAMP_TFLM = "fused RELU / RELU6 / RELU_N1_TO_1, else MAXIMUM + MINIMUM"
+_CLAMP_NOTE = "bounds (0, 6), (-1, 1), (0, inf) fuse into the op before; others keep the input's qparams"
 _CONV_DOC = ("CONV_2D / DEPTHWISE_CONV_2D",
              "groups 1 or in_channels; any padding (SAME when it matches TF's split, else PAD); a BatchNorm "
              "right after it is folded")
@@ -179,10 +205,21 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.relu.default": OpRow(_R.ACTIVATION, "activation", "ReLU, F.relu", "fused RELU (or MUL by 1 standalone)"),
     "aten.relu_.default": OpRow(_R.ACTIVATION, "activation", "ReLU(inplace=True)", "fused RELU"),
     "aten.relu6.default": OpRow(_R.ACTIVATION, "activation", "ReLU6, F.relu6", "fused RELU6"),
-    "aten.hardtanh.default": OpRow(_R.ACTIVATION, "activation", "Hardtanh, F.hardtanh", "fused RELU6 / RELU_N1_TO_1",
-                                   "bounds (0, 6) or (-1, 1)", check=_check_hardtanh),
-    "aten.hardtanh_.default": OpRow(_R.ACTIVATION, "activation", "Hardtanh(inplace=True)", "fused RELU6 / RELU_N1_TO_1",
-                                    "bounds (0, 6) or (-1, 1)", check=_check_hardtanh),
+    "aten.hardtanh.default": OpRow(_R.ACTIVATION, "clamp", "Hardtanh, F.hardtanh", _CLAMP_TFLM, _CLAMP_NOTE,
+                                   check=_check_clamp, role_of=_clamp_role),
+    "aten.hardtanh_.default": OpRow(_R.ACTIVATION, "clamp", "Hardtanh(inplace=True)", _CLAMP_TFLM, _CLAMP_NOTE,
+                                    check=_check_clamp, role_of=_clamp_role),
+    "aten.clamp.default": OpRow(_R.ACTIVATION, "clamp", "torch.clamp(x, lo, hi)", _CLAMP_TFLM, _CLAMP_NOTE,
+                                check=_check_clamp, role_of=_clamp_role),
+    "aten.clamp_.default": OpRow(_R.ACTIVATION, "clamp", "x.clamp_(lo, hi)", _CLAMP_TFLM, _CLAMP_NOTE,
+                                 check=_check_clamp, role_of=_clamp_role),
+    "aten.hardswish.default": OpRow(_R.UNARY, "hard_swish", "Hardswish, F.hardswish", "HARD_SWISH",
+                                    "own output qparams; TFLM's fixed point is within 1 LSB of float"),
+    "aten.hardswish_.default": OpRow(_R.UNARY, "hard_swish", "Hardswish(inplace=True)", "HARD_SWISH"),
+    "aten.leaky_relu.default": OpRow(_R.UNARY, "leaky_relu", "LeakyReLU, F.leaky_relu", "LEAKY_RELU",
+                                     "own output qparams"),
+    "aten.leaky_relu_.default": OpRow(_R.UNARY, "leaky_relu", "LeakyReLU(inplace=True)", "LEAKY_RELU"),
+    "aten.abs.default": OpRow(_R.UNARY, "abs", "torch.abs, x.abs()", "ABS", "own output qparams"),
     # elementwise
     "aten.add.Tensor": OpRow(_R.ELEMENTWISE, "add", "+, torch.add", "ADD", "same-rank operands (broadcast allowed)",
                              check=_check_elementwise),
@@ -190,6 +227,13 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.mul.Tensor": OpRow(_R.ELEMENTWISE, "mul", "*, torch.mul", "MUL", "same-rank operands (broadcast allowed)",
                              check=_check_elementwise),
     "aten.mul_.Tensor": OpRow(_R.ELEMENTWISE, "mul", "*=", "MUL", "same-rank operands", check=_check_elementwise),
+    "aten.sub.Tensor": OpRow(_R.ELEMENTWISE, "sub", "-, torch.sub", "SUB", "same-rank operands (broadcast allowed)",
+                             check=_check_elementwise),
+    "aten.sub_.Tensor": OpRow(_R.ELEMENTWISE, "sub", "-=", "SUB", "same-rank operands", check=_check_elementwise),
+    "aten.maximum.default": OpRow(_R.EXTREMUM, "maximum", "torch.maximum", "MAXIMUM",
+                                  "both inputs share the output's qparams", check=_check_elementwise),
+    "aten.minimum.default": OpRow(_R.EXTREMUM, "minimum", "torch.minimum", "MINIMUM",
+                                  "both inputs share the output's qparams", check=_check_elementwise),
     # same qparams in and out
     "aten.max_pool1d.default": OpRow(_R.SHARED, "max_pool", "MaxPool1d", "MAX_POOL_2D"),
     "aten.max_pool2d.default": OpRow(_R.SHARED, "max_pool", "MaxPool2d", "MAX_POOL_2D",
@@ -248,11 +292,8 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "gelu": "use ReLU, ReLU6 or Hardswish-like ReLU6 gating (GELU is not lowered yet)",
     "silu": "use ReLU or ReLU6 (SiLU/Swish is not lowered yet)",
-    "hardswish": "use ReLU6 (Hardswish is not lowered yet)",
     "hardsigmoid": "use ReLU6 or Sigmoid (Hardsigmoid is not lowered yet)",
-    "leaky_relu": "use ReLU (LeakyReLU is not lowered yet)",
     "elu": "use ReLU (ELU is not lowered yet)",
-    "sub": "add a negated operand (x + (-1) * y) with a mul, or restructure (sub is not lowered yet)",
     "div": "multiply by the reciprocal held in a buffer (division is not lowered yet)",
     "permute": "keep the NCHW/NCL layout the model was given (permute/transpose is not lowered yet)",
     "transpose": "keep the NCHW/NCL layout the model was given (transpose is not lowered yet)",
@@ -276,6 +317,14 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "ConvTranspose1d": "transposed convolution is not lowered yet; use Upsample-free decoders or Conv + reshape",
     "ConvTranspose2d": "transposed convolution is not lowered yet; use Upsample-free decoders or Conv + reshape",
 })
+
+
+def role_for(node: Any) -> Role | None:
+    """The quantizer role of an exported node (the row's, or what its arguments make it), None if unknown."""
+    row = OPS.get(str(node.target))
+    if row is None:
+        return None
+    return row.role_of(node) if row.role_of is not None else row.role
 
 
 def row_of(target_name: str) -> OpRow | None:

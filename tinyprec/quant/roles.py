@@ -17,6 +17,8 @@ class Role(enum.Enum):
     DROP = "drop"  # dropout: identity at inference, removed from the converted graph
     FOLDED = "folded"  # batch norm: folded into the conv/linear before it
     META = "meta"  # shape arithmetic and BN bookkeeping; no tensor data to quantize
+    UNARY = "unary"  # hardswish / leaky relu / abs: input as produced, own output observer, never fused
+    EXTREMUM = "extremum"  # maximum / minimum: both inputs and the output share one set of qparams
 
 
 class Fixed(enum.Enum):

@@ -1,0 +1,75 @@
+"""Issue 11's ops from PyTorch: each through the product quantizer, the lowering, the .tflite (written and
+read back), the QDQ ONNX, the emulator and the tflm_exact program, with TFLM == emulator == tflm_exact ==
+TF Lite reference on every element (ONNX Runtime, in float, within 2 LSB at the output)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+from _ops_e2e import assert_exact, run_everywhere  # noqa: E402
+
+
+class Block(nn.Module):
+    """conv -> ``fn`` -> conv, so the op sits between two quantized layers as in a real model."""
+
+    def __init__(self, fn, channels: int = 4) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.a = nn.Conv2d(2, channels, 3, padding=1)
+        self.fn = fn
+        self.b = nn.Conv2d(channels, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.fn(self.a(x)))
+
+
+class Lambda(nn.Module):
+    def __init__(self, fn) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+class TwoBranch(nn.Module):
+    """Two convs of the same input combined by ``fn(a, b)`` (sub, maximum, minimum)."""
+
+    def __init__(self, fn) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.a, self.b, self.fn = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 4, 1), fn
+        self.head = nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fn(self.a(x), self.b(x)))
+
+
+CASES = {
+    "hardswish": (lambda: Block(nn.Hardswish()), "HARD_SWISH"),
+    "leaky_relu": (lambda: Block(nn.LeakyReLU(0.1)), "LEAKY_RELU"),
+    "abs": (lambda: Block(Lambda(torch.abs)), "ABS"),
+    "hardtanh_any_bounds": (lambda: Block(nn.Hardtanh(-0.5, 2.0)), "MINIMUM"),
+    "clamp_min_only": (lambda: Block(Lambda(lambda x: torch.clamp(x, min=-0.3))), "MAXIMUM"),
+    "clamp_relu6_fused": (lambda: Block(Lambda(lambda x: torch.clamp(x, 0.0, 6.0))), "CONV_2D"),
+    "sub": (lambda: TwoBranch(torch.sub), "SUB"),
+    "sub_relu_fused": (lambda: TwoBranch(lambda a, b: torch.relu(a - b)), "SUB"),
+    "maximum": (lambda: TwoBranch(torch.maximum), "MAXIMUM"),
+    "minimum": (lambda: TwoBranch(torch.minimum), "MINIMUM"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_op_end_to_end_exact(case: str) -> None:
+    build, op = CASES[case]
+    torch.manual_seed(0)
+    out = run_everywhere(build(), (2, 6, 6))
+    assert op in out.op_types(), out.op_types()
+    if case == "clamp_relu6_fused":
+        assert out.op_types() == ["CONV_2D", "CONV_2D"]  # fused into the first conv: no extra op
+    if case == "hardtanh_any_bounds":
+        assert "MAXIMUM" in out.op_types()
+    # ONNX Runtime computes the QDQ graph in float: 1 LSB at the op can become 2 after the next conv.
+    assert_exact(out, onnx_lsb=2)

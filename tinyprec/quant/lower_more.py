@@ -1,0 +1,116 @@
+"""Lowering handlers of issue 11's ops: HARD_SWISH, LEAKY_RELU, ABS, SUB, MAXIMUM/MINIMUM and clamp.
+
+Registered by name in :data:`tinyprec.quant.lower_table.LOWERINGS` (the ``lowering`` column of
+:data:`tinyprec.quant.optable.OPS`). A clamp/hardtanh whose bounds TFLite fuses is either fused by the
+op before it or, standalone, lowered as before (MUL by an exact 1 with the fused activation); any other
+bounds keep the input's qparams (the quantizer shares them) and become MAXIMUM/MINIMUM with int8 bound
+constants rounded exactly as the converted graph's quantize node rounds the float bounds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from torch import fx
+
+from tinyprec.errors import QuantSpecError, UnsupportedOpError
+from tinyprec.ir import DType, ElementwiseOptions, LeakyReluOptions, NoOptions, OpType, QParams
+from tinyprec.quant.lower import Lowering, Value, qparams_of
+from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
+from tinyprec.quant.optable import clamp_bounds, fused_activation
+
+
+def _unary(op_type: OpType, options: Callable[[fx.Node], Any] = lambda n: NoOptions()) -> Callable[..., None]:
+    def handler(lw: Lowering, node: fx.Node) -> None:
+        x = lw.act(node.args[0], node)
+        _, qnode = lw.tail(node, fusable=False)
+        _finish(lw, node, op_type, (x.name,), options(node), qnode, order=x.order, flat4=x.flat4)
+
+    return handler
+
+
+def _leaky_options(node: fx.Node) -> LeakyReluOptions:
+    slope = node.args[1] if len(node.args) > 1 else node.kwargs.get("negative_slope", 0.01)
+    return LeakyReluOptions(float(np.float32(slope)))
+
+
+def _pair(lw: Lowering, node: fx.Node) -> tuple[Value, Value]:
+    """Both operands as IR values of one storage form (a 2-D value as [1, F] or [1, 1, 1, F])."""
+    if not all(isinstance(a, fx.Node) for a in node.args[:2]):
+        raise UnsupportedOpError(str(node.target), lw.where(node), "both operands must be tensors")
+    a, b = (lw.act(x, node) for x in node.args[:2])
+    if len(a.torch_shape) != len(b.torch_shape):
+        raise UnsupportedOpError(str(node.target), lw.where(node), "operands must have the same rank")
+    _no_order(lw, node, a, b)
+    if a.flat4 != b.flat4:
+        from tinyprec.quant.lower_table import reshape_value
+
+        a, b = (v if v.flat4 else reshape_value(lw, v, flat4=True) for v in (a, b))
+    return a, b
+
+
+def _sub(lw: Lowering, node: fx.Node) -> None:
+    a, b = _pair(lw, node)
+    act, qnode = lw.tail(node, fusable=True)
+    _finish(lw, node, OpType.SUB, (a.name, b.name), ElementwiseOptions(act), qnode, flat4=a.flat4)
+
+
+def _extremum(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
+    def handler(lw: Lowering, node: fx.Node) -> None:
+        a, b = _pair(lw, node)
+        _, qnode = lw.tail(node, fusable=False)
+        for v in (a, b):
+            _require_shared(lw, node, v, qnode)
+        _finish(lw, node, op_type, (a.name, b.name), NoOptions(), qnode, flat4=a.flat4)
+
+    return handler
+
+
+def _bound_const(lw: Lowering, node: fx.Node, x: Value, bound: float, what: str) -> str:
+    """An int8 constant of ``bound`` in x's qparams, rounded as quantize_per_tensor does (float32, half even)."""
+    scale, zp = np.float32(x.qparams.scale[0]), int(x.qparams.zero_point[0])
+    q = np.round(np.float32(bound) * (np.float32(1.0) / scale)) + zp
+    value = np.array([np.clip(q, -128, 127)], np.int8)
+    src = lw.source(node)
+    return lw.add_const(f"{src or node.name}.{what}", value, DType.INT8, QParams.per_tensor(float(scale), zp), src)
+
+
+def _clamp(lw: Lowering, node: fx.Node) -> None:
+    if fused_activation(node) is not None:  # standalone ReLU-like clamp with its own qparams
+        from tinyprec.quant.lower_table import _standalone_activation
+
+        _standalone_activation(lw, node)
+        return
+    x = lw.act(node.args[0], node)
+    _, qnode = lw.tail(node, fusable=False)
+    qp = qparams_of(lw, qnode)
+    if qp != x.qparams:
+        raise QuantSpecError(f"{lw.where(node)}: a clamp to ({clamp_bounds(node)}) must keep its input's qparams; "
+                             "the quantizer shares them")
+    lo, hi = clamp_bounds(node)
+    src = lw.source(node)
+    steps = [(OpType.MAXIMUM, lo, "min")] if lo != float("-inf") else []
+    steps += [(OpType.MINIMUM, hi, "max")] if hi != float("inf") else []
+    current = x
+    for k, (op_type, bound, what) in enumerate(steps):
+        const = _bound_const(lw, node, x, bound, what)
+        if k == len(steps) - 1:
+            _finish(lw, node, op_type, (current.name, const), NoOptions(), qnode, qparams=qp, order=x.order,
+                    flat4=x.flat4)
+        else:
+            nxt = lw.add_act(f"{src or node.name}.{what}", x.torch_shape, qp, src, x.order, x.flat4)
+            lw.emit(op_type, (current.name, const), nxt, NoOptions(), src)
+            current = nxt
+
+
+MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
+    "hard_swish": _unary(OpType.HARD_SWISH),
+    "leaky_relu": _unary(OpType.LEAKY_RELU, _leaky_options),
+    "abs": _unary(OpType.ABS),
+    "sub": _sub,
+    "maximum": _extremum(OpType.MAXIMUM),
+    "minimum": _extremum(OpType.MINIMUM),
+    "clamp": _clamp,
+}
