@@ -39,7 +39,19 @@ def _binary(op_type: OpType, shape2: tuple[int, ...], s: tuple[float, float, flo
     return b.graph([y])
 
 
+def _transpose(perm: tuple[int, ...]) -> Graph:
+    b = MicroBuilder(np.random.default_rng(4), "transpose")
+    x = b.input("x", (1, 4, 5, 3), scale=0.02, zp=-3)
+    p = b.const("perm", np.array(perm, np.int32), DType.INT32)
+    shape = tuple((1, 4, 5, 3)[k] for k in perm)
+    y = b.act("y", shape, 0.02, -3)
+    b.op(OpType.TRANSPOSE, (x, p), (y,), NoOptions())
+    return b.graph([y])
+
+
 CASES = {
+    "transpose_hw": lambda: _transpose((0, 2, 1, 3)),
+    "transpose_chw": lambda: _transpose((0, 3, 1, 2)),
     "hard_swish": lambda: _unary(OpType.HARD_SWISH, 0.05, -10, 0.03, -100),
     "hard_swish_wide_input": lambda: _unary(OpType.HARD_SWISH, 0.3, 20, 0.25, -30),  # reluish exponent > 0
     "hard_swish_narrow_input": lambda: _unary(OpType.HARD_SWISH, 0.004, 5, 0.003, -2),  # exponent < 0

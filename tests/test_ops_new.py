@@ -73,3 +73,37 @@ def test_op_end_to_end_exact(case: str) -> None:
         assert "MAXIMUM" in out.op_types()
     # ONNX Runtime computes the QDQ graph in float: 1 LSB at the op can become 2 after the next conv.
     assert_exact(out, onnx_lsb=2)
+
+
+class PermutedTCN(nn.Module):
+    """A temporal conv net over an (N, T, F) input as users write it: permute to (N, F, T), dilated
+    Conv1d with SAME padding, then back to (N, T, C) and a transpose again before the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1 = nn.Conv1d(5, 8, 3, padding=2, dilation=2)
+        self.c2 = nn.Conv1d(8, 4, 3, padding="same", dilation=4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.c1(x.permute(0, 2, 1)))
+        y = y.transpose(1, 2)  # (N, T, C)
+        return self.c2(y.transpose(1, 2))
+
+
+class Permute4d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 3, 3, padding=1), nn.Conv2d(5, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x).permute(0, 3, 1, 2)  # (N, C, H, W) -> (N, W, C, H)
+        return self.b(y)
+
+
+@pytest.mark.parametrize("case", ["tcn", "permute4d"])
+def test_transpose_end_to_end_exact(case: str) -> None:
+    torch.manual_seed(0)
+    model, shape = (PermutedTCN(), (12, 5)) if case == "tcn" else (Permute4d(), (2, 4, 5))
+    out = run_everywhere(model, shape)
+    assert "TRANSPOSE" in out.op_types(), out.op_types()
+    assert_exact(out, onnx_lsb=2)

@@ -221,6 +221,23 @@ def _prepare_extremum(is_max: bool) -> Callable[[Op, Graph, bool], Prepared]:
     return prepare
 
 
+def prepare_transpose(op: Op, graph: Graph, single: bool) -> Prepared:
+    from tinyprec.emulator.common import int_data
+
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]  # type: ignore[index]
+    perm = [int(p) for p in int_data(op, graph, 1).reshape(-1)]
+    if sorted(perm) != list(range(len(x.shape))):
+        raise fail(op, f"perm {perm} is not a permutation of the {len(x.shape)} axes")
+    if perm[0] != 0:
+        raise fail(op, "a TRANSPOSE that moves the batch axis cannot be emulated on a batch")
+    if tuple(y.shape) != tuple(x.shape[p] for p in perm):
+        raise fail(op, f"output shape {y.shape} is not the permuted input shape")
+    s_in, s_out = per_tensor(op, x), per_tensor(op, y)
+    if np.float32(s_in[0]) != np.float32(s_out[0]) or s_in[1] != s_out[1]:
+        raise fail(op, "int8 TRANSPOSE moves raw values: the output needs the input's scale and zero point")
+    return Prepared(lambda args: np.ascontiguousarray(np.transpose(args[0], perm)))
+
+
 PREPARE_MORE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.HARD_SWISH: prepare_hard_swish,
     OpType.LEAKY_RELU: prepare_leaky_relu,
@@ -228,4 +245,5 @@ PREPARE_MORE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.SUB: prepare_sub,
     OpType.MAXIMUM: _prepare_extremum(True),
     OpType.MINIMUM: _prepare_extremum(False),
+    OpType.TRANSPOSE: prepare_transpose,
 }

@@ -59,6 +59,19 @@ def _unary(kind: str) -> Callable[[Any, Op, int], str]:
     return emit
 
 
+def _transpose(b: Any, op: Op, i: int) -> str:
+    """The IR permutation applied to the ONNX value (NCHW for a 4-D IR tensor, so it is wrapped in the
+    NHWC <-> NCHW permutations; all three composed into one Transpose)."""
+    t = b.graph.tensors.get(op.inputs[1]) if len(op.inputs) > 1 and op.inputs[1] else None
+    if t is None or t.data is None:
+        raise UnsupportedOpError("TRANSPOSE", _where(op, i), "the permutation must be a constant")
+    perm = [int(p) for p in np.asarray(t.data).reshape(-1)]
+    if len(perm) == 4:
+        to_nhwc = (0, 2, 3, 1)
+        perm = [to_nhwc[perm[_TO_NCHW[k]]] for k in range(4)]
+    return str(b.node("Transpose", [b.value(op.inputs[0], op, i)], f"{op.outputs[0]}_transpose", perm=perm))
+
+
 MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.HARD_SWISH: _unary("HardSwish"),
     OpType.LEAKY_RELU: _unary("LeakyRelu"),
@@ -66,4 +79,5 @@ MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.SUB: _binary("Sub"),
     OpType.MAXIMUM: _binary("Max"),
     OpType.MINIMUM: _binary("Min"),
+    OpType.TRANSPOSE: _transpose,
 }

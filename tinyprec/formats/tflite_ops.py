@@ -212,4 +212,5 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.MAXIMUM: _OpSpec(55, "NONE", _o_none, _v_int8_2),
     OpType.MINIMUM: _OpSpec(57, "NONE", _o_none, _v_int8_2),
     OpType.ABS: _OpSpec(101, "NONE", _o_none, _v_int8_2),
+    OpType.TRANSPOSE: _OpSpec(39, "NONE", _o_none, _v_int8_2),
 }

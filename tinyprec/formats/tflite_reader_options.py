@@ -154,4 +154,5 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.MAXIMUM: (None, _none, True),
     OpType.MINIMUM: (None, _none, True),
     OpType.ABS: (None, _none, True),
+    OpType.TRANSPOSE: (None, _none, True),
 }

@@ -34,6 +34,7 @@ class OpType(enum.Enum):
     MAXIMUM = "MAXIMUM"
     MINIMUM = "MINIMUM"
     ABS = "ABS"
+    TRANSPOSE = "TRANSPOSE"
 
 
 class Padding(enum.Enum):
@@ -175,4 +176,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.MAXIMUM: NoOptions,
     OpType.MINIMUM: NoOptions,
     OpType.ABS: NoOptions,
+    OpType.TRANSPOSE: NoOptions,  # inputs (x, perm int32 constant)
 }

@@ -39,6 +39,7 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.SUB: "sub",  # quant/exact_ops.py
     OpType.MAXIMUM: FLOAT_EXACT,
     OpType.MINIMUM: FLOAT_EXACT,
+    OpType.TRANSPOSE: FLOAT_EXACT,
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

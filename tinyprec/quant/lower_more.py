@@ -105,6 +105,32 @@ def _clamp(lw: Lowering, node: fx.Node) -> None:
             current = nxt
 
 
+def _transpose(lw: Lowering, node: fx.Node) -> None:
+    """permute/transpose -> TRANSPOSE, its permutation mapped from PyTorch dims to IR (NHWC) axes."""
+    from tinyprec.quant.lower_ops import _AXIS
+    from tinyprec.quant.optable import torch_perm
+
+    x = lw.act(node.args[0], node)
+    rank = len(x.torch_shape)
+    perm = torch_perm(node, rank) or list(range(rank))
+    if perm[0] != 0 or rank not in _AXIS:
+        raise UnsupportedOpError(str(node.target), lw.where(node), "the batch dim must stay first; ranks 2-4")
+    _no_order(lw, node, x)
+    _, qnode = lw.tail(node, fusable=False)
+    if perm == list(range(rank)):
+        _require_shared(lw, node, x, qnode)
+        lw.qvals[qnode] = x
+        return
+    axis = _AXIS[rank]
+    ir_perm = list(range(4 if rank in (3, 4) else 2))
+    for j in range(rank):
+        ir_perm[axis[j]] = axis[perm[j]]
+    src = lw.source(node)
+    const = lw.add_const(f"{src or node.name}.perm", np.array(ir_perm, np.int32), DType.INT32, None, src)
+    qp = _require_shared(lw, node, x, qnode)
+    _finish(lw, node, OpType.TRANSPOSE, (x.name, const), NoOptions(), qnode, qparams=qp)
+
+
 MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "hard_swish": _unary(OpType.HARD_SWISH),
     "leaky_relu": _unary(OpType.LEAKY_RELU, _leaky_options),
@@ -113,4 +139,5 @@ MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "maximum": _extremum(OpType.MAXIMUM),
     "minimum": _extremum(OpType.MINIMUM),
     "clamp": _clamp,
+    "transpose": _transpose,
 }

@@ -173,6 +173,30 @@ def _check_slice(node: Any) -> str | None:
     return "slicing an activation is not lowered yet; split the layer into separate branches instead"
 
 
+def torch_perm(node: Any, rank: int | None = None) -> list[int] | None:
+    """The permutation of a permute/transpose node (None when the rank is unknown)."""
+    rank = rank if rank is not None else _rank(node.args[0])
+    if rank is None:
+        return None
+    if str(node.target).startswith("aten.permute"):
+        return [int(d) % rank for d in node.args[1]]
+    a, b = int(node.args[1]) % rank, int(node.args[2]) % rank
+    perm = list(range(rank))
+    perm[a], perm[b] = perm[b], perm[a]
+    return perm
+
+
+def _check_permute(node: Any) -> str | None:
+    perm = torch_perm(node)
+    if perm is None:
+        return None
+    if perm[0] != 0:
+        return "a permute/transpose that moves the batch dim is not supported"
+    if len(perm) > 4:
+        return f"permute of a rank-{len(perm)} tensor: ranks 2 to 4 only"
+    return None
+
+
 def _check_softmax(node: Any) -> str | None:
     rank = _rank(node.args[0])
     dim = _arg(node, 1, "dim", -1)
@@ -234,6 +258,10 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                   "both inputs share the output's qparams", check=_check_elementwise),
     "aten.minimum.default": OpRow(_R.EXTREMUM, "minimum", "torch.minimum", "MINIMUM",
                                   "both inputs share the output's qparams", check=_check_elementwise),
+    "aten.permute.default": OpRow(_R.SHARED, "transpose", "x.permute(...)", "TRANSPOSE",
+                                  "batch dim stays first; ranks 2-4", check=_check_permute),
+    "aten.transpose.int": OpRow(_R.SHARED, "transpose", "x.transpose(a, b)", "TRANSPOSE",
+                                "batch dim stays first; ranks 2-4", check=_check_permute),
     # same qparams in and out
     "aten.max_pool1d.default": OpRow(_R.SHARED, "max_pool", "MaxPool1d", "MAX_POOL_2D"),
     "aten.max_pool2d.default": OpRow(_R.SHARED, "max_pool", "MaxPool2d", "MAX_POOL_2D",
@@ -295,8 +323,6 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "hardsigmoid": "use ReLU6 or Sigmoid (Hardsigmoid is not lowered yet)",
     "elu": "use ReLU (ELU is not lowered yet)",
     "div": "multiply by the reciprocal held in a buffer (division is not lowered yet)",
-    "permute": "keep the NCHW/NCL layout the model was given (permute/transpose is not lowered yet)",
-    "transpose": "keep the NCHW/NCL layout the model was given (transpose is not lowered yet)",
     "select": "avoid indexing activations (not lowered yet)",
     "matmul": "use Linear layers (matmul between activations is not lowered yet)",
     "bmm": "use Linear layers (bmm is not lowered yet)",
