@@ -49,7 +49,24 @@ def _transpose(perm: tuple[int, ...]) -> Graph:
     return b.graph([y])
 
 
+def _strided_slice(begin: tuple[int, ...], end: tuple[int, ...], strides: tuple[int, ...],
+                   masks: tuple[int, int, int], out_shape: tuple[int, ...]) -> Graph:
+    from tinyprec.ir import StridedSliceOptions
+
+    b = MicroBuilder(np.random.default_rng(5), "strided_slice")
+    x = b.input("x", (1, 6, 7, 4), scale=0.02, zp=9)
+    ins = [b.const(k, np.array(v, np.int32), DType.INT32) for k, v in (("b", begin), ("e", end), ("s", strides))]
+    y = b.act("y", out_shape, 0.02, 9)
+    b.op(OpType.STRIDED_SLICE, (x, *ins), (y,), StridedSliceOptions(*masks))
+    return b.graph([y])
+
+
 CASES = {
+    "strided_slice": lambda: _strided_slice((0, 1, 0, 1), (1, 5, 7, 4), (1, 2, 3, 1), (1, 1, 0), (1, 2, 3, 3)),
+    "strided_slice_negative": lambda: _strided_slice((0, -1, -2, 0), (1, 0, 0, 4), (1, -2, -1, 2), (1, 1, 0),
+                                                     (1, 3, 5, 2)),
+    "strided_slice_masks_shrink": lambda: _strided_slice((0, 3, 9, 0), (1, 0, 0, 0), (1, 1, 1, 1), (13, 12, 2),
+                                                         (1, 7, 4)),
     "transpose_hw": lambda: _transpose((0, 2, 1, 3)),
     "transpose_chw": lambda: _transpose((0, 3, 1, 2)),
     "hard_swish": lambda: _unary(OpType.HARD_SWISH, 0.05, -10, 0.03, -100),

@@ -107,3 +107,34 @@ def test_transpose_end_to_end_exact(case: str) -> None:
     out = run_everywhere(model, shape)
     assert "TRANSPOSE" in out.op_types(), out.op_types()
     assert_exact(out, onnx_lsb=2)
+
+
+class Slices(nn.Module):
+    """Channel halves (x[:, :2], x[:, 2:]), a strided time slice on a conv1d map, a crop of a 2-D map."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(2, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        left, right = y[:, :2], y[:, 2:]
+        return self.b(left[:, :, 1:-1, ::2]) + right[:, :, 1:-1, ::2]
+
+
+class SliceSequence(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv1d(3, 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c(x[:, :, 2::3])
+
+
+@pytest.mark.parametrize("case", ["slices_2d", "slice_sequence"])
+def test_strided_slice_end_to_end_exact(case: str) -> None:
+    torch.manual_seed(0)
+    model, shape = (Slices(), (2, 6, 8)) if case == "slices_2d" else (SliceSequence(), (3, 20))
+    out = run_everywhere(model, shape)
+    assert "STRIDED_SLICE" in out.op_types(), out.op_types()
+    assert_exact(out, onnx_lsb=2)

@@ -238,6 +238,33 @@ def prepare_transpose(op: Op, graph: Graph, single: bool) -> Prepared:
     return Prepared(lambda args: np.ascontiguousarray(np.transpose(args[0], perm)))
 
 
+def prepare_strided_slice(op: Op, graph: Graph, single: bool) -> Prepared:
+    from tinyprec.emulator.common import int_data
+    from tinyprec.ir.slicing import slice_ranges, sliced_shape
+
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]  # type: ignore[index]
+    rank = len(x.shape)
+    begin, end, strides = (int_data(op, graph, k).reshape(-1) for k in (1, 2, 3))
+    if not len(begin) == len(end) == len(strides) == rank:
+        raise fail(op, f"begin/end/strides must each have {rank} values (the input's rank)")
+    o = op.options
+    try:
+        ranges = slice_ranges(x.shape, begin, end, strides, o.begin_mask, o.end_mask,  # type: ignore[union-attr]
+                              o.shrink_axis_mask)  # type: ignore[union-attr]
+    except ValueError as err:
+        raise fail(op, str(err)) from None
+    if ranges[0][:3] != (0, x.shape[0], 1) or ranges[0][3]:
+        raise fail(op, "slicing the batch axis cannot be emulated on a batch")
+    if tuple(y.shape) != sliced_shape(ranges):
+        raise fail(op, f"output shape {y.shape} is not the sliced shape {sliced_shape(ranges)}")
+    s_in, s_out = per_tensor(op, x), per_tensor(op, y)
+    if np.float32(s_in[0]) != np.float32(s_out[0]) or s_in[1] != s_out[1]:
+        raise fail(op, "int8 STRIDED_SLICE copies raw values: the output needs the input's scale and zero point")
+    index = tuple([slice(None)] + [a if shrink else slice(a, b if b >= 0 else None, s)
+                                   for a, b, s, shrink in ranges[1:]])
+    return Prepared(lambda args: np.ascontiguousarray(args[0][index]))
+
+
 PREPARE_MORE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.HARD_SWISH: prepare_hard_swish,
     OpType.LEAKY_RELU: prepare_leaky_relu,
@@ -246,4 +273,5 @@ PREPARE_MORE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.MAXIMUM: _prepare_extremum(True),
     OpType.MINIMUM: _prepare_extremum(False),
     OpType.TRANSPOSE: prepare_transpose,
+    OpType.STRIDED_SLICE: prepare_strided_slice,
 }

@@ -72,6 +72,35 @@ def _transpose(b: Any, op: Op, i: int) -> str:
     return str(b.node("Transpose", [b.value(op.inputs[0], op, i)], f"{op.outputs[0]}_transpose", perm=perm))
 
 
+def _strided_slice(b: Any, op: Op, i: int) -> str:
+    """STRIDED_SLICE as ONNX Slice over the resolved per-axis ranges (4-D axes mapped to NCHW)."""
+    from tinyprec.ir.slicing import slice_ranges
+
+    consts = [b.graph.tensors.get(n) for n in op.inputs[1:4]]
+    if len(consts) != 3 or any(t is None or t.data is None for t in consts):
+        raise UnsupportedOpError("STRIDED_SLICE", _where(op, i), "begin, end and strides must be constants")
+    o = op.options
+    shape = b.graph.tensors[op.inputs[0]].shape
+    ranges = slice_ranges(shape, *(np.asarray(t.data).reshape(-1) for t in consts),  # type: ignore[union-attr]
+                          o.begin_mask, o.end_mask, o.shrink_axis_mask)
+    if any(r[3] for r in ranges):
+        raise UnsupportedOpError("STRIDED_SLICE", _where(op, i), "shrink_axis_mask is not written to ONNX")
+    nchw = {0: 0, 1: 2, 2: 3, 3: 1}
+    axes, starts, ends, steps = [], [], [], []
+    for axis, (start, stop, stride, _) in enumerate(ranges):
+        if axis == 0 or (start, stop, stride) == (0, shape[axis], 1):
+            continue
+        axes.append(nchw[axis] if len(shape) == 4 else axis)
+        starts.append(start)
+        ends.append(stop if stop >= 0 else -(1 << 62))
+        steps.append(stride)
+    if not axes:
+        return str(b.value(op.inputs[0], op, i))
+    ints = [b.const(f"{op.outputs[0]}_{k}", np.array(v, np.int64))
+            for k, v in (("starts", starts), ("ends", ends), ("axes", axes), ("steps", steps))]
+    return str(b.node("Slice", [b.value(op.inputs[0], op, i), *ints], f"{op.outputs[0]}_slice"))
+
+
 MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.HARD_SWISH: _unary("HardSwish"),
     OpType.LEAKY_RELU: _unary("LeakyRelu"),
@@ -80,4 +109,5 @@ MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.MAXIMUM: _binary("Max"),
     OpType.MINIMUM: _binary("Min"),
     OpType.TRANSPOSE: _transpose,
+    OpType.STRIDED_SLICE: _strided_slice,
 }

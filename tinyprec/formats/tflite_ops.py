@@ -27,6 +27,7 @@ from tinyprec.ir.ops import (
     PoolOptions,
     ReshapeOptions,
     SoftmaxOptions,
+    StridedSliceOptions,
 )
 
 # TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
@@ -173,6 +174,12 @@ def _o_leaky_relu(s: Any, o: LeakyReluOptions, op: Op) -> Any:
     return opts
 
 
+def _o_strided_slice(s: Any, o: StridedSliceOptions, op: Op) -> Any:
+    opts = s.StridedSliceOptionsT()
+    opts.beginMask, opts.endMask, opts.shrinkAxisMask = o.begin_mask, o.end_mask, o.shrink_axis_mask
+    return opts
+
+
 def _o_none(s: Any, o: object, op: Op) -> Any:
     return None
 
@@ -213,4 +220,5 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.MINIMUM: _OpSpec(57, "NONE", _o_none, _v_int8_2),
     OpType.ABS: _OpSpec(101, "NONE", _o_none, _v_int8_2),
     OpType.TRANSPOSE: _OpSpec(39, "NONE", _o_none, _v_int8_2),
+    OpType.STRIDED_SLICE: _OpSpec(45, "StridedSliceOptions", _o_strided_slice, _v_int8_2),
 }

@@ -26,6 +26,7 @@ from tinyprec.ir import (
     PoolOptions,
     ReshapeOptions,
     SoftmaxOptions,
+    StridedSliceOptions,
     Tensor,
 )
 from tinyprec.ir.ops import OpOptions
@@ -126,6 +127,14 @@ def _leaky_relu(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
     return LeakyReluOptions(alpha=alpha)
 
 
+def _strided_slice(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    if o is None:
+        return StridedSliceOptions()
+    if o.EllipsisMask() or o.NewAxisMask() or o.Offset():
+        raise r.fail(place, "strided slice with an ellipsis mask, new axis mask or offset is not supported")
+    return StridedSliceOptions(int(o.BeginMask()), int(o.EndMask()), int(o.ShrinkAxisMask()))
+
+
 def _none(*_: Any) -> OpOptions:
     return NoOptions()
 
@@ -155,4 +164,5 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.MINIMUM: (None, _none, True),
     OpType.ABS: (None, _none, True),
     OpType.TRANSPOSE: (None, _none, True),
+    OpType.STRIDED_SLICE: ("StridedSliceOptions", _strided_slice, True),
 }

@@ -16,12 +16,13 @@ from tinyprec.ir.ops import (
     PoolOptions,
     ReshapeOptions,
     SoftmaxOptions,
+    StridedSliceOptions,
 )
 from tinyprec.ir.qparams import QParams, quantize_multiplier
 
 __all__ = [
     "Activation", "ConcatenationOptions", "Conv2DOptions", "DType", "DepthwiseConv2DOptions",
     "ElementwiseOptions", "FullyConnectedOptions", "Graph", "LeakyReluOptions", "MeanOptions", "NoOptions", "Op",
-    "OpType", "Padding", "PoolOptions", "QParams", "ReshapeOptions", "SoftmaxOptions", "Tensor",
+    "OpType", "Padding", "PoolOptions", "QParams", "ReshapeOptions", "SoftmaxOptions", "StridedSliceOptions", "Tensor",
     "quantize_multiplier",
 ]

@@ -35,6 +35,7 @@ class OpType(enum.Enum):
     MINIMUM = "MINIMUM"
     ABS = "ABS"
     TRANSPOSE = "TRANSPOSE"
+    STRIDED_SLICE = "STRIDED_SLICE"
 
 
 class Padding(enum.Enum):
@@ -134,6 +135,15 @@ class LeakyReluOptions:
 
 
 @dataclass(frozen=True)
+class StridedSliceOptions:
+    """STRIDED_SLICE: inputs (x, begin, end, strides: int32 constants of x's rank); bit i of a mask is axis i."""
+
+    begin_mask: int = 0
+    end_mask: int = 0
+    shrink_axis_mask: int = 0
+
+
+@dataclass(frozen=True)
 class NoOptions:
     """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE, HARD_SWISH, MAXIMUM,
     MINIMUM, ABS."""
@@ -150,6 +160,7 @@ OpOptions = (
     | ConcatenationOptions
     | SoftmaxOptions
     | LeakyReluOptions
+    | StridedSliceOptions
     | NoOptions
 )
 
@@ -177,4 +188,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.MINIMUM: NoOptions,
     OpType.ABS: NoOptions,
     OpType.TRANSPOSE: NoOptions,  # inputs (x, perm int32 constant)
+    OpType.STRIDED_SLICE: StridedSliceOptions,
 }

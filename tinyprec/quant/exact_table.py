@@ -40,6 +40,7 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.MAXIMUM: FLOAT_EXACT,
     OpType.MINIMUM: FLOAT_EXACT,
     OpType.TRANSPOSE: FLOAT_EXACT,
+    OpType.STRIDED_SLICE: FLOAT_EXACT,
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

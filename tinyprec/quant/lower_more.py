@@ -16,7 +16,7 @@ import numpy as np
 from torch import fx
 
 from tinyprec.errors import QuantSpecError, UnsupportedOpError
-from tinyprec.ir import DType, ElementwiseOptions, LeakyReluOptions, NoOptions, OpType, QParams
+from tinyprec.ir import DType, ElementwiseOptions, LeakyReluOptions, NoOptions, OpType, QParams, StridedSliceOptions
 from tinyprec.quant.lower import Lowering, Value, qparams_of
 from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
 from tinyprec.quant.optable import clamp_bounds, fused_activation
@@ -131,6 +131,37 @@ def _transpose(lw: Lowering, node: fx.Node) -> None:
     _finish(lw, node, OpType.TRANSPOSE, (x.name, const), NoOptions(), qnode, qparams=qp)
 
 
+def _slice(lw: Lowering, node: fx.Node) -> None:
+    """x[..., a:b:s] on one dim -> STRIDED_SLICE over the IR axes (a full slice is no op at all)."""
+    from tinyprec.quant.lower_ops import _AXIS
+
+    x = lw.act(node.args[0], node)
+    rank = len(x.torch_shape)
+    _no_order(lw, node, x)
+    _, qnode = lw.tail(node, fusable=False)
+    qp = _require_shared(lw, node, x, qnode)
+    dim = int(node.args[1]) % rank if len(node.args) > 1 else 0
+    size = x.torch_shape[dim]
+    start = node.args[2] if len(node.args) > 2 and node.args[2] is not None else 0
+    end = node.args[3] if len(node.args) > 3 and node.args[3] is not None else size
+    step = int(node.args[4]) if len(node.args) > 4 else 1
+    begin, stop = (min(max(int(v) + (size if int(v) < 0 else 0), 0), size) for v in (start, end))
+    if (begin, stop, step) == (0, size, 1):
+        lw.qvals[qnode] = x
+        return
+    if dim == 0 or rank not in _AXIS or step < 1:
+        raise UnsupportedOpError(str(node.target), lw.where(node), "slice a non-batch dim of rank 2-4, step >= 1")
+    ir = lw.tensors[x.name].shape
+    axis = 3 if x.flat4 else _AXIS[rank][dim]
+    b, e, s = [0] * len(ir), list(ir), [1] * len(ir)
+    b[axis], e[axis], s[axis] = begin, stop, step
+    src = lw.source(node)
+    consts = [lw.add_const(f"{src or node.name}.{k}", np.array(v, np.int32), DType.INT32, None, src)
+              for k, v in (("begin", b), ("end", e), ("strides", s))]
+    _finish(lw, node, OpType.STRIDED_SLICE, (x.name, *consts), StridedSliceOptions(begin_mask=1, end_mask=1),
+            qnode, qparams=qp, flat4=x.flat4)
+
+
 MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "hard_swish": _unary(OpType.HARD_SWISH),
     "leaky_relu": _unary(OpType.LEAKY_RELU, _leaky_options),
@@ -140,4 +171,5 @@ MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "minimum": _extremum(OpType.MINIMUM),
     "clamp": _clamp,
     "transpose": _transpose,
+    "slice": _slice,
 }

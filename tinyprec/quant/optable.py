@@ -169,8 +169,13 @@ def _check_batch_norm(node: Any) -> str | None:
 def _check_slice(node: Any) -> str | None:
     start, end, step = _arg(node, 2, "start", None), _arg(node, 3, "end", None), _arg(node, 4, "step", 1)
     if start in (None, 0) and (end is None or int(end) >= 2**62) and int(step or 1) == 1:
-        return None
-    return "slicing an activation is not lowered yet; split the layer into separate branches instead"
+        return None  # a full slice (x[:, :, None] writes one): nothing to do
+    rank = _rank(node.args[0])
+    if int(_arg(node, 1, "dim", 0)) % (rank or 1) == 0:
+        return "slicing the batch dim is not supported"
+    if rank is not None and rank > 4:
+        return f"slicing a rank-{rank} tensor: ranks 2 to 4 only"
+    return None
 
 
 def torch_perm(node: Any, rank: int | None = None) -> list[int] | None:
@@ -284,8 +289,8 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.squeeze.dim": OpRow(_R.SHARED, "reshape", "x.squeeze(d)", "RESHAPE"),
     "aten.squeeze.dims": OpRow(_R.SHARED, "reshape", "x.squeeze((d, e))", "RESHAPE"),
     "aten.squeeze.default": OpRow(_R.SHARED, "reshape", "x.squeeze()", "RESHAPE"),
-    "aten.slice.Tensor": OpRow(_R.SHARED, "reshape", "x[:, :, None] (a full slice)", "(none)",
-                               "only full slices (no start/stop/step) yet", check=_check_slice),
+    "aten.slice.Tensor": OpRow(_R.SHARED, "slice", "x[:, a:b:s], x[..., 2:]", "STRIDED_SLICE (none for a full slice)",
+                               "not the batch dim; ranks 2-4", check=_check_slice),
     "aten.pad.default": OpRow(_R.SHARED, "pad", "F.pad(x, p)", "PAD (or SAME padding of the next conv)",
                               "zero padding only", check=_check_pad),
     "aten.constant_pad_nd.default": OpRow(_R.SHARED, "pad", "ZeroPad1d/2d, ConstantPad(0)",
