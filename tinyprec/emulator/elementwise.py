@@ -25,7 +25,7 @@ import numpy as np
 
 from tinyprec.emulator.common import Prepared, act_range, fail, per_tensor
 from tinyprec.emulator.fixedpoint import mbqm, mbqm_smaller_than_one, wrap32
-from tinyprec.ir import Graph, Op, OpType, quantize_multiplier
+from tinyprec.ir import Graph, Op, OpType, StridedSliceOptions, quantize_multiplier
 
 _I16_MIN, _I16_MAX = -(1 << 15), (1 << 15) - 1
 
@@ -248,9 +248,10 @@ def prepare_strided_slice(op: Op, graph: Graph, single: bool) -> Prepared:
     if not len(begin) == len(end) == len(strides) == rank:
         raise fail(op, f"begin/end/strides must each have {rank} values (the input's rank)")
     o = op.options
+    assert isinstance(o, StridedSliceOptions)
     try:
-        ranges = slice_ranges(x.shape, begin, end, strides, o.begin_mask, o.end_mask,  # type: ignore[union-attr]
-                              o.shrink_axis_mask)  # type: ignore[union-attr]
+        ranges = slice_ranges(x.shape, [int(v) for v in begin], [int(v) for v in end], [int(v) for v in strides],
+                              o.begin_mask, o.end_mask, o.shrink_axis_mask)
     except ValueError as err:
         raise fail(op, str(err)) from None
     if ranges[0][:3] != (0, x.shape[0], 1) or ranges[0][3]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from tinyprec.errors import UnsupportedOpError
 from tinyprec.ir.graph import Op
-from tinyprec.ir.ops import ElementwiseOptions, LeakyReluOptions, OpType
+from tinyprec.ir.ops import ElementwiseOptions, LeakyReluOptions, OpType, StridedSliceOptions
 
 _TO_NCHW = (0, 3, 1, 2)
 
@@ -80,9 +80,10 @@ def _strided_slice(b: Any, op: Op, i: int) -> str:
     if len(consts) != 3 or any(t is None or t.data is None for t in consts):
         raise UnsupportedOpError("STRIDED_SLICE", _where(op, i), "begin, end and strides must be constants")
     o = op.options
+    assert isinstance(o, StridedSliceOptions)
     shape = b.graph.tensors[op.inputs[0]].shape
-    ranges = slice_ranges(shape, *(np.asarray(t.data).reshape(-1) for t in consts),  # type: ignore[union-attr]
-                          o.begin_mask, o.end_mask, o.shrink_axis_mask)
+    begin, end, strides = ([int(v) for v in np.asarray(t.data).reshape(-1)] for t in consts)  # type: ignore[union-attr]
+    ranges = slice_ranges(shape, begin, end, strides, o.begin_mask, o.end_mask, o.shrink_axis_mask)
     if any(r[3] for r in ranges):
         raise UnsupportedOpError("STRIDED_SLICE", _where(op, i), "shrink_axis_mask is not written to ONNX")
     nchw = {0: 0, 1: 2, 2: 3, 3: 1}
