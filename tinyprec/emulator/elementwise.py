@@ -129,6 +129,12 @@ def abs_table(si: float, zi: int, so: float, zo: int, single: bool = False) -> n
 
 
 # --- prepare ---------------------------------------------------------------------------------------------
+def _need(op: Op, n: int) -> None:
+    """A foreign file may leave inputs out (index -1): refuse before a kernel reads them."""
+    if len(op.inputs) < n or any(name is None for name in op.inputs[:n]):
+        raise fail(op, f"needs {n} inputs, got {sum(name is not None for name in op.inputs)}")
+
+
 def _io(op: Op, graph: Graph) -> tuple[float, int, float, int]:
     x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]  # type: ignore[index]
     if tuple(x.shape) != tuple(y.shape):
@@ -182,6 +188,7 @@ def _sub(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, m1: int, s1: int,
 
 
 def prepare_sub(op: Op, graph: Graph, single: bool) -> Prepared:
+    _need(op, 2)
     s1, z1 = per_tensor(op, graph.tensors[op.inputs[0]])  # type: ignore[index]
     s2, z2 = per_tensor(op, graph.tensors[op.inputs[1]])  # type: ignore[index]
     so, zo = per_tensor(op, graph.tensors[op.outputs[0]])
@@ -207,6 +214,7 @@ def prepare_sub(op: Op, graph: Graph, single: bool) -> Prepared:
 
 def _prepare_extremum(is_max: bool) -> Callable[[Op, Graph, bool], Prepared]:
     def prepare(op: Op, graph: Graph, single: bool) -> Prepared:
+        _need(op, 2)
         y = graph.tensors[op.outputs[0]]
         so, zo = per_tensor(op, y)
         for name in op.inputs[:2]:
@@ -222,6 +230,7 @@ def _prepare_extremum(is_max: bool) -> Callable[[Op, Graph, bool], Prepared]:
 
 
 def prepare_transpose(op: Op, graph: Graph, single: bool) -> Prepared:
+    _need(op, 2)
     from tinyprec.emulator.common import int_data
 
     x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]  # type: ignore[index]
@@ -239,6 +248,7 @@ def prepare_transpose(op: Op, graph: Graph, single: bool) -> Prepared:
 
 
 def prepare_strided_slice(op: Op, graph: Graph, single: bool) -> Prepared:
+    _need(op, 4)
     from tinyprec.emulator.common import int_data
     from tinyprec.ir.slicing import slice_ranges, sliced_shape
 
