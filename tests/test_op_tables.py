@@ -16,10 +16,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _layer_tables() -> dict[str, object]:
     from tinyprec.emulator.ops import PREPARE
+    from tinyprec.formats.firmware import RESOLVER_METHOD
     from tinyprec.formats.onnx_qdq import EMITTERS
     from tinyprec.formats.tflite_ops import OP_TABLE
     from tinyprec.formats.tflite_reader import _BUILTINS
     from tinyprec.formats.tflite_reader_options import OPTION_READERS
+    from tinyprec.mcu.flash import RESOLVER
+    from tinyprec.mcu.latency import _PER_OUTPUT
+    from tinyprec.mcu.macs import _MACS
     from tinyprec.quant.exact_table import EXACT_BY_OPTYPE
 
     return {
@@ -30,6 +34,10 @@ def _layer_tables() -> dict[str, object]:
         "emulator PREPARE": PREPARE,
         "onnx EMITTERS": EMITTERS,
         "tflm_exact EXACT_BY_OPTYPE": EXACT_BY_OPTYPE,
+        "firmware RESOLVER_METHOD": RESOLVER_METHOD,
+        "mcu flash RESOLVER": RESOLVER,
+        "mcu macs _MACS": _MACS,
+        "mcu latency _PER_OUTPUT": _PER_OUTPUT,
     }
 
 

@@ -162,6 +162,16 @@ def _slice(lw: Lowering, node: fx.Node) -> None:
             qnode, qparams=qp, flat4=x.flat4)
 
 
+def _expand(lw: Lowering, node: fx.Node) -> None:
+    """expand/expand_as feeding a broadcasting op: the op broadcasts the unexpanded value itself."""
+    x = lw.act(node.args[0], node)
+    _, qnode = lw.tail(node, fusable=False)
+    _require_shared(lw, node, x, qnode)
+    if len(lw.shape(qnode)) != len(x.torch_shape):
+        raise UnsupportedOpError(str(node.target), lw.where(node), "expand must keep the rank (use view first)")
+    lw.qvals[qnode] = x
+
+
 MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "hard_swish": _unary(OpType.HARD_SWISH),
     "leaky_relu": _unary(OpType.LEAKY_RELU, _leaky_options),
@@ -172,4 +182,5 @@ MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "clamp": _clamp,
     "transpose": _transpose,
     "slice": _slice,
+    "expand": _expand,
 }

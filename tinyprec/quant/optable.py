@@ -202,6 +202,16 @@ def _check_permute(node: Any) -> str | None:
     return None
 
 
+_BROADCASTING = ("aten.add", "aten.mul", "aten.sub", "aten.maximum", "aten.minimum")
+
+
+def _check_expand(node: Any) -> str | None:
+    users = list(getattr(node, "users", ()))
+    if users and all(str(u.target).startswith(_BROADCASTING) for u in users):
+        return None
+    return "expand/expand_as only as an operand of add/mul/sub/maximum/minimum (which broadcast)"
+
+
 def _check_softmax(node: Any) -> str | None:
     rank = _rank(node.args[0])
     dim = _arg(node, 1, "dim", -1)
@@ -267,6 +277,10 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                   "batch dim stays first; ranks 2-4", check=_check_permute),
     "aten.transpose.int": OpRow(_R.SHARED, "transpose", "x.transpose(a, b)", "TRANSPOSE",
                                 "batch dim stays first; ranks 2-4", check=_check_permute),
+    "aten.expand_as.default": OpRow(_R.SHARED, "expand", "w.expand_as(y) (into a mul/add)", "(none: broadcast)",
+                                    "only as an operand of a broadcasting op", check=_check_expand),
+    "aten.expand.default": OpRow(_R.SHARED, "expand", "w.expand(...) (into a mul/add)", "(none: broadcast)",
+                                 "only as an operand of a broadcasting op", check=_check_expand),
     # same qparams in and out
     "aten.max_pool1d.default": OpRow(_R.SHARED, "max_pool", "MaxPool1d", "MAX_POOL_2D"),
     "aten.max_pool2d.default": OpRow(_R.SHARED, "max_pool", "MaxPool2d", "MAX_POOL_2D",
@@ -367,7 +381,7 @@ def supported_summary() -> str:
     """The PyTorch spellings stage 2 accepts, for error messages."""
     seen: list[str] = []
     for row in OPS.values():
-        if row.pytorch.startswith("(") or row.pytorch in seen:
+        if row.pytorch.startswith("(") or "inplace" in row.pytorch or row.pytorch in seen:
             continue
         seen.append(row.pytorch)
     return ", ".join(seen)
