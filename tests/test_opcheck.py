@@ -116,3 +116,21 @@ def test_quantizer_and_lowering_agree_on_what_the_lowering_has() -> None:
     out = run_everywhere(Agree(), (2, 6, 6))
     assert out.op_types().count("CONV_2D") == 3
     assert_exact(out)
+
+
+def test_model_torch_export_cannot_capture_is_one_line() -> None:
+    from tinyprec.quant.opcheck import check_model_ops
+
+    class DataDependent(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.sum() > 0:  # Python control flow on a tensor value
+                return self.fc(x)
+            return -self.fc(x)
+
+    with pytest.raises(UnsupportedOpError, match=r"torch.export cannot capture it") as info:
+        check_model_ops(DataDependent(), torch.zeros(2, 4))
+    assert "\n" not in str(info.value)

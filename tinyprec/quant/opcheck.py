@@ -106,7 +106,14 @@ def check_model_ops(model: torch.nn.Module, example_input: torch.Tensor, *, outp
     m = copy.deepcopy(model).float().cpu()
     if output_softmax:
         m = with_output_softmax(m)
-    check_ops(export_for_quant(m, example_input.float().cpu(), train=False))
+    try:
+        gm = export_for_quant(m, example_input.float().cpu(), train=False)
+    except Exception as err:  # noqa: BLE001 - torch.export's many error types: one line for the user
+        first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+        raise UnsupportedOpError("torch.export", f"the model on an input of shape {tuple(example_input.shape)}",
+                                 f"torch.export cannot capture it ({type(err).__name__}: {first.strip()[:300]}); "
+                                 "stage 2 needs a graph without data-dependent Python control flow") from None
+    check_ops(gm)
 
 
 def check_before_training(model: torch.nn.Module, dataset: Any, *, output_softmax: bool = False) -> None:

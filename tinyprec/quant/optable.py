@@ -256,7 +256,8 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                     "own output qparams; TFLM's fixed point is within 1 LSB of float"),
     "aten.hardswish_.default": OpRow(_R.UNARY, "hard_swish", "Hardswish(inplace=True)", "HARD_SWISH"),
     "aten.leaky_relu.default": OpRow(_R.UNARY, "leaky_relu", "LeakyReLU, F.leaky_relu", "LEAKY_RELU",
-                                     "own output qparams"),
+                                     "own output qparams; with a negative slope TF Lite's kernel differs from "
+                                     "TFLM by 1 LSB (tests/test_ops_micro.py)"),
     "aten.leaky_relu_.default": OpRow(_R.UNARY, "leaky_relu", "LeakyReLU(inplace=True)", "LEAKY_RELU"),
     "aten.abs.default": OpRow(_R.UNARY, "abs", "torch.abs, x.abs()", "ABS", "own output qparams"),
     # elementwise
