@@ -1,5 +1,6 @@
 """Architectures users bring, built from issue 11's ops, through tinyprec.train / quantize (QAT) / export /
-validate: TFLM == emulator and TFLM == the TFLM-exact program on 100% of outputs."""
+validate: TFLM == emulator and TFLM == the TFLM-exact program on 100% of outputs, TF Lite's reference
+kernels == TFLM on the exported file."""
 
 from __future__ import annotations
 
@@ -75,4 +76,14 @@ def test_user_architecture_runs_exact_through_the_api(tmp_path: Path, arch: str)
     agreement = result.report["agreement"]
     assert agreement["tflm_vs_emulator"]["identical_outputs"] == 100.0, agreement["tflm_vs_emulator"]
     assert agreement["tflm_vs_fake_quant_tflm"]["identical_outputs"] == 100.0, agreement["tflm_vs_fake_quant_tflm"]
-    assert agreement["tflm_vs_tflite"]["identical_outputs"] == 100.0, agreement["tflm_vs_tflite"]
+    # TF Lite's reference kernels (validation's runner uses its optimized ones, which round some conv1d
+    # differently, see docs/DESIGN.md) on random int8 inputs of the exported file.
+    from tinyprec.formats.tflite_reader import read_tflite
+    from tinyprec.runtimes.tflite import run_tflite
+    from tinyprec.runtimes.tflm import run_tflm
+
+    data = (out / "model" / "model_int8.tflite").read_bytes()
+    graph = read_tflite(data)
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    xq = np.random.default_rng(1).integers(-128, 128, (32, *shape)).astype(np.int8)
+    np.testing.assert_array_equal(np.asarray(run_tflite(data, xq, kernels="reference")), np.asarray(run_tflm(data, xq)))
