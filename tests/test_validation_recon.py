@@ -32,6 +32,7 @@ def _data(n: int, rng: np.random.Generator, anomalous: bool = False) -> np.ndarr
     return x.astype(np.float32)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("flags", [False, True])
 def test_autoencoder_is_gated_on_reconstruction(tmp_path: Path, flags: bool) -> None:
     torch = pytest.importorskip("torch")
