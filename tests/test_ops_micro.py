@@ -61,7 +61,19 @@ def _strided_slice(begin: tuple[int, ...], end: tuple[int, ...], strides: tuple[
     return b.graph([y])
 
 
+def _prelu(alpha_shape: tuple[int, ...], sa: float, za: int) -> Graph:
+    b = MicroBuilder(np.random.default_rng(6), "prelu")
+    x = b.input("x", (1, 4, 5, 3), scale=0.03, zp=-6)
+    data = np.random.default_rng(7).integers(-128, 128, size=alpha_shape).astype(np.int8)
+    a = b.const("alpha", data, DType.INT8, QParams.per_tensor(sa, za))
+    y = b.act("y", (1, 4, 5, 3), 0.04, -20)
+    b.op(OpType.PRELU, (x, a), (y,), NoOptions())
+    return b.graph([y])
+
+
 CASES = {
+    "prelu_per_channel": lambda: _prelu((1, 1, 1, 3), 0.004, 10),
+    "prelu_single_alpha": lambda: _prelu((1,), 0.02, -3),
     "strided_slice": lambda: _strided_slice((0, 1, 0, 1), (1, 5, 7, 4), (1, 2, 3, 1), (1, 1, 0), (1, 2, 3, 3)),
     "strided_slice_negative": lambda: _strided_slice((0, -1, -2, 0), (1, 0, 0, 4), (1, -2, -1, 2), (1, 1, 0),
                                                      (1, 3, 5, 2)),

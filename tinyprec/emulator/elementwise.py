@@ -276,6 +276,40 @@ def prepare_strided_slice(op: Op, graph: Graph, single: bool) -> Prepared:
     return Prepared(lambda args: np.ascontiguousarray(args[0][index]))
 
 
+@nb.njit(cache=True, nogil=True)
+def _prelu(x: np.ndarray, a: np.ndarray, zi: int, za: int, m1: int, s1: int, m2: int, s2: int, zo: int,
+           single: bool) -> np.ndarray:  # pragma: no cover - numba
+    out = np.empty(x.size, np.int8)
+    for i in range(x.size):
+        v = np.int64(x[i]) - zi
+        if v >= 0:
+            r = mbqm(v, m1, s1, single)  # type: ignore[arg-type]
+        else:
+            r = mbqm(v * (np.int64(a[i]) - za), m2, s2, single)  # type: ignore[arg-type]
+        out[i] = min(max(r + zo, -128), 127)
+    return out
+
+
+def prepare_prelu(op: Op, graph: Graph, single: bool) -> Prepared:
+    """PRELU (reference/prelu.h): x >= zp_in rescaled by s_in/s_out, else (x - zp)(alpha - zp_a) by
+    s_in*s_alpha/s_out; both multipliers from double products of the float32 scales."""
+    _need(op, 2)
+    si, zi = per_tensor(op, graph.tensors[op.inputs[0]])  # type: ignore[index]
+    sa, za = per_tensor(op, graph.tensors[op.inputs[1]])  # type: ignore[index]
+    so, zo = per_tensor(op, graph.tensors[op.outputs[0]])
+    m1, s1 = quantize_multiplier(float(si) / float(so), single)
+    m2, s2 = quantize_multiplier(float(si) * float(sa) / float(so), single)
+    _broadcast(op, graph)
+
+    def run(args: list[np.ndarray]) -> np.ndarray:
+        shape = np.broadcast_shapes(args[0].shape, args[1].shape)
+        x = np.ascontiguousarray(np.broadcast_to(args[0], shape)).reshape(-1)
+        a = np.ascontiguousarray(np.broadcast_to(args[1], shape)).reshape(-1)
+        return _prelu(x, a, zi, za, m1, s1, m2, s2, zo, single).reshape(shape)
+
+    return Prepared(run)
+
+
 PREPARE_MORE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.HARD_SWISH: prepare_hard_swish,
     OpType.LEAKY_RELU: prepare_leaky_relu,
@@ -285,4 +319,5 @@ PREPARE_MORE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.MINIMUM: _prepare_extremum(False),
     OpType.TRANSPOSE: prepare_transpose,
     OpType.STRIDED_SLICE: prepare_strided_slice,
+    OpType.PRELU: prepare_prelu,
 }

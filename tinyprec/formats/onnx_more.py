@@ -111,4 +111,5 @@ MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.MINIMUM: _binary("Min"),
     OpType.TRANSPOSE: _transpose,
     OpType.STRIDED_SLICE: _strided_slice,
+    OpType.PRELU: _binary("PRelu"),
 }

@@ -212,7 +212,7 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.TANH: _OpSpec(28, "NONE", _o_none, _v_int8_2),
     OpType.QUANTIZE: _OpSpec(114, "NONE", _o_none, _v_quantize),
     OpType.DEQUANTIZE: _OpSpec(6, "NONE", _o_none, _v_dequantize),
-    # issue 11 (int8 versions as op_version.cc: HARD_SWISH 1, LEAKY_RELU 2, SUB 2, MAXIMUM/MINIMUM 2, ABS 2)
+    # issue 11 (int8 versions as op_version.cc: HARD_SWISH 1, LEAKY_RELU 2, SUB 2, MAXIMUM/MINIMUM 2, ABS 2, ...)
     OpType.HARD_SWISH: _OpSpec(117, "NONE", _o_none, _v_one),
     OpType.LEAKY_RELU: _OpSpec(98, "LeakyReluOptions", _o_leaky_relu, _v_int8_2),
     OpType.SUB: _OpSpec(41, "SubOptions", _o_sub, _v_int8_2),
@@ -221,4 +221,5 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.ABS: _OpSpec(101, "NONE", _o_none, _v_int8_2),
     OpType.TRANSPOSE: _OpSpec(39, "NONE", _o_none, _v_int8_2),
     OpType.STRIDED_SLICE: _OpSpec(45, "StridedSliceOptions", _o_strided_slice, _v_int8_2),
+    OpType.PRELU: _OpSpec(54, "NONE", _o_none, _v_one),  # TF Lite registers PRELU version 1 only
 }

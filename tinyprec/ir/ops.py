@@ -36,6 +36,7 @@ class OpType(enum.Enum):
     ABS = "ABS"
     TRANSPOSE = "TRANSPOSE"
     STRIDED_SLICE = "STRIDED_SLICE"
+    PRELU = "PRELU"
 
 
 class Padding(enum.Enum):
@@ -189,4 +190,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.ABS: NoOptions,
     OpType.TRANSPOSE: NoOptions,  # inputs (x, perm int32 constant)
     OpType.STRIDED_SLICE: StridedSliceOptions,
+    OpType.PRELU: NoOptions,  # inputs (x, alpha: int8 constant with its own qparams, broadcast over x)
 }

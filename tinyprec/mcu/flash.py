@@ -43,6 +43,7 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.ABS: ("AddAbs", 2_000),
     OpType.TRANSPOSE: ("AddTranspose", 1_500),
     OpType.STRIDED_SLICE: ("AddStridedSlice", 2_000),
+    OpType.PRELU: ("AddPrelu", 2_500),
 }
 
 

@@ -41,6 +41,7 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.MINIMUM: FLOAT_EXACT,
     OpType.TRANSPOSE: FLOAT_EXACT,
     OpType.STRIDED_SLICE: FLOAT_EXACT,
+    OpType.PRELU: "prelu",  # quant/exact_ops.py
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({
