@@ -138,3 +138,14 @@ def test_strided_slice_end_to_end_exact(case: str) -> None:
     out = run_everywhere(model, shape)
     assert "STRIDED_SLICE" in out.op_types(), out.op_types()
     assert_exact(out, onnx_lsb=2)
+
+
+@pytest.mark.parametrize("channels", [4, 1])
+def test_prelu_end_to_end_exact(channels: int) -> None:
+    torch.manual_seed(0)
+    prelu = nn.PReLU(channels)
+    with torch.no_grad():
+        prelu.weight.copy_(torch.linspace(-0.3, 0.6, channels))  # slopes of both signs
+    out = run_everywhere(Block(prelu), (2, 6, 6))
+    assert "PRELU" in out.op_types(), out.op_types()
+    assert_exact(out, onnx_lsb=2)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from tinyprec.quant.exact_int import encode, mbqm
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -43,7 +45,29 @@ def more_modules() -> dict[str, type]:
             b = mbqm((x2.to(torch.int64) - self.z2) << 20, m[1], s[1])
             return self.finish(mbqm(a - b, m[2], s[2]))
 
-    return {"sub": ExactSub}
+    class ExactPrelu(base):  # type: ignore[misc, valid-type]
+        """TFLM int8 PRELU: two multipliers, the negative side times the offset int8 slope."""
+
+        def __init__(self, zi: int, alpha: np.ndarray, za: int, reals: list[float], out_zp: int) -> None:
+            import torch
+
+            super().__init__(out_zp, -128, 127)
+            self.zi = zi
+            self.register_buffer("alpha", torch.from_numpy(alpha.astype(np.int64) - za))
+            mult, shift = encode(reals)
+            self.register_buffer("mult", mult)
+            self.register_buffer("shift", shift)
+
+        def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
+            import torch
+
+            v = xq.to(torch.int64) - self.zi
+            a = self.alpha.reshape(-1) if self.alpha.numel() == 1 else self.alpha.reshape(1, -1, *[1] * (v.dim() - 2))
+            pos = mbqm(v, self.mult[0], self.shift[0])
+            neg = mbqm(v * a, self.mult[1], self.shift[1])
+            return self.finish(torch.where(v >= 0, pos, neg))
+
+    return {"sub": ExactSub, "prelu": ExactPrelu}
 
 
 def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
@@ -63,6 +87,18 @@ def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
             return None
         lo, hi = act_range(act, so, zo)
         return more_modules()["sub"](a[1], a[2], b[1], b[2], so, zo, lo, hi), [a[0], b[0]]
+    if t is aten.prelu.default and act == "none":
+        x, w = _act_qparams(n.args[0]), n.args[1]
+        if x is None or getattr(w, "target", None) is not torch.ops.quantized_decomposed.dequantize_per_tensor.default:
+            return None
+        from tinyprec.quant.exact import _attr, _f32
+
+        data = _attr(gm, w.args[0])
+        if data is None:
+            return None
+        sa, za = _f32(w.args[1]), int(w.args[2])
+        reals = [float(x[1]) / float(so), float(x[1]) * float(sa) / float(so)]
+        return more_modules()["prelu"](x[2], data.numpy(), za, reals, zo), [x[0]]
     tables = {aten.hardswish.default: "hs", aten.hardswish_.default: "hs", aten.leaky_relu.default: "lr",
               aten.leaky_relu_.default: "lr", aten.abs.default: "abs"}
     kind = tables.get(t)

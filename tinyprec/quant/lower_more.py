@@ -172,6 +172,23 @@ def _expand(lw: Lowering, node: fx.Node) -> None:
     lw.qvals[qnode] = x
 
 
+def _prelu(lw: Lowering, node: fx.Node) -> None:
+    """PReLU -> PRELU; the slopes (C,) or (1,) become an int8 constant broadcast along the IR channel axis."""
+    from tinyprec.quant.lower_ops import _const
+
+    x = lw.act(node.args[0], node)
+    _no_order(lw, node, x)
+    data, qp = _const(lw, node.args[1], node, "the PReLU slope")
+    if qp.scale.size != 1:
+        raise QuantSpecError(f"{lw.where(node)}: the PReLU slope must be quantized per tensor")
+    rank = len(lw.tensors[x.name].shape)
+    shape = (1,) if data.size == 1 else (*([1] * (rank - 1)), data.size)
+    src = lw.source(node)
+    alpha = lw.add_const(f"{src or node.name}.alpha", data.reshape(shape), DType.INT8, qp, src)
+    _, qnode = lw.tail(node, fusable=False)
+    _finish(lw, node, OpType.PRELU, (x.name, alpha), NoOptions(), qnode, flat4=x.flat4)
+
+
 MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "hard_swish": _unary(OpType.HARD_SWISH),
     "leaky_relu": _unary(OpType.LEAKY_RELU, _leaky_options),
@@ -183,4 +200,5 @@ MORE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "transpose": _transpose,
     "slice": _slice,
     "expand": _expand,
+    "prelu": _prelu,
 }

@@ -259,6 +259,8 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                      "own output qparams; with a negative slope TF Lite's kernel differs from "
                                      "TFLM by 1 LSB (tests/test_ops_micro.py)"),
     "aten.leaky_relu_.default": OpRow(_R.UNARY, "leaky_relu", "LeakyReLU(inplace=True)", "LEAKY_RELU"),
+    "aten.prelu.default": OpRow(_R.PARAMETRIC, "prelu", "PReLU", "PRELU",
+                                "own output qparams; the slopes int8 with their own scale and zero point"),
     "aten.abs.default": OpRow(_R.UNARY, "abs", "torch.abs, x.abs()", "ABS", "own output qparams"),
     # elementwise
     "aten.add.Tensor": OpRow(_R.ELEMENTWISE, "add", "+, torch.add", "ADD", "same-rank operands (broadcast allowed)",

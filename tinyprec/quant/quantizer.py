@@ -178,6 +178,11 @@ class TFLiteInt8Quantizer(Quantizer):
         _set(node, inputs=inputs, output=SharedQuantizationSpec((a, node)))
         state.quantized.add(node)
 
+    def _parametric(self, node: fx.Node, state: _State) -> None:
+        x, p = node.args[0], node.args[1]
+        _set(node, inputs={x: self._edge(x, state), p: self._edge(p, state)}, output=self.act)
+        state.quantized.add(node)
+
     def _fixed(self, node: fx.Node, state: _State) -> None:
         x = node.args[0]
         fixed = FIXED_QPARAMS[str(node.target)]
@@ -202,6 +207,7 @@ class TFLiteInt8Quantizer(Quantizer):
         Role.META: _skip,
         Role.UNARY: _activation,  # input as produced, own output observer, never fused
         Role.EXTREMUM: _extremum,
+        Role.PARAMETRIC: _parametric,
     }
 
 

@@ -19,6 +19,7 @@ class Role(enum.Enum):
     META = "meta"  # shape arithmetic and BN bookkeeping; no tensor data to quantize
     UNARY = "unary"  # hardswish / leaky relu / abs: input as produced, own output observer, never fused
     EXTREMUM = "extremum"  # maximum / minimum: both inputs and the output share one set of qparams
+    PARAMETRIC = "parametric"  # prelu: input as produced, its parameter observed on its own, own output
 
 
 class Fixed(enum.Enum):
