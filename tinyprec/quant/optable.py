@@ -340,18 +340,20 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
-    "gelu": "use ReLU, ReLU6 or Hardswish-like ReLU6 gating (GELU is not lowered yet)",
-    "silu": "use ReLU or ReLU6 (SiLU/Swish is not lowered yet)",
-    "hardsigmoid": "use ReLU6 or Sigmoid (Hardsigmoid is not lowered yet)",
-    "elu": "use ReLU (ELU is not lowered yet)",
+    "gelu": "use Hardswish (TFLM HARD_SWISH), ReLU or ReLU6 (GELU is not lowered yet)",
+    "silu": "use Hardswish (TFLM HARD_SWISH), ReLU or ReLU6 (SiLU/Swish is not lowered yet)",
+    "hardsigmoid": "use Sigmoid, or F.relu6(x + b) * s with b and s as buffers (Hardsigmoid is not lowered yet)",
+    "elu": "use LeakyReLU or ReLU (ELU is not lowered yet)",
     "div": "multiply by the reciprocal held in a buffer (division is not lowered yet)",
-    "select": "avoid indexing activations (not lowered yet)",
+    "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
     "matmul": "use Linear layers (matmul between activations is not lowered yet)",
     "bmm": "use Linear layers (bmm is not lowered yet)",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
-    "upsample_nearest2d": "use ConvTranspose-free designs for now (Upsample is not lowered yet)",
-    "max": "use MaxPool (max over dims is not lowered yet)",
-    "amax": "use AdaptiveMaxPool-free global average (amax is not lowered yet)",
+    "upsample_nearest2d": "Upsample is not lowered yet; a stride-1 conv on a zero-padded map is the workaround",
+    "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
+    "amax": "use AdaptiveAvgPool or MaxPool with the full window (amax is not lowered yet)",
+    "split": "slice instead: x[:, :k], x[:, k:] (split/chunk are not lowered yet)",
+    "split_with_sizes": "slice instead: x[:, :k], x[:, k:] (split/chunk are not lowered yet)",
     "zeros": "create constants as registered buffers, not inside forward",
 })
 
