@@ -149,3 +149,26 @@ def test_prelu_end_to_end_exact(channels: int) -> None:
     out = run_everywhere(Block(prelu), (2, 6, 6))
     assert "PRELU" in out.op_types(), out.op_types()
     assert_exact(out, onnx_lsb=2)
+
+
+class GatedChunks(nn.Module):
+    """A GLU-style gate with chunk, and split_with_sizes / split pieces recombined."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 8, 3, padding=1), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        value, gate = y.chunk(2, dim=1)
+        g = value * torch.sigmoid(gate)
+        p, q, r = torch.split(g, [1, 2, 1], dim=1)
+        left, right = g.split(3, dim=3)  # width 6: two pieces of 3
+        return self.b(torch.cat([p + r, q, r], dim=1)) + self.b(torch.cat([right, left], dim=3))
+
+
+def test_chunk_and_split_end_to_end_exact() -> None:
+    torch.manual_seed(0)
+    out = run_everywhere(GatedChunks(), (2, 6, 6))
+    assert out.op_types().count("STRIDED_SLICE") >= 5, out.op_types()
+    assert_exact(out, onnx_lsb=2)

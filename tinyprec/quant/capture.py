@@ -128,8 +128,10 @@ def export_for_quant(model: torch.nn.Module, example_input: torch.Tensor, *, tra
         model.train(was_training)
     gm = program.module()
     from tinyprec.quant.conv_padding import explicit_conv_padding
+    from tinyprec.quant.split_slices import split_to_slices
 
     explicit_conv_padding(gm)
+    split_to_slices(gm)  # chunk/split -> one slice per piece (STRIDED_SLICE)
     prefix = getattr(model, "_tinyprec_unwrap", None)
     if prefix:
         _rebase_paths(gm, prefix)

@@ -306,7 +306,7 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.squeeze.dim": OpRow(_R.SHARED, "reshape", "x.squeeze(d)", "RESHAPE"),
     "aten.squeeze.dims": OpRow(_R.SHARED, "reshape", "x.squeeze((d, e))", "RESHAPE"),
     "aten.squeeze.default": OpRow(_R.SHARED, "reshape", "x.squeeze()", "RESHAPE"),
-    "aten.slice.Tensor": OpRow(_R.SHARED, "slice", "x[:, a:b:s], x[..., 2:]", "STRIDED_SLICE (none for a full slice)",
+    "aten.slice.Tensor": OpRow(_R.SHARED, "slice", "x[:, a:b:s], x.chunk(n, d), x.split(...)", "STRIDED_SLICE (none for a full slice)",
                                "not the batch dim; ranks 2-4", check=_check_slice),
     "aten.pad.default": OpRow(_R.SHARED, "pad", "F.pad(x, p)", "PAD (or SAME padding of the next conv)",
                               "zero padding only", check=_check_pad),
@@ -352,8 +352,6 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "upsample_nearest2d": "Upsample is not lowered yet; a stride-1 conv on a zero-padded map is the workaround",
     "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
     "amax": "use AdaptiveAvgPool or MaxPool with the full window (amax is not lowered yet)",
-    "split": "slice instead: x[:, :k], x[:, k:] (split/chunk are not lowered yet)",
-    "split_with_sizes": "slice instead: x[:, :k], x[:, k:] (split/chunk are not lowered yet)",
     "zeros": "create constants as registered buffers, not inside forward",
 })
 
