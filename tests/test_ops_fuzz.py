@@ -16,12 +16,11 @@ from tinyprec.ir import (
     DType,
     ElementwiseOptions,
     Graph,
-    LeakyReluOptions,
     NoOptions,
     OpType,
     QParams,
-    StridedSliceOptions,
 )
+from tinyprec.ir.ops import LeakyReluOptions, StridedSliceOptions
 
 
 def every_new_op() -> Graph:

@@ -13,7 +13,8 @@ from tinyprec.emulator import Emulator
 from tinyprec.errors import ModelFormatError
 from tinyprec.formats.tflite_reader import read_tflite
 from tinyprec.formats.tflite_writer import write_tflite
-from tinyprec.ir import Activation, DType, ElementwiseOptions, Graph, LeakyReluOptions, NoOptions, OpType, QParams
+from tinyprec.ir import Activation, DType, ElementwiseOptions, Graph, NoOptions, OpType, QParams
+from tinyprec.ir.ops import LeakyReluOptions
 
 
 def _unary(op_type: OpType, si: float, zi: int, so: float, zo: int, options: object = None) -> Graph:
@@ -51,7 +52,7 @@ def _transpose(perm: tuple[int, ...]) -> Graph:
 
 def _strided_slice(begin: tuple[int, ...], end: tuple[int, ...], strides: tuple[int, ...],
                    masks: tuple[int, int, int], out_shape: tuple[int, ...]) -> Graph:
-    from tinyprec.ir import StridedSliceOptions
+    from tinyprec.ir.ops import StridedSliceOptions
 
     b = MicroBuilder(np.random.default_rng(5), "strided_slice")
     x = b.input("x", (1, 6, 7, 4), scale=0.02, zp=9)

@@ -25,7 +25,8 @@ import numpy as np
 
 from tinyprec.emulator.common import Prepared, act_range, fail, per_tensor
 from tinyprec.emulator.fixedpoint import mbqm, mbqm_smaller_than_one, wrap32
-from tinyprec.ir import Graph, Op, OpType, StridedSliceOptions, quantize_multiplier
+from tinyprec.ir import Graph, Op, OpType, quantize_multiplier
+from tinyprec.ir.ops import StridedSliceOptions
 
 _I16_MIN, _I16_MAX = -(1 << 15), (1 << 15) - 1
 

@@ -18,7 +18,6 @@ from tinyprec.ir import (
     DepthwiseConv2DOptions,
     ElementwiseOptions,
     FullyConnectedOptions,
-    LeakyReluOptions,
     MeanOptions,
     NoOptions,
     OpType,
@@ -26,10 +25,9 @@ from tinyprec.ir import (
     PoolOptions,
     ReshapeOptions,
     SoftmaxOptions,
-    StridedSliceOptions,
     Tensor,
 )
-from tinyprec.ir.ops import OpOptions
+from tinyprec.ir.ops import LeakyReluOptions, OpOptions, StridedSliceOptions
 
 _ACTIVATIONS = {0: Activation.NONE, 1: Activation.RELU, 2: Activation.RELU_N1_TO_1, 3: Activation.RELU6}
 _PADDINGS = {0: Padding.SAME, 1: Padding.VALID}

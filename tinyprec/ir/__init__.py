@@ -8,7 +8,6 @@ from tinyprec.ir.ops import (
     DepthwiseConv2DOptions,
     ElementwiseOptions,
     FullyConnectedOptions,
-    LeakyReluOptions,
     MeanOptions,
     NoOptions,
     OpType,
@@ -16,13 +15,12 @@ from tinyprec.ir.ops import (
     PoolOptions,
     ReshapeOptions,
     SoftmaxOptions,
-    StridedSliceOptions,
 )
 from tinyprec.ir.qparams import QParams, quantize_multiplier
 
 __all__ = [
     "Activation", "ConcatenationOptions", "Conv2DOptions", "DType", "DepthwiseConv2DOptions",
-    "ElementwiseOptions", "FullyConnectedOptions", "Graph", "LeakyReluOptions", "MeanOptions", "NoOptions", "Op",
-    "OpType", "Padding", "PoolOptions", "QParams", "ReshapeOptions", "SoftmaxOptions", "StridedSliceOptions", "Tensor",
+    "ElementwiseOptions", "FullyConnectedOptions", "Graph", "MeanOptions", "NoOptions", "Op",
+    "OpType", "Padding", "PoolOptions", "QParams", "ReshapeOptions", "SoftmaxOptions", "Tensor",
     "quantize_multiplier",
 ]

@@ -10,8 +10,7 @@ from tinyprec.ir.ops import OpType
 
 _WEIGHTED = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
 # Ops whose int8 output must carry the input's qparams.
-_SHARED_QPARAMS = (OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.RESHAPE, OpType.PAD, OpType.MAXIMUM,
-                   OpType.MINIMUM, OpType.TRANSPOSE, OpType.STRIDED_SLICE)
+_SHARED_QPARAMS = (OpType.MAX_POOL_2D, OpType.AVERAGE_POOL_2D, OpType.RESHAPE, OpType.PAD)
 _FIXED_OUTPUT = {
     OpType.SOFTMAX: (1.0 / 256.0, -128),
     OpType.LOGISTIC: (1.0 / 256.0, -128),

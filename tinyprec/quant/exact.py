@@ -354,11 +354,7 @@ def tflm_exact(converted_gm: "fx.GraphModule") -> "fx.GraphModule":
     import torch
 
     qd = torch.ops.quantized_decomposed
-    import warnings
-
-    with warnings.catch_warnings():  # torch's pytree warns (FutureWarning) when copying a LeafSpec
-        warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
-        gm = copy.deepcopy(converted_gm)
+    gm = copy.deepcopy(converted_gm)
     mods = _modules()
     count = 0
     for q in list(gm.graph.nodes):

@@ -16,7 +16,8 @@ import numpy as np
 from torch import fx
 
 from tinyprec.errors import QuantSpecError, UnsupportedOpError
-from tinyprec.ir import DType, ElementwiseOptions, LeakyReluOptions, NoOptions, OpType, QParams, StridedSliceOptions
+from tinyprec.ir import DType, ElementwiseOptions, NoOptions, OpType, QParams
+from tinyprec.ir.ops import LeakyReluOptions, StridedSliceOptions
 from tinyprec.quant.lower import Lowering, Value, qparams_of
 from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
 from tinyprec.quant.optable import clamp_bounds, fused_activation
