@@ -101,12 +101,12 @@ class ValidateConfig:
     """Stage 4: accuracy on emulated MCU inference and the resource gate."""
 
     max_drop: float = 1.0
+    max_recon_increase: float = 10.0  # autoencoders: allowed TFLM reconstruction MSE increase over FP32, percent
     board: str = "nrf52840"
     target: str = "cortex-m4"
     flash_budget: int | None = None
     ram_budget: int | None = None
     max_samples: int | None = None
-    max_recon_increase: float = 10.0  # autoencoders: allowed TFLM reconstruction MSE increase over FP32, percent
 
 
 @dataclass(frozen=True)

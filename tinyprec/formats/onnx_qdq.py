@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from tinyprec.errors import ModelFormatError, UnsupportedOpError
-from tinyprec.formats.onnx_more import MORE_EMITTERS
 from tinyprec.ir.graph import DType, Graph, Op, Tensor
 from tinyprec.ir.ops import (
     Activation,
@@ -45,6 +44,7 @@ from tinyprec.ir.ops import (
     SoftmaxOptions,
 )
 from tinyprec.ir.qparams import QParams
+from tinyprec.formats.onnx_more import MORE_EMITTERS  # noqa: I001  (issue 11's emitters)
 
 OPSET = 17
 PRODUCER = "tinyprec"
