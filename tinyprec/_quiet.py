@@ -6,8 +6,12 @@ import os
 
 
 def quiet_third_party() -> None:
-    """Set the environment that keeps TensorFlow, absl and oneDNN quiet. Idempotent."""
+    """Set the environment that keeps TensorFlow, absl and oneDNN quiet, and drop torch's LeafSpec warning."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    import warnings
+
+    # torch's pytree deprecates LeafSpec and warns whenever a GraphModule holding one is copied.
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)

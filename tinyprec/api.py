@@ -61,7 +61,9 @@ def as_dataset(data: Any, *, seed: int = 0, name: str = "arrays") -> "Dataset":
         return data
     if isinstance(data, tuple) and len(data) == 2:
         x, y = data
-        return Dataset.from_arrays(np.asarray(x), None if y is None else np.asarray(y), name=name, seed=seed)
+        if y is None:  # no labels: an autoencoder, validated on its reconstruction error
+            return Dataset.from_arrays(np.asarray(x), None, name=name, seed=seed, task="autoencoder")
+        return Dataset.from_arrays(np.asarray(x), np.asarray(y), name=name, seed=seed)
     try:
         from torch.utils.data import DataLoader
     except ImportError:  # pragma: no cover
@@ -82,15 +84,22 @@ def as_dataset(data: Any, *, seed: int = 0, name: str = "arrays") -> "Dataset":
 
 def train(model: "torch.nn.Module", data: Any, *, config: "TrainConfig | None" = None,
           out_dir: str | Path = DEFAULT_OUT, seed: int = 0, resume: bool = False,
-          progress: Callable[[Any], None] | None = None) -> "TrainResult":
+          progress: Callable[[Any], None] | None = None, check_ops: bool = True) -> "TrainResult":
     """Stage 1: mixed-precision training of ``model`` (FP32 master weights; bf16/fp16 autocast per policy).
 
     Writes out_dir/train/ (checkpoint.pt, model_fp32.pt, metrics.json). See :mod:`tinyprec.api`.
+    First (``check_ops``) it exports the model on an example batch and raises one
+    :class:`~tinyprec.errors.UnsupportedOpsError` naming every op stage 2 cannot convert, before training.
     """
     from tinyprec.recipe import TrainConfig
     from tinyprec.training import train_model
 
-    return train_model(model, as_dataset(data, seed=seed), config or TrainConfig(), Path(out_dir), seed=seed,
+    dataset = as_dataset(data, seed=seed)
+    if check_ops:
+        from tinyprec.quant.opcheck import check_before_training
+
+        check_before_training(model, dataset)
+    return train_model(model, dataset, config or TrainConfig(), Path(out_dir), seed=seed,
                        resume=resume, progress=progress)
 
 

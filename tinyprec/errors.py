@@ -20,6 +20,15 @@ class RecipeError(TinyprecError):
     """A recipe file is malformed: names the file, the key and what is allowed."""
 
 
+class UserCodeError(RecipeError):
+    """The user's own code (a model builder named in a recipe) raised: one line saying what failed, plus
+    ``details``, the traceback frames in the user's files, which the CLI prints above that line."""
+
+    def __init__(self, message: str, details: str = "") -> None:
+        super().__init__(message)
+        self.details = details
+
+
 class DataError(TinyprecError):
     """Input data is unusable (NaN/inf, bad label, wrong shape): names the first bad sample."""
 
@@ -50,3 +59,22 @@ class ValidationGateError(TinyprecError):
     """The validation gate failed (accuracy drop or a budget exceeded)."""
 
     exit_code = 1
+
+
+class UnsupportedOpsError(UnsupportedOpError):
+    """Several unsupported ops at once: one line per refused op (op, module, source line, what to use instead).
+
+    ``refusals`` holds each as an :class:`UnsupportedOpError`; ``op``/``where``/``hint`` are the first one's.
+    """
+
+    def __init__(self, refusals: list[UnsupportedOpError], what: str = "the model") -> None:
+        self.refusals = list(refusals)
+        first = self.refusals[0]
+        self.op, self.where, self.hint = first.op, first.where, first.hint
+        n = len(self.refusals)
+        if n == 1:
+            Exception.__init__(self, str(first))
+            return
+        head = f"{what} has {n} op{'s' if n > 1 else ''} that cannot be converted to TFLite int8 (fix all, then retry):"
+        lines = [f"  - '{r.op}' at {r.where}: {r.hint}" for r in self.refusals]
+        Exception.__init__(self, "\n".join([head, *lines]))

@@ -155,9 +155,12 @@ class _Context:
 
 
 def _run_train(ctx: _Context, hooks: Hooks, resume: bool) -> tuple[list[Path], dict[str, Any]]:
+    from tinyprec.quant.opcheck import check_before_training
     from tinyprec.training import train_model
 
-    r = train_model(ctx.fresh_model(), ctx.dataset, ctx.recipe.train, ctx.out_dir, seed=ctx.recipe.seed,
+    model = ctx.fresh_model()
+    check_before_training(model, ctx.dataset, output_softmax=ctx.recipe.quant.output_softmax)
+    r = train_model(model, ctx.dataset, ctx.recipe.train, ctx.out_dir, seed=ctx.recipe.seed,
                     resume=resume, progress=hooks.train)
     ctx.model_fp32 = r.model.eval()
     return [r.weights_path, r.checkpoint_path, r.metrics_path], {

@@ -108,6 +108,7 @@ class ValidateConfig:
     """Stage 4: accuracy on emulated MCU inference and the resource gate."""
 
     max_drop: float = 1.0
+    max_recon_increase: float = 10.0  # autoencoders: allowed TFLM reconstruction MSE increase over FP32, percent
     board: str = "nrf52840"
     target: str = "cortex-m4"
     flash_budget: int | None = None
@@ -366,16 +367,41 @@ def _build_user_model(model: ModelConfig, where: str) -> Any:
             mod = importlib.import_module(target)
     except ImportError as err:
         raise RecipeError(f"{where}: 'model.module' cannot import '{target}' ({err}); check the name and sys.path") from None
+    except Exception as err:  # noqa: BLE001 - the user's module raised while loading: report it as theirs
+        raise _user_code_error(err, f"{where}: 'model.module': importing '{target}' failed") from None
     fn = getattr(mod, attr, None)
     if not callable(fn):
         raise RecipeError(f"{where}: 'model.module': '{target}' has no callable '{attr}'")
+    import inspect
+
     try:
-        built = fn(**model.args)
+        inspect.signature(fn).bind(**model.args)
     except TypeError as err:
         raise RecipeError(f"{where}: 'model.args' do not fit {model.module} ({err})") from None
+    except ValueError:
+        pass  # no signature to check (a builtin); the call below reports a mismatch
+    try:
+        built = fn(**model.args)
+    except Exception as err:  # noqa: BLE001 - the user's builder raised: their frames and one line
+        raise _user_code_error(err, f"{where}: 'model.module' {model.module} raised while building the model") from None
     if not isinstance(built, nn.Module):
         raise RecipeError(f"{where}: 'model.module' {model.module} returned {type(built).__name__}, not a torch.nn.Module")
     return built
+
+
+def _user_code_error(err: BaseException, what: str) -> Exception:
+    """A :class:`UserCodeError` carrying only the traceback frames outside tinyprec and site-packages."""
+    import traceback
+
+    from tinyprec.errors import UserCodeError
+
+    ours = str(Path(__file__).resolve().parent)
+    frames = [f for f in traceback.extract_tb(err.__traceback__)
+              if not f.filename.startswith(ours) and "site-packages" not in f.filename
+              and not f.filename.startswith("<frozen")]
+    details = "".join(["Traceback (the model code's own frames):\n", *traceback.format_list(frames)]) if frames else ""
+    first = str(err).splitlines()[0] if str(err) else ""
+    return UserCodeError(f"{what}: {type(err).__name__}" + (f": {first}" if first else ""), details)
 
 
 __all__ = [

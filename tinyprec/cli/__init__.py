@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="tinyprec")
     except TinyprecError as err:
+        details = getattr(err, "details", "")
+        if details:  # the user's own traceback frames (UserCodeError)
+            print(details.rstrip(), file=sys.stderr)
         print(f"tinyprec: error: {err}", file=sys.stderr)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:

@@ -83,6 +83,9 @@ def train(
     dataset = load_dataset(r.data, r.seed, base_dir=r.path.parent)
     seed_everything(r.seed)
     model = build_model_for(r)
+    from tinyprec.quant.opcheck import check_before_training
+
+    check_before_training(model, dataset, output_softmax=r.quant.output_softmax)  # refuse before any training
     main = int(os.environ.get("RANK", "0")) == 0
     result = train_model(model, dataset, cfg, out_dir, seed=r.seed, resume=resume, progress=_Reporter(main))
     if main:

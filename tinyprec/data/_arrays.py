@@ -101,6 +101,11 @@ def build_dataset(
         num_classes = 0
         ys = np.zeros(len(xs), dtype=np.int64)
         yt = np.zeros(len(xt), dtype=np.int64) if xt is not None else None
+        if xt is not None and y_test is not None:  # anomaly flags (nonzero = anomalous): validation's AUC
+            flags = np.asarray(y_test).reshape(-1)
+            if len(flags) != len(xt):
+                raise DataError(f"{name} (test): {len(flags)} anomaly flags for {len(xt)} samples")
+            yt = (flags != 0).astype(np.int64)
 
     if xt is None:
         kept, test_idx = _split_indices(ys, test_fraction, seed, classification)

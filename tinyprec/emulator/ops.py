@@ -364,3 +364,7 @@ PREPARE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.QUANTIZE: prepare_quantize,
     OpType.DEQUANTIZE: prepare_dequantize,
 }
+
+from tinyprec.emulator.elementwise import PREPARE_MORE  # noqa: E402  (issue 11's ops, in their own module)
+
+PREPARE.update(PREPARE_MORE)

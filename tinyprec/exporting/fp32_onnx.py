@@ -26,6 +26,7 @@ def fp32_onnx_bytes(model: "torch.nn.Module", example_input: "torch.Tensor") -> 
     import torch
 
     model = copy.deepcopy(model).float().eval()
+    _explicit_same_padding(model)
     example = example_input[:1].detach().float().cpu()
     buf = io.BytesIO()
     try:
@@ -44,3 +45,18 @@ def fp32_onnx_bytes(model: "torch.nn.Module", example_input: "torch.Tensor") -> 
     data = buf.getvalue()
     onnx.checker.check_model(onnx.load_from_string(data), full_check=True)
     return data
+
+
+def _explicit_same_padding(model: "torch.nn.Module") -> None:
+    """Conv padding="same" -> the equal integer padding where it is symmetric (in place, on the copy).
+
+    The TorchScript exporter writes "same" as ONNX auto_pad SAME_*, which ONNX Runtime refuses together
+    with a dilation; explicit pads mean the same and run everywhere.
+    """
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d)) and m.padding == "same" and m.padding_mode == "zeros":
+            totals = [d * (k - 1) for d, k in zip(m.dilation, m.kernel_size)]
+            if all(t % 2 == 0 for t in totals):
+                m.padding = tuple(t // 2 for t in totals)

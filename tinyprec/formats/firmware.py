@@ -69,6 +69,15 @@ RESOLVER_METHOD: dict[OpType, str] = {
     OpType.TANH: "AddTanh",
     OpType.QUANTIZE: "AddQuantize",
     OpType.DEQUANTIZE: "AddDequantize",
+    OpType.HARD_SWISH: "AddHardSwish",
+    OpType.LEAKY_RELU: "AddLeakyRelu",
+    OpType.SUB: "AddSub",
+    OpType.MAXIMUM: "AddMaximum",
+    OpType.MINIMUM: "AddMinimum",
+    OpType.ABS: "AddAbs",
+    OpType.TRANSPOSE: "AddTranspose",
+    OpType.STRIDED_SLICE: "AddStridedSlice",
+    OpType.PRELU: "AddPrelu",
 }
 
 _C_TYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",

@@ -47,6 +47,7 @@ from tinyprec.ir.ops import (
     SoftmaxOptions,
 )
 from tinyprec.ir.qparams import QParams
+from tinyprec.formats.onnx_more import MORE_EMITTERS  # noqa: I001  (issue 11's emitters)
 
 PRODUCER = "tinyprec"
 # IR (NHWC) axis -> ONNX (NCHW) axis, for 4-D activations.
@@ -345,6 +346,7 @@ EMITTERS: dict[OpType, Callable[[_Builder, Op, int], str]] = {
     OpType.TANH: _unary("Tanh"),
     OpType.QUANTIZE: _emit_passthrough,
     OpType.DEQUANTIZE: _emit_passthrough,
+    **MORE_EMITTERS,  # issue 11's ops, in their own module
 }
 
 

@@ -23,12 +23,14 @@ from tinyprec.ir.ops import (
     DepthwiseConv2DOptions,
     ElementwiseOptions,
     FullyConnectedOptions,
+    LeakyReluOptions,
     MeanOptions,
     OpType,
     Padding,
     PoolOptions,
     ReshapeOptions,
     SoftmaxOptions,
+    StridedSliceOptions,
 )
 
 # TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
@@ -214,6 +216,22 @@ def _o_softmax(s: Any, o: SoftmaxOptions, op: Op) -> Any:
     return s.SoftmaxOptionsT(beta=float(o.beta))
 
 
+def _o_sub(s: Any, o: ElementwiseOptions, op: Op) -> Any:
+    return s.SubOptionsT(fusedActivationFunction=ACTIVATION_CODE[o.activation])
+
+
+def _o_leaky_relu(s: Any, o: LeakyReluOptions, op: Op) -> Any:
+    opts = s.LeakyReluOptionsT()
+    opts.alpha = float(o.alpha)
+    return opts
+
+
+def _o_strided_slice(s: Any, o: StridedSliceOptions, op: Op) -> Any:
+    opts = s.StridedSliceOptionsT()
+    opts.beginMask, opts.endMask, opts.shrinkAxisMask = o.begin_mask, o.end_mask, o.shrink_axis_mask
+    return opts
+
+
 def _o_none(s: Any, o: object, op: Op) -> Any:
     return None
 
@@ -246,4 +264,14 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.TANH: _OpSpec(28, "NONE", _o_none, _v_int8_2),
     OpType.QUANTIZE: _OpSpec(114, "NONE", _o_none, _v_quantize),
     OpType.DEQUANTIZE: _OpSpec(6, "NONE", _o_none, _v_dequantize),
+    # issue 11 (int8 versions as op_version.cc: HARD_SWISH 1, LEAKY_RELU 2, SUB 2, MAXIMUM/MINIMUM 2, ABS 2, ...)
+    OpType.HARD_SWISH: _OpSpec(117, "NONE", _o_none, _v_one),
+    OpType.LEAKY_RELU: _OpSpec(98, "LeakyReluOptions", _o_leaky_relu, _v_int8_2),
+    OpType.SUB: _OpSpec(41, "SubOptions", _o_sub, _v_int8_2),
+    OpType.MAXIMUM: _OpSpec(55, "NONE", _o_none, _v_int8_2),
+    OpType.MINIMUM: _OpSpec(57, "NONE", _o_none, _v_int8_2),
+    OpType.ABS: _OpSpec(101, "NONE", _o_none, _v_int8_2),
+    OpType.TRANSPOSE: _OpSpec(39, "NONE", _o_none, _v_int8_2),
+    OpType.STRIDED_SLICE: _OpSpec(45, "StridedSliceOptions", _o_strided_slice, _v_int8_2),
+    OpType.PRELU: _OpSpec(54, "NONE", _o_none, _v_one),  # TF Lite registers PRELU version 1 only
 }

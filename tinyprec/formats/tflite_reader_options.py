@@ -27,7 +27,7 @@ from tinyprec.ir import (
     SoftmaxOptions,
     Tensor,
 )
-from tinyprec.ir.ops import OpOptions
+from tinyprec.ir.ops import LeakyReluOptions, OpOptions, StridedSliceOptions
 
 _ACTIVATIONS = {0: Activation.NONE, 1: Activation.RELU, 2: Activation.RELU_N1_TO_1, 3: Activation.RELU6}
 _PADDINGS = {0: Padding.SAME, 1: Padding.VALID}
@@ -131,6 +131,21 @@ def _softmax(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
     return SoftmaxOptions(beta=beta)
 
 
+def _leaky_relu(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    alpha = float(o.Alpha()) if o is not None else 0.0
+    if not math.isfinite(alpha):
+        raise r.fail(place, f"leaky relu alpha {alpha} is not finite")
+    return LeakyReluOptions(alpha=alpha)
+
+
+def _strided_slice(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    if o is None:
+        return StridedSliceOptions()
+    if o.EllipsisMask() or o.NewAxisMask() or o.Offset():
+        raise r.fail(place, "strided slice with an ellipsis mask, new axis mask or offset is not supported")
+    return StridedSliceOptions(int(o.BeginMask()), int(o.EndMask()), int(o.ShrinkAxisMask()))
+
+
 def _none(*_: Any) -> OpOptions:
     return NoOptions()
 
@@ -153,4 +168,13 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.TANH: (None, _none, True),
     OpType.QUANTIZE: (None, _none, True),
     OpType.DEQUANTIZE: (None, _none, True),
+    OpType.HARD_SWISH: (None, _none, True),
+    OpType.LEAKY_RELU: ("LeakyReluOptions", _leaky_relu, True),
+    OpType.SUB: ("SubOptions", _elementwise, True),
+    OpType.MAXIMUM: (None, _none, True),
+    OpType.MINIMUM: (None, _none, True),
+    OpType.ABS: (None, _none, True),
+    OpType.TRANSPOSE: (None, _none, True),
+    OpType.STRIDED_SLICE: ("StridedSliceOptions", _strided_slice, True),
+    OpType.PRELU: (None, _none, True),
 }

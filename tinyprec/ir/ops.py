@@ -27,6 +27,24 @@ class OpType(enum.Enum):
     TANH = "TANH"
     QUANTIZE = "QUANTIZE"
     DEQUANTIZE = "DEQUANTIZE"
+    # issue 11: activations and elementwise ops TFLM runs natively
+    HARD_SWISH = "HARD_SWISH"
+    LEAKY_RELU = "LEAKY_RELU"
+    SUB = "SUB"
+    MAXIMUM = "MAXIMUM"
+    MINIMUM = "MINIMUM"
+    ABS = "ABS"
+    TRANSPOSE = "TRANSPOSE"
+    STRIDED_SLICE = "STRIDED_SLICE"
+    PRELU = "PRELU"
+
+
+#: The ops issue 11 added, verified on TFLM with int8 activations only: their rows in ir/support.py's
+#: OP_SUPPORT are ``OpSupport(frozenset({DType.INT8}))`` (int16 untested; PRELU's slope is an int8 input).
+INT8_ONLY_OPS: tuple[OpType, ...] = (
+    OpType.HARD_SWISH, OpType.LEAKY_RELU, OpType.SUB, OpType.MAXIMUM, OpType.MINIMUM, OpType.ABS,
+    OpType.TRANSPOSE, OpType.STRIDED_SLICE, OpType.PRELU,
+)
 
 
 class Padding(enum.Enum):
@@ -119,8 +137,25 @@ class SoftmaxOptions:
 
 
 @dataclass(frozen=True)
+class LeakyReluOptions:
+    """LEAKY_RELU: y = x for x >= 0, alpha * x otherwise (alpha as float32 in the file)."""
+
+    alpha: float = 0.2
+
+
+@dataclass(frozen=True)
+class StridedSliceOptions:
+    """STRIDED_SLICE: inputs (x, begin, end, strides: int32 constants of x's rank); bit i of a mask is axis i."""
+
+    begin_mask: int = 0
+    end_mask: int = 0
+    shrink_axis_mask: int = 0
+
+
+@dataclass(frozen=True)
 class NoOptions:
-    """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE."""
+    """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE, HARD_SWISH, MAXIMUM,
+    MINIMUM, ABS."""
 
 
 OpOptions = (
@@ -133,6 +168,8 @@ OpOptions = (
     | ReshapeOptions
     | ConcatenationOptions
     | SoftmaxOptions
+    | LeakyReluOptions
+    | StridedSliceOptions
     | NoOptions
 )
 
@@ -153,4 +190,13 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.TANH: NoOptions,
     OpType.QUANTIZE: NoOptions,
     OpType.DEQUANTIZE: NoOptions,
+    OpType.HARD_SWISH: NoOptions,
+    OpType.LEAKY_RELU: LeakyReluOptions,
+    OpType.SUB: ElementwiseOptions,  # SUB as ADD: (x1, x2), fused activation
+    OpType.MAXIMUM: NoOptions,
+    OpType.MINIMUM: NoOptions,
+    OpType.ABS: NoOptions,
+    OpType.TRANSPOSE: NoOptions,  # inputs (x, perm int32 constant)
+    OpType.STRIDED_SLICE: StridedSliceOptions,
+    OpType.PRELU: NoOptions,  # inputs (x, alpha: int8 constant with its own qparams, broadcast over x)
 }

@@ -38,6 +38,15 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.TANH: ("AddTanh", 2_000),
     OpType.QUANTIZE: ("AddQuantize", 2_000),
     OpType.DEQUANTIZE: ("AddDequantize", 1_500),
+    OpType.HARD_SWISH: ("AddHardSwish", 1_500),
+    OpType.LEAKY_RELU: ("AddLeakyRelu", 1_500),
+    OpType.SUB: ("AddSub", 3_000),
+    OpType.MAXIMUM: ("AddMaximum", 1_500),
+    OpType.MINIMUM: ("AddMinimum", 1_500),
+    OpType.ABS: ("AddAbs", 2_000),
+    OpType.TRANSPOSE: ("AddTranspose", 1_500),
+    OpType.STRIDED_SLICE: ("AddStridedSlice", 2_000),
+    OpType.PRELU: ("AddPrelu", 2_500),
 }
 
 

@@ -60,6 +60,15 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.TANH: 60.0,
     OpType.QUANTIZE: 20.0,
     OpType.DEQUANTIZE: 20.0,
+    OpType.HARD_SWISH: 40.0,
+    OpType.LEAKY_RELU: 30.0,
+    OpType.SUB: 60.0,
+    OpType.MAXIMUM: 8.0,
+    OpType.MINIMUM: 8.0,
+    OpType.ABS: 15.0,
+    OpType.TRANSPOSE: 6.0,
+    OpType.STRIDED_SLICE: 4.0,
+    OpType.PRELU: 40.0,
 }
 _PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
 _PER_OP_OVERHEAD = 2000.0

@@ -84,6 +84,15 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.PAD: _nothing,
     OpType.CONCATENATION: _nothing,
     OpType.RESHAPE: _nothing,
+    OpType.HARD_SWISH: _per_output,
+    OpType.LEAKY_RELU: _per_output,
+    OpType.SUB: _per_output,
+    OpType.MAXIMUM: _per_output,
+    OpType.MINIMUM: _per_output,
+    OpType.ABS: _per_output,
+    OpType.TRANSPOSE: _nothing,
+    OpType.STRIDED_SLICE: _nothing,
+    OpType.PRELU: _per_output,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).

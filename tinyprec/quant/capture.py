@@ -10,8 +10,6 @@ import copy
 import functools
 from typing import TYPE_CHECKING, Any
 
-from tinyprec.errors import UnsupportedOpError
-from tinyprec.quant.ops import OP_ROLES, SUPPORTED_SUMMARY, Role
 
 if TYPE_CHECKING:
     import torch
@@ -129,6 +127,11 @@ def export_for_quant(model: torch.nn.Module, example_input: torch.Tensor, *, tra
     finally:
         model.train(was_training)
     gm = program.module()
+    from tinyprec.quant.conv_padding import explicit_conv_padding
+    from tinyprec.quant.split_slices import split_to_slices
+
+    explicit_conv_padding(gm)
+    split_to_slices(gm)  # chunk/split -> one slice per piece (STRIDED_SLICE)
     prefix = getattr(model, "_tinyprec_unwrap", None)
     if prefix:
         _rebase_paths(gm, prefix)
@@ -136,18 +139,10 @@ def export_for_quant(model: torch.nn.Module, example_input: torch.Tensor, *, tra
 
 
 def check_graph(gm: fx.GraphModule) -> None:
-    """Raise UnsupportedOpError for the first node of ``gm`` that the TFLite int8 quantizer cannot handle."""
-    for node in gm.graph.nodes:
-        if node.op != "call_function" or is_bookkeeping(node):
-            continue
-        name = str(node.target)
-        role = OP_ROLES.get(name)
-        where = describe_where(node)
-        if role is None:
-            raise UnsupportedOpError(_op_name(name), where, f"stage 2 quantizes only: {SUPPORTED_SUMMARY}")
-        problem = _argument_problem(node, name, role)
-        if problem:
-            raise UnsupportedOpError(_op_name(name), where, problem)
+    """Raise one UnsupportedOpsError naming every node of ``gm`` the TFLite int8 quantizer cannot handle."""
+    from tinyprec.quant.opcheck import check_ops
+
+    check_ops(gm)
 
 
 def is_bookkeeping(node: fx.Node) -> bool:
@@ -157,66 +152,11 @@ def is_bookkeeping(node: fx.Node) -> bool:
             and getattr(first, "op", None) == "get_attr")
 
 
-def _op_name(target: str) -> str:
-    return target.removeprefix("aten.").split(".")[0]
-
-
-def _argument_problem(node: fx.Node, name: str, role: Role) -> str | None:
-    """A hint when the op is known but used in a way the int8 spec cannot express, else None."""
-    from torch import fx
-
-    args = node.args
-    if name.startswith("aten.hardtanh"):
-        lo = args[1] if len(args) > 1 else node.kwargs.get("min_val", -1.0)
-        hi = args[2] if len(args) > 2 else node.kwargs.get("max_val", 1.0)
-        if (float(lo), float(hi)) != (0.0, 6.0):
-            return f"only Hardtanh(0, 6) (ReLU6) is supported, got Hardtanh({lo}, {hi}); use ReLU6 or ReLU"
-    if role is Role.ELEMENTWISE:
-        if len(args) < 2 or not all(isinstance(a, fx.Node) for a in args[:2]):
-            return "add/mul need two tensors; a Python scalar operand has no int8 tensor, register it as a buffer"
-        if name.startswith("aten.add") and node.kwargs.get("alpha", 1) != 1:
-            return "add with alpha != 1 is not supported"
-    if name.startswith("aten.adaptive_avg_pool"):
-        size = args[1]
-        sizes = list(size) if isinstance(size, (list, tuple)) else [size]
-        if any(int(s) != 1 for s in sizes):
-            return f"adaptive average pooling only to size 1 (global pooling), got {tuple(sizes)}"
-    if name == "aten.mean.dim":
-        dims = args[1] if len(args) > 1 else None
-        src = args[0]
-        rank = len(src.meta["val"].shape) if isinstance(src, fx.Node) and "val" in src.meta else 0
-        if rank < 3 or dims is None or {int(d) % rank for d in dims} != set(range(2, rank)):
-            return "mean is supported only over all spatial dims (global average pooling)"
-    if name == "aten.pad.default":
-        mode = args[2] if len(args) > 2 else node.kwargs.get("mode", "constant")
-        value = args[3] if len(args) > 3 else node.kwargs.get("value", None)
-        if mode != "constant" or (value not in (None, 0, 0.0)):
-            return f"only constant zero padding is supported, got mode={mode!r} value={value!r}"
-    if name == "aten.constant_pad_nd.default":
-        value = args[2] if len(args) > 2 else 0
-        if value not in (0, 0.0):
-            return f"only zero padding is supported, got value={value!r}"
-    if role is Role.FOLDED:
-        src = args[0]
-        prod = src.target if isinstance(src, fx.Node) else None
-        if str(prod) not in ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default"):
-            return "batch norm is folded into the conv/linear before it; a batch norm elsewhere cannot be"
-        if len(src.users) != 1:
-            return "the conv/linear before this batch norm has other users, so the batch norm cannot be folded"
-        if str(prod) == "aten.linear.default":
-            val = src.args[0].meta.get("val") if isinstance(src.args[0], fx.Node) else None
-            if val is None or len(val.shape) != 2:
-                return "batch norm after a linear folds only for 2-D (N, features) inputs"
-    if role is Role.COMPUTE and name.startswith("aten.conv"):
-        if len(args) > 4 and isinstance(args[4], str):
-            return "string padding ('same'/'valid') is not supported; give explicit padding or nn.ZeroPad2d"
-    return None
-
-
 def check_supported(model: torch.nn.Module, example_input: torch.Tensor) -> None:
     """Raise :class:`~tinyprec.errors.UnsupportedOpError` if ``model`` has an op stage 2 cannot quantize.
 
-    Call it before training: the error names the op, the module path in ``model`` and the supported list.
+    Call it before training: the error names every refused op, its module path, the user's source line and
+    what to use instead.
 
     >>> import torch
     >>> check_supported(torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.ReLU()), torch.zeros(2, 4))

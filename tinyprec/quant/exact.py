@@ -255,18 +255,11 @@ def _const_int(gm: "fx.GraphModule", node: Any) -> tuple[np.ndarray, np.ndarray]
 
 
 def _activation(node: Any) -> str | None:
-    import torch
+    """The fused activation ("relu", "relu6", "relu_n1_to_1") a relu/relu6/hardtanh/clamp node is, else None."""
+    from tinyprec.quant.optable import fused_activation
 
-    aten = torch.ops.aten
-    if node.target in (aten.relu.default, aten.relu_.default):
-        return "relu"
-    if node.target is aten.relu6.default:
-        return "relu6"
-    if node.target in (aten.hardtanh.default, aten.hardtanh_.default):
-        lo = float(node.args[1]) if len(node.args) > 1 else -1.0
-        hi = float(node.args[2]) if len(node.args) > 2 else 1.0
-        return {(0.0, 6.0): "relu6", (-1.0, 1.0): "relu_n1_to_1"}.get((lo, hi))
-    return None
+    found = fused_activation(node) if hasattr(node, "target") else None
+    return None if found is None else found.lower()
 
 
 def _pair(v: Any, n: int = 2) -> tuple[int, ...]:
@@ -282,6 +275,11 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     import torch
 
     aten = torch.ops.aten
+    from tinyprec.quant.exact_ops import build_more
+
+    more = build_more(gm, n, act, so, zo, mods)  # issue 11's ops
+    if more is not None:
+        return more
     lo, hi = act_range(act, so, zo)
     t = n.target
     if n.kwargs:

@@ -9,6 +9,7 @@ activation ranges and the LOGISTIC/TANH int8 tables.
 from __future__ import annotations
 
 import math
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -19,6 +20,16 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 _INT32 = 1 << 31
+
+
+
+def quiet_leafspec() -> None:
+    """tflm_exact deep-copies the converted program; torch's pytree deprecates LeafSpec and warns
+    (FutureWarning) on every copy of a GraphModule holding one, which would leak into every run's output."""
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+
+
+quiet_leafspec()
 
 
 def wrap32(x: "torch.Tensor") -> "torch.Tensor":

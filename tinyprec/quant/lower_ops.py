@@ -68,13 +68,12 @@ def _relu(lw: Lowering, node: fx.Node) -> Activation:
 
 
 def _hardtanh(lw: Lowering, node: fx.Node) -> Activation:
-    lo = float(node.args[1]) if len(node.args) > 1 else -1.0
-    hi = float(node.args[2]) if len(node.args) > 2 else 1.0
-    if (lo, hi) == (0.0, 6.0):
-        return Activation.RELU6
-    if (lo, hi) == (-1.0, 1.0):
-        return Activation.RELU_N1_TO_1
-    raise UnsupportedOpError(f"hardtanh({lo}, {hi})", lw.where(node), "only ReLU6 (0, 6) and (-1, 1) clamps")
+    from tinyprec.quant.optable import clamp_bounds, fused_activation
+
+    found = fused_activation(node)
+    if found is None:
+        raise UnsupportedOpError(f"clamp{clamp_bounds(node)}", lw.where(node), "only (0, 6), (-1, 1) and (0, inf) fuse")
+    return Activation[found]
 
 
 ACTIVATIONS: dict[Any, Callable[[Lowering, fx.Node], Activation]] = {
@@ -83,6 +82,8 @@ ACTIVATIONS: dict[Any, Callable[[Lowering, fx.Node], Activation]] = {
     aten.hardtanh.default: _hardtanh,
     aten.hardtanh_.default: _hardtanh,
     aten.relu6.default: lambda lw, n: Activation.RELU6,
+    aten.clamp.default: _hardtanh,  # fused only with bounds the quantizer fuses (optable.fused_activation)
+    aten.clamp_.default: _hardtanh,
 }
 
 

@@ -28,6 +28,8 @@ from tinyprec.ir import (
     SoftmaxOptions,
 )
 from tinyprec.quant.lower import Lowering, Value, qparams_of
+from tinyprec.quant.lower_more import MORE_LOWERINGS
+from tinyprec.quant.optable import OPS, supported_summary
 from tinyprec.quant.lower_layout import ir_shape, storage_order
 from tinyprec.quant.lower_ops import (
     _AXIS,
@@ -257,52 +259,40 @@ def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
     _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
 
 
+#: The lowering handlers by name: the ``lowering`` column of :data:`tinyprec.quant.optable.OPS`.
+LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
+    "conv": _conv,
+    "linear": _linear,
+    "activation": _standalone_activation,
+    "add": _elementwise(OpType.ADD),
+    "mul": _elementwise(OpType.MUL),
+    "max_pool": _pool(OpType.MAX_POOL_2D),
+    "avg_pool": _pool(OpType.AVERAGE_POOL_2D),
+    "adaptive_avg_pool": _pool(OpType.AVERAGE_POOL_2D, adaptive=True),
+    "mean": _mean_dim,
+    "reshape": _reshape,
+    "cat": _cat,
+    "pad": _pad,
+    "softmax": _softmax,
+    "logistic": _unary(OpType.LOGISTIC),
+    "tanh": _unary(OpType.TANH),
+    "identity": _identity,
+    **MORE_LOWERINGS,  # issue 11's ops (quant/lower_more.py)
+}
+
+
+def _overload(name: str) -> Any:
+    """The torch op overload of a table key such as ``"aten.conv2d.padding"``."""
+    _, op, overload = name.split(".")
+    return getattr(getattr(aten, op), overload)
+
+
+#: aten overload -> handler: the graph plumbing (quantize/dequantize) plus one entry per row of OPS.
 HANDLERS: dict[Any, Callable[[Lowering, fx.Node], None]] = {
-    **{op: _standalone_activation for op in ACTIVATIONS},
     **{op: _quantize for op in QUANTIZE_OPS},
     **{op: _dequantize for op in DEQUANTIZE_OPS},
     qd.dequantize_per_channel.default: _ignore,
-    aten.conv2d.default: _conv,
-    aten.conv2d.padding: _conv,
-    aten.conv1d.default: _conv,
-    aten.conv1d.padding: _conv,
-    aten.linear.default: _linear,
-    aten.add.Tensor: _elementwise(OpType.ADD),
-    aten.add_.Tensor: _elementwise(OpType.ADD),
-    aten.mul.Tensor: _elementwise(OpType.MUL),
-    aten.mul_.Tensor: _elementwise(OpType.MUL),
-    aten.max_pool2d.default: _pool(OpType.MAX_POOL_2D),
-    aten.max_pool1d.default: _pool(OpType.MAX_POOL_2D),
-    aten.avg_pool2d.default: _pool(OpType.AVERAGE_POOL_2D),
-    aten.avg_pool1d.default: _pool(OpType.AVERAGE_POOL_2D),
-    aten.adaptive_avg_pool2d.default: _pool(OpType.AVERAGE_POOL_2D, adaptive=True),
-    aten.adaptive_avg_pool1d.default: _pool(OpType.AVERAGE_POOL_2D, adaptive=True),
-    aten.mean.dim: _mean_dim,
-    aten.view.default: _reshape,
-    aten.reshape.default: _reshape,
-    aten._unsafe_view.default: _reshape,
-    aten.flatten.using_ints: _reshape,
-    aten.unsqueeze.default: _reshape,
-    aten.squeeze.dim: _reshape,
-    aten.squeeze.dims: _reshape,
-    aten.squeeze.default: _reshape,
-    aten.cat.default: _cat,
-    aten.concat.default: _cat,
-    aten.pad.default: _pad,
-    aten.constant_pad_nd.default: _pad,
-    aten.softmax.int: _softmax,
-    aten._softmax.default: _softmax,
-    aten.sigmoid.default: _unary(OpType.LOGISTIC),
-    aten.tanh.default: _unary(OpType.TANH),
-    aten.dropout.default: _identity,
-    aten.dropout_.default: _identity,
-    aten.feature_dropout.default: _identity,
-    aten.clone.default: _identity,
-    aten.alias.default: _identity,
-    aten.detach.default: _identity,
+    **{_overload(name): LOWERINGS[row.lowering] for name, row in OPS.items() if row.lowering is not None},
 }
 
-SUPPORTED_HINT = (
-    "supported: conv1d, conv2d (incl. depthwise), linear, add, mul, max/avg pool, adaptive avg pool, mean, "
-    "flatten/view/reshape, cat, zero pad, softmax, sigmoid, tanh, dropout, ReLU/ReLU6"
-)
+SUPPORTED_HINT = f"supported: {supported_summary()}"

@@ -40,6 +40,7 @@ from tinyprec.quant.observers import (
     weight_qspec,
 )
 from tinyprec.quant.ops import FIXED_QPARAMS, OP_ROLES, Role
+from tinyprec.quant.optable import role_for
 
 
 class TFLiteInt8Quantizer(Quantizer):
@@ -91,7 +92,8 @@ class TFLiteInt8Quantizer(Quantizer):
         for node in model.graph.nodes:
             if node.op != "call_function" or node in state.done or is_bookkeeping(node):
                 continue
-            role = OP_ROLES[str(node.target)]
+            role = role_for(node)
+            assert role is not None, node.target  # check_graph refused unknown ops
             self._ANNOTATORS[role](self, node, state)
         return model
 
@@ -125,7 +127,7 @@ class TFLiteInt8Quantizer(Quantizer):
                 bits: int = 8) -> None:
         """Put the output observer on ``last``, fusing a following ReLU/ReLU6 that is its only user."""
         act = _sole_user(last)
-        if act is not None and OP_ROLES.get(str(act.target)) is Role.ACTIVATION and output is None:
+        if act is not None and role_for(act) is Role.ACTIVATION and output is None:
             _set(last)
             state.done.add(act)
             last = act
@@ -203,6 +205,19 @@ class TFLiteInt8Quantizer(Quantizer):
         state.quantized.add(node)
         state.bits[node] = bits
 
+    def _extremum(self, node: fx.Node, state: _State) -> None:
+        a, b = node.args[0], node.args[1]
+        inputs: dict[fx.Node, QuantizationSpecBase] = {a: self._edge(a, state)}
+        if b is not a:
+            inputs[b] = SharedQuantizationSpec((a, node))
+        _set(node, inputs=inputs, output=SharedQuantizationSpec((a, node)))
+        state.quantized.add(node)
+
+    def _parametric(self, node: fx.Node, state: _State) -> None:
+        x, p = node.args[0], node.args[1]
+        _set(node, inputs={x: self._edge(x, state), p: self._edge(p, state)}, output=self.act)
+        state.quantized.add(node)
+
     def _fixed(self, node: fx.Node, state: _State) -> None:
         x = node.args[0]
         fixed = FIXED_QPARAMS[str(node.target)]
@@ -225,6 +240,9 @@ class TFLiteInt8Quantizer(Quantizer):
         Role.FIXED: _fixed,
         Role.FOLDED: _skip,  # reached only through _compute (check_graph refuses a lone batch norm)
         Role.META: _skip,
+        Role.UNARY: _activation,  # input as produced, own output observer, never fused
+        Role.EXTREMUM: _extremum,
+        Role.PARAMETRIC: _parametric,
     }
 
 

@@ -58,6 +58,7 @@ def settings_from(cfg: Any, *, max_drop: float | None = None, board: str | None 
         ram_budget=cfg.ram_budget,
         flash_budget=cfg.flash_budget,
         max_samples=cfg.max_samples,
+        max_recon_increase=float(getattr(cfg, "max_recon_increase", 10.0)),
     )
 
 

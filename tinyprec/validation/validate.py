@@ -53,6 +53,7 @@ class GateSettings:
     ram_budget: int | None = None
     flash_budget: int | None = None
     max_samples: int | None = None
+    max_recon_increase: float = 10.0  # autoencoders: TFLM's reconstruction MSE over FP32's, percent
 
 
 @dataclass(frozen=True)
@@ -183,6 +184,14 @@ def evaluate(
         latency[est.target] = est.ms
     metric_name = "top-1 accuracy (%)" if task.kind == "classification" else "ROC AUC x100 (reconstruction error)"
     checks = _gate(settings, acc, res, verdict, "accuracy" if task.kind == "classification" else "AUC")
+    recon = None
+    if task.kind == "autoencoder":
+        from tinyprec.validation.recon import reconstruction_check, reconstruction_summary
+
+        recon = reconstruction_summary({r.value: (scored[r]["recon_mse"] if r in scored else None) for r in Runner})
+        found = reconstruction_check(recon, settings.max_recon_increase)
+        if found is not None:
+            checks.insert(0, GateCheck(*found))
 
     layers, layer_taps = _layers(models, feed, sources, outputs, progress)
     report: dict[str, Any] = {
@@ -225,6 +234,7 @@ def evaluate(
         report["confusion_matrix"] = {"runner": ref.value, "labels": labels, "matrix": cm.tolist()}
     if task.kind == "autoencoder":
         report["reconstruction_mse"] = {r.value: s["recon_mse"] for r, s in scored.items()}
+        report["reconstruction"] = recon
     return report, checks
 
 
