@@ -39,14 +39,6 @@ class OpType(enum.Enum):
     PRELU = "PRELU"
 
 
-#: The ops issue 11 added, verified on TFLM with int8 activations only: their rows in ir/support.py's
-#: OP_SUPPORT are ``OpSupport(frozenset({DType.INT8}))`` (int16 untested; PRELU's slope is an int8 input).
-INT8_ONLY_OPS: tuple[OpType, ...] = (
-    OpType.HARD_SWISH, OpType.LEAKY_RELU, OpType.SUB, OpType.MAXIMUM, OpType.MINIMUM, OpType.ABS,
-    OpType.TRANSPOSE, OpType.STRIDED_SLICE, OpType.PRELU,
-)
-
-
 class Padding(enum.Enum):
     SAME = "SAME"
     VALID = "VALID"

@@ -49,6 +49,16 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     OpType.TANH: OpSupport(_A8_16),
     OpType.QUANTIZE: OpSupport(_A8_16),
     OpType.DEQUANTIZE: OpSupport(_A8_16),
+    # Issue 11's ops: verified on TFLM with int8 activations only (int16 not yet tested).
+    OpType.HARD_SWISH: OpSupport(_A8),
+    OpType.LEAKY_RELU: OpSupport(_A8),
+    OpType.SUB: OpSupport(_A8),
+    OpType.MAXIMUM: OpSupport(_A8),
+    OpType.MINIMUM: OpSupport(_A8),
+    OpType.ABS: OpSupport(_A8),
+    OpType.TRANSPOSE: OpSupport(_A8),
+    OpType.STRIDED_SLICE: OpSupport(_A8),
+    OpType.PRELU: OpSupport(_A8),  # the slope is an int8 input, not a weight
 }
 
 # Weighted ops: the bias type each activation type takes.
