@@ -13,6 +13,7 @@ import numpy as np
 
 from tinyprec import manifest
 from tinyprec.errors import ArtifactError, DataError, ModelFormatError, TinyprecError
+from tinyprec.ir import INTEGER_KINDS
 from tinyprec.validation.report import write_reports
 from tinyprec.validation.runners import LAYOUT_BY_RANK, Feed, Models, dequantize, make_feed
 from tinyprec.validation.validate import (
@@ -35,9 +36,10 @@ def _read_graph(tflite: bytes, where: str) -> Any:
 
     graph = read_tflite(tflite, where=where)
     kind = graph.metadata.get("kind") or graph.quant_kind()
-    if kind != "int8":
-        raise ModelFormatError(f"{where}: a {kind} model; MCU validation needs a fully int8-quantized .tflite "
-                               "(quantize with tinyprec or the TF converter's full-integer mode)")
+    if kind not in INTEGER_KINDS:
+        raise ModelFormatError(f"{where}: a {kind} model; MCU validation needs a fully integer-quantized .tflite, "
+                               "int8 or int16x8 activations (quantize with tinyprec or the TF converter's "
+                               "full-integer mode)")
     # The emulator's prepare checks what TFLM's Prepare checks, in Python: an inconsistent file is refused
     # here with a reason instead of aborting the process inside TFLM's native code.
     from tinyprec.emulator import Emulator

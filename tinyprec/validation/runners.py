@@ -57,15 +57,16 @@ def to_ir_layout(x: np.ndarray, layout: str) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def quantize(x: np.ndarray, qp: QParams) -> np.ndarray:
-    """Float -> int8 as firmware does it: round(x / scale) half away from zero, + zero point, saturate."""
+def quantize(x: np.ndarray, qp: QParams, dtype: type = np.int8) -> np.ndarray:
+    """Float -> int8 (or int16) as firmware does it: round(x / scale) half away from zero, + zero point, saturate."""
     scaled = np.asarray(x, np.float32) / np.float32(qp.scale[0])
     rounded = np.sign(scaled) * np.floor(np.abs(scaled) + np.float32(0.5))
-    return np.clip(rounded.astype(np.int64) + int(qp.zero_point[0]), -128, 127).astype(np.int8)
+    info = np.iinfo(dtype)
+    return np.clip(rounded.astype(np.int64) + int(qp.zero_point[0]), info.min, info.max).astype(dtype)
 
 
 def dequantize(q: np.ndarray, qp: QParams) -> np.ndarray:
-    """int8 -> float32 with per-tensor qparams."""
+    """int8 (or int16) -> float32 with per-tensor qparams."""
     return ((q.astype(np.float32) - np.float32(qp.zero_point[0])) * np.float32(qp.scale[0])).astype(np.float32)
 
 
@@ -142,24 +143,39 @@ def _input_qparams(g: Graph) -> QParams | None:
     return None
 
 
-def output_qparams(g: Graph) -> QParams | None:
-    """The int8 qparams of the model's output (the tensor before DEQUANTIZE for float I/O)."""
+_INT_OUTPUTS = (DType.INT8, DType.INT16)
+
+
+def output_dtype(g: Graph) -> type:
+    """The integer type of the model's output: int8, or int16 when its last layer computes in 16 bits."""
     t = g.tensors[g.outputs[0]]
-    if t.dtype is DType.INT8:
+    if t.dtype in _INT_OUTPUTS:
+        return t.dtype.numpy.type
+    for op in g.ops:
+        if op.outputs[0] == g.outputs[0] and op.inputs and op.inputs[0] is not None:
+            src = g.tensors[op.inputs[0]]
+            return src.dtype.numpy.type if src.dtype in _INT_OUTPUTS else np.int8
+    return np.int8
+
+
+def output_qparams(g: Graph) -> QParams | None:
+    """The int8/int16 qparams of the model's output (the tensor before DEQUANTIZE for float I/O)."""
+    t = g.tensors[g.outputs[0]]
+    if t.dtype in _INT_OUTPUTS:
         return t.qparams
     for op in g.ops:
         if op.outputs[0] == g.outputs[0] and op.inputs and op.inputs[0] is not None:
             src = g.tensors[op.inputs[0]]
-            return src.qparams if src.dtype is DType.INT8 else None
+            return src.qparams if src.dtype in _INT_OUTPUTS else None
     return None
 
 
 def _mcu_output(models: Models, out: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     qp = output_qparams(models.graph)
-    if out.dtype == np.int8 and qp is not None:
+    if out.dtype in (np.int8, np.int16) and qp is not None:
         return dequantize(out, qp), out
     scores = out.astype(np.float32)
-    return scores, (quantize(scores, qp) if qp is not None else None)
+    return scores, (quantize(scores, qp, output_dtype(models.graph)) if qp is not None else None)
 
 
 def _torch_scores(models: Models, out: Any) -> np.ndarray:
@@ -190,7 +206,7 @@ def _fake_quant(models: Models, feed: Feed, progress: Callable[[int, int], None]
         return _skip("no converted fake-quant graph (foreign model)")
     scores = _torch_scores(models, _run_torch(models.fake_quant, feed.float_torch))
     qp = output_qparams(models.graph)
-    return scores, (quantize(scores, qp) if qp is not None else None), ""
+    return scores, (quantize(scores, qp, output_dtype(models.graph)) if qp is not None else None), ""
 
 
 def _fake_quant_tflm(models: Models, feed: Feed,
