@@ -25,8 +25,9 @@ from tests._micro_lowbits import LOWBITS_MODELS, fixed, int8_twin
 from tinyprec.emulator import Emulator
 from tinyprec.formats.tflite_reader import read_tflite
 from tinyprec.formats.tflite_writer import write_tflite
-from tinyprec.ir import DType, Graph, NoOptions, Op, OpType, Tensor, quantize_multiplier
+from tinyprec.ir import DType, Graph, OpType, quantize_multiplier
 from tinyprec.ir.verify import verify_quantized
+from tinyprec.runtimes.tflite import tf_lite_compatible
 
 CASES = sorted(LOWBITS_MODELS)
 INT4_CASES = [c for c in CASES if c.startswith("w4_") or c.startswith("mixed")]
@@ -70,22 +71,6 @@ def test_int4_file_matches_its_int8_twin_on_tflm(case: str) -> None:
     int4 = [t for t in graph.tensors.values() if t.dtype is DType.INT4 and t.data is not None]
     saved = sum(t.data.size - t.nbytes for t in int4)  # type: ignore[union-attr]
     assert saved > 0 and abs(len(twin) - len(packed) - saved) < 16 * len(int4)  # 16-byte buffer alignment
-
-
-def _dequant_quant(graph: Graph) -> Graph:
-    """QUANTIZE int8 -> int16 as DEQUANTIZE + QUANTIZE through float32 (what TF Lite accepts)."""
-    tensors, ops = dict(graph.tensors), []
-    for op in graph.ops:
-        x = graph.tensors[op.inputs[0]]  # type: ignore[index]
-        y = graph.tensors[op.outputs[0]]
-        if op.type is OpType.QUANTIZE and x.dtype is DType.INT8 and y.dtype is DType.INT16:
-            mid = Tensor(f"{x.name}_float", x.shape, DType.FLOAT32)
-            tensors[mid.name] = mid
-            ops += [Op(OpType.DEQUANTIZE, (x.name,), (mid.name,), NoOptions(), name=f"{op.name}_dq"),
-                    Op(OpType.QUANTIZE, (mid.name,), (y.name,), NoOptions(), name=op.name)]
-        else:
-            ops.append(op)
-    return dataclasses.replace(graph, tensors=tensors, ops=ops)
 
 
 def _with_version(tflite: bytes, builtin: int, version: int) -> bytes:
@@ -136,7 +121,7 @@ def _mul16_float32_multiplier(graph: Graph, xs: list[np.ndarray]) -> np.ndarray:
 def test_tf_lite_reference_kernels_agree(case: str) -> None:
     graph = _graph(case)
     xs = _batch(graph)
-    tf_graph = _dequant_quant(graph)
+    tf_graph = tf_lite_compatible(graph)
     tflite = write_tflite(tf_graph)
     if any(op.type is OpType.DEPTHWISE_CONV_2D and graph.tensors[op.inputs[1]].dtype is DType.INT4  # type: ignore[index]
            for op in graph.ops):

@@ -86,3 +86,28 @@ def run_tflite(
     if not results:
         return np.zeros((0, *tuple(int(d) for d in out["shape"][1:])), dtype=np.dtype(out["dtype"]))
     return np.concatenate(results, axis=0)
+
+
+def tf_lite_compatible(graph: Any) -> Any:
+    """``graph`` (an ir.Graph) as TF Lite runs it: a QUANTIZE int8 -> int16 becomes DEQUANTIZE + QUANTIZE.
+
+    TF Lite's QUANTIZE refuses int8 -> int16 (TFLM requantizes directly); through float32 it gives TFLM's
+    result (tests/test_emulator_lowbits.py). Returns ``graph`` itself when nothing needs rewriting.
+    """
+    import dataclasses
+
+    from tinyprec.ir import DType, NoOptions, Op, OpType, Tensor
+
+    tensors, ops, changed = dict(graph.tensors), [], False
+    for op in graph.ops:
+        x = graph.tensors[op.inputs[0]] if op.inputs and op.inputs[0] is not None else None
+        y = graph.tensors[op.outputs[0]]
+        if op.type is OpType.QUANTIZE and x is not None and x.dtype is DType.INT8 and y.dtype is DType.INT16:
+            mid = Tensor(f"{x.name}_float", x.shape, DType.FLOAT32)
+            tensors[mid.name] = mid
+            ops += [Op(OpType.DEQUANTIZE, (x.name,), (mid.name,), NoOptions(), name=f"{op.name}_dq"),
+                    Op(OpType.QUANTIZE, (mid.name,), (y.name,), NoOptions(), name=op.name)]
+            changed = True
+        else:
+            ops.append(op)
+    return dataclasses.replace(graph, tensors=tensors, ops=ops) if changed else graph

@@ -228,10 +228,15 @@ def _tflm(models: Models, feed: Feed, progress: Callable[[int, int], None] | Non
 
 
 def _tflite(models: Models, feed: Feed, progress: Callable[[int, int], None] | None) -> tuple[np.ndarray, np.ndarray | None, str]:
-    from tinyprec.runtimes.tflite import run_tflite
+    from tinyprec.formats.tflite_writer import write_tflite
+    from tinyprec.runtimes.tflite import run_tflite, tf_lite_compatible
 
-    out = run_tflite(models.tflite, feed.model_input, kernels="optimized", where=models.where)
-    return (*_mcu_output(models, out), "TF Lite builtin optimized kernels")
+    twin = tf_lite_compatible(models.graph)
+    data, note = models.tflite, "TF Lite builtin optimized kernels"
+    if twin is not models.graph:
+        data, note = write_tflite(twin), note + "; QUANTIZE int8->int16 run as DEQUANTIZE + QUANTIZE (TF Lite refuses it)"
+    out = run_tflite(data, feed.model_input, kernels="optimized", where=models.where)
+    return (*_mcu_output(models, out), note)
 
 
 def _onnx_feed(onnx_bytes: bytes, feed: Feed, prefer_torch: bool, where: str) -> np.ndarray:
