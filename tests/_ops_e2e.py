@@ -41,7 +41,7 @@ def convert(model: Any, input_shape: tuple[int, ...], n: int = 64, seed: int = 0
     ds = Dataset.from_arrays(x, np.arange(n) % 2, num_classes=2, seed=seed)
     model = model.eval()
     check_graph(export_for_quant(model, example_like(input_shape), train=False))
-    cfg = QuantConfig(mode="ptq", batch_size=16, calibration_batches=4, precision="fp32")
+    cfg = QuantConfig(mode="ptq", batch_size=16, calibration_batches=4, autocast="fp32")
     return ptq(model, ds, cfg), ds.inputs("test")
 
 
