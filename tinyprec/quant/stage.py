@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyprec import _io
 from tinyprec.errors import RecipeError
 from tinyprec.quant.loops import Progress
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from tinyprec.recipe import QuantConfig
 
 MODES = ("qat", "ptq")
+FLOAT_NAME = "model_float.pt"  # the QAT-trained float weights (the per-layer SQNR reference)
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,23 @@ def _convert(prepared: fx.GraphModule, *, qat: bool) -> fx.GraphModule:
     if qat:
         fold_bn_qat(prepared)  # before convert_pt2e, whose own QAT fold is very slow (see bnfold)
     return tidy(convert_pt2e(prepared, fold_quantize=True))
+
+
+def float_twin_state(prepared: fx.GraphModule, model: torch.nn.Module) -> dict[str, Any] | None:
+    """The QAT-trained float weights and BN statistics of a prepared program, keyed as the state dict of
+    ``with_biases(model)`` without an output-softmax wrapper (None if a key is missing). Call before convert,
+    which folds BN into the weights."""
+    from tinyprec.quant.capture import _output_softmax_class, with_biases
+
+    inner = model.model if isinstance(model, _output_softmax_class()) else model
+    have = prepared.state_dict()
+    out: dict[str, Any] = {}
+    for key, value in with_biases(inner).state_dict().items():
+        found = next((have[c] for c in (key, "model." + key) if c in have and have[c].shape == value.shape), None)
+        if found is None:
+            return None
+        out[key] = found.detach().clone()
+    return out
 
 
 def _check_cfg(cfg: QuantConfig, mode: str) -> None:
@@ -163,6 +182,14 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     else:
         program, fq_acc = ptq_program, ptq_acc
 
+    float_state = facts.pop("_float_state", None)
+    float_path = qdir / FLOAT_NAME
+    if float_state is not None and selected == "qat":
+        with _io.atomic_path(float_path) as tmp:
+            torch.save({"model": float_state}, tmp)
+        manifest.record(out_dir, {"quant_float": float_path})
+    else:
+        float_path.unlink(missing_ok=True)  # PTQ: the network's own float weights are stage 1's
     program_path = conv.save_program(program, example, qdir / conv.PROGRAM_NAME)
     table = conv.qparams_table(program)
     qparams_path = conv.write_json(qdir / conv.QPARAMS_NAME, {"tensors": table})
@@ -212,6 +239,7 @@ def _qat(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, example: to
         "qat_val_scores": list(log.val_scores), "qat_kept_epoch": log.best_epoch,
         "bn_frozen_at_epoch": log.bn_frozen_at, "observers_frozen_at_epoch": log.observers_frozen_at,
     }
+    facts["_float_state"] = float_twin_state(prepared, model)
     program = _convert(prepared, qat=True)
     if val is None:
         return program, precision, len(log.losses), "qat", facts

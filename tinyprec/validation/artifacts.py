@@ -62,6 +62,7 @@ def validate_artifacts(
         onnx_int8=onnx_int8.read_bytes() if onnx_int8.is_file() else None,
         onnx_fp32=onnx_fp32.read_bytes() if onnx_fp32.is_file() else None,
         torch_fp32=model_fp32.eval() if model_fp32 is not None else None, fake_quant=fake_quant,
+        torch_float=_float_twin(out, model_fp32),
         input_layout=LAYOUT_BY_RANK[len(dataset.input_shape) + 1],
         output_layout=graph.metadata.get("output_layout", "NF"), where=str(tflite_path),
     )
@@ -71,6 +72,25 @@ def validate_artifacts(
     report, checks = evaluate(models, feed, task, settings, name=name, mode=mode, sources=sources,
                               progress=progress)
     return _finish(report, checks, out)
+
+
+def _float_twin(out: Path, model_fp32: Any) -> Any:
+    """The network with its own (QAT-trained) float weights from quant/model_float.pt, or None (PTQ, or
+    a run from before the file existed): the per-layer SQNR reference."""
+    path = out / "quant" / "model_float.pt"
+    if model_fp32 is None or not path.is_file():
+        return None
+    import torch
+
+    from tinyprec.quant.capture import with_biases
+
+    twin = with_biases(model_fp32)
+    try:
+        twin.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    except (RuntimeError, OSError, KeyError, EOFError, ValueError) as err:
+        raise ModelFormatError(f"{path}: cannot load the QAT float weights ({str(err).splitlines()[0][:120]}); "
+                               "re-run `tinyprec qat`") from err
+    return twin.eval()
 
 
 def validate_model(

@@ -67,15 +67,7 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         lines.append(f"| {pair} | {_fmt(a['identical_outputs'])} | {_fmt(a['identical_top1'])} | {_fmt(a['max_abs_diff_lsb'])} |")
     if report.get("layers"):
-        lines += ["", f"## Per-layer error ({report.get('layers_taps', 'emulator')} taps vs FP32 activations)", "",
-                  "Each int8 op output, dequantized, against the FP32 model's activation of the PyTorch module it "
-                  "came from (after its folded BatchNorm and fused activation), in NHWC; LSB = that tensor's scale. "
-                  "The FP32 reference is the stage-1 model: after QAT the differences include the fine-tuning of "
-                  "the weights, not only rounding.", "",
-                  "| # | op | module | shape | SQNR (dB) | max err (LSB) | mean err (LSB) |", "|---|---|---|---|---|---|---|"]
-        for row in report["layers"]:
-            lines.append(f"| {row['index']} | {row['op']} | `{row['module']}` | {'x'.join(map(str, row['shape']))} | "
-                         f"{_fmt(row['sqnr_db'])} | {_fmt(row['max_err_lsb'])} | {_fmt(row['mean_err_lsb'], 3)} |")
+        lines += _layer_lines(report)
     res = report["resources"]
     lines += ["", "## MCU resources", "",
               f"- flash: {_bytes(res['flash_bytes'])} = model {_bytes(res['model_bytes'])} + TFLM code "
@@ -97,6 +89,26 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _layer_lines(report: dict[str, Any]) -> list[str]:
+    own = report.get("layers_reference") or "stage-1 FP32 weights"
+    stage1 = any(r.get("sqnr_stage1_db") is not None for r in report["layers"]) and own == "QAT float weights"
+    lines = ["", f"## Per-layer error ({report.get('layers_taps', 'emulator')} taps vs float activations)", "",
+             "Each quantized op output, dequantized, against the float activation of the PyTorch module it came "
+             "from (after its folded BatchNorm and fused activation), in NHWC; LSB = that tensor's scale. "
+             f"Reference: the same network's own float weights ({own}), so the error is quantization alone."
+             + (" The stage-1 column compares with the FP32 model before QAT: it adds the fine-tuning's "
+                "weight drift to the quantization error." if stage1 else ""), ""]
+    head = "| # | op | module | precision | shape | SQNR (dB) |" + (" SQNR vs stage-1 FP32 (dB) |" if stage1 else "")
+    head += " max err (LSB) | mean err (LSB) |"
+    lines += [head, "|---" * (head.count("|") - 1) + "|"]
+    for row in report["layers"]:
+        extra = f" {_fmt(row.get('sqnr_stage1_db'))} |" if stage1 else ""
+        lines.append(f"| {row['index']} | {row['op']} | `{row['module']}` | {row.get('precision') or '-'} | "
+                     f"{'x'.join(map(str, row['shape']))} | {_fmt(row['sqnr_db'])} |{extra} "
+                     f"{_fmt(row['max_err_lsb'])} | {_fmt(row['mean_err_lsb'], 3)} |")
+    return lines
+
+
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -116,22 +128,36 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     acc = {k: v for k, v in report["accuracy"].items() if v is not None}
     if acc:
-        fig, ax = plt.subplots(figsize=(7, 3))
-        ax.bar(list(acc), list(acc.values()), color=["#777" if k == "fp32" else "#3a7" for k in acc])
-        lo = min(acc.values())
-        ax.set_ylim(max(0.0, lo - 5.0), max(acc.values()) + 1.0)
-        for i, v in enumerate(acc.values()):
-            ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.set_ylabel(report["metric"])
+        # Horizontal bars: runner names sit on the y axis, one per row, so long names never overlap.
+        names, values = list(acc)[::-1], list(acc.values())[::-1]
+        fig, ax = plt.subplots(figsize=(7, 0.38 * len(acc) + 1.1))
+        ax.barh(names, values, color=["#777" if k == "fp32" else "#3a7" for k in names])
+        lo, hi = min(values), max(values)
+        ax.set_xlim(max(0.0, lo - 5.0), hi + 0.12 * (hi - max(0.0, lo - 5.0)) + 0.5)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:.2f}", ha="left", va="center", fontsize=8)
+        ax.set_xlabel(report["metric"])
         ax.set_title(f"{report['metric']} per runner ({report['data']['samples']} held-out samples)")
-        ax.tick_params(axis="x", rotation=20)
         out["accuracy"] = _png(fig)
     layers = [r for r in report.get("layers") or [] if r["sqnr_db"] is not None]
     if layers:
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(layers) + 1))
-        ax.barh([f"{r['module']} ({r['op']})" for r in layers][::-1], [r["sqnr_db"] for r in layers][::-1], color="#37a")
+        import numpy as np
+
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(layers) + 1.2))
+        labels = [f"{r['module']} ({r['op']}{', ' + r['precision'] if r.get('precision') else ''})" for r in layers][::-1]
+        y = np.arange(len(layers))
+        stage1 = [r.get("sqnr_stage1_db") for r in layers][::-1]
+        two = report.get("layers_reference") == "QAT float weights" and any(v is not None for v in stage1)
+        h = 0.4 if two else 0.8
+        ax.barh(y + (h / 2 if two else 0), [r["sqnr_db"] for r in layers][::-1], height=h, color="#37a",
+                label="vs the network's own float weights (quantization error)")
+        if two:
+            ax.barh(y - h / 2, [np.nan if v is None else v for v in stage1], height=h, color="#bbb",
+                    label="vs stage-1 FP32 (adds QAT weight drift)")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / (len(layers) + 2)))
+        ax.set_yticks(y, labels)
         ax.set_xlabel("SQNR (dB), higher is better")
-        ax.set_title(f"int8 ({report.get('layers_taps') or 'emulator'} taps) vs FP32 activations, per PyTorch module")
+        ax.set_title(f"per PyTorch module ({report.get('layers_taps') or 'emulator'} taps)")
         out["sqnr"] = _png(fig)
     cm = report.get("confusion_matrix")
     if cm:
@@ -171,9 +197,16 @@ def html_report(report: dict[str, Any], md: str) -> str:
         if key in images:
             parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{images[key]}'>")
     parts.append("<h2>Details</h2>")
-    parts.append(_md_tables_to_html(md))
+    parts.append(_md_tables_to_html(_details(md)))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _details(md: str) -> str:
+    """The Markdown after its title and gate lines, which the HTML page already shows at the top."""
+    lines = md.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Data:")), 0)
+    return "\n".join(lines[start:])
 
 
 def _md_tables_to_html(md: str) -> str:
