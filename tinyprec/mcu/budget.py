@@ -216,10 +216,10 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
     """The budget of the int8 ``graph`` (measured ``file_bytes`` and ``rest_bytes`` = arena - head) with each weighted
     layer at its assigned precision (module path -> weight_bits, act_bits; absent layers stay w8a8).
 
-    Activations: a weighted layer's output takes its ``act_bits``; other ops keep their input's width. A
-    layer whose input width differs from its output width gets a QUANTIZE op: int8 -> int16 before it (it
-    then computes 16x8), or int16 -> int8 after it. This mirrors the lowering; the exported file's own
-    graph (:func:`graph_budget`) and TFLM's measurement are the final word.
+    Activations: a weighted layer computes in its ``act_bits`` (TFLM's 16x8 kernels read and write int16);
+    other ops keep their input's width; where a layer's input width differs, a QUANTIZE (int8 <-> int16)
+    sits in front of it, as the lowering puts it. The exported file's own graph (:func:`graph_budget`) and
+    TFLM's measurement are the final word.
     """
     bits: dict[str, int] = {n: 8 for n in graph.tensors}
     steps: list[tuple[list[tuple[str, int]], list[tuple[str, int]], list[int]]] = []  # (inputs, outputs, scratch)
@@ -241,21 +241,16 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
         if prec.weight_bits == 4:
             consts -= wcount - (wcount + 1) // 2
             int4 = max(int4, wcount)
-        out_bits = int(prec.act_bits)
-        if in_bits == 8 and out_bits == 16:  # QUANTIZE int8 -> int16 in front, then 16x8
-            steps.append(([(ins[0], 8)], [(ins[0] + ":q16", 16)], []))
-            ins = [ins[0] + ":q16", *ins[1:]]
-            in_bits, extra_ops = 16, extra_ops + 1
-        compute_bits = in_bits
-        if compute_bits == 16:
+        out_bits = int(prec.act_bits)  # a layer computes in the bits of its output (16x8 reads int16)
+        if in_bits != out_bits:  # QUANTIZE int8 <-> int16 on the edge in front of it
+            q = f"{ins[0]}:q{out_bits}"
+            steps.append(([(ins[0], in_bits)], [(q, out_bits)], []))
+            ins = [q, *ins[1:]]
+            bits[q], extra_ops = out_bits, extra_ops + 1
+        if out_bits == 16:
             consts += 4 * _channels(graph, op)  # INT64 bias instead of INT32
         scratch = [wcount] if prec.weight_bits == 4 else []
-        if compute_bits == 16 and out_bits == 8:  # 16x8 then QUANTIZE int16 -> int8
-            steps.append((_widths(ins, bits), [(outs[0] + ":o16", 16)], scratch))
-            steps.append(([(outs[0] + ":o16", 16)], [(outs[0], 8)], []))
-            extra_ops += 1
-        else:
-            steps.append((_widths(ins, bits), [(n, out_bits) for n in outs], scratch))
+        steps.append((_widths(ins, bits), [(n, out_bits) for n in outs], scratch))
         for n in outs:
             bits[n] = out_bits
     buffers, int16 = _step_buffers(graph, steps)
