@@ -41,6 +41,7 @@ from tinyprec.ir import (
 
 # Standard deviation of a uniform int8 value, used to size output scales.
 _INT8_STD = 74.0
+_INT16_STD = 18918.0
 
 
 class MicroBuilder:
@@ -53,46 +54,63 @@ class MicroBuilder:
         self.ops: list[Op] = []
         self.inputs: list[str] = []
 
-    def act(self, name: str, shape: tuple[int, ...], scale: float, zp: int) -> str:
-        self.tensors[name] = Tensor(name, shape, DType.INT8, QParams.per_tensor(scale, zp))
+    def act(self, name: str, shape: tuple[int, ...], scale: float, zp: int, dtype: DType = DType.INT8) -> str:
+        self.tensors[name] = Tensor(name, shape, dtype, QParams.per_tensor(scale, 0 if dtype is DType.INT16 else zp))
         return name
 
-    def input(self, name: str, shape: tuple[int, ...], scale: float | None = None, zp: int | None = None) -> str:
-        scale = float(self.rng.uniform(0.01, 0.05)) if scale is None else scale
+    def input(self, name: str, shape: tuple[int, ...], scale: float | None = None, zp: int | None = None,
+              dtype: DType = DType.INT8) -> str:
+        if scale is None:  # int16: the same real range on 16 bits
+            scale = float(self.rng.uniform(0.01, 0.05)) / (256.0 if dtype is DType.INT16 else 1.0)
         zp = int(self.rng.integers(-20, 20)) if zp is None else zp
-        self.inputs.append(self.act(name, shape, scale, zp))
+        self.inputs.append(self.act(name, shape, scale, zp, dtype))
         return name
 
     def const(self, name: str, data: np.ndarray, dtype: DType, qparams: QParams | None = None) -> str:
         self.tensors[name] = Tensor(name, tuple(data.shape), dtype, qparams, np.asarray(data, dtype.numpy))
         return name
 
-    def weights(self, name: str, shape: tuple[int, ...], axis: int | None) -> str:
-        data = self.rng.integers(-127, 128, size=shape).astype(np.int8)
+    def weights(self, name: str, shape: tuple[int, ...], axis: int | None, bits: int = 8) -> str:
+        """Random symmetric weights: int8 in [-127, 127] or (``bits=4``) INT4 in [-7, 7]."""
+        top = 7 if bits == 4 else 127
+        data = self.rng.integers(-top, top + 1, size=shape).astype(np.int8)
+        lo, hi = (0.002 * 127 / top, 0.02 * 127 / top)
         if axis is None:
-            qp = QParams.per_tensor(float(self.rng.uniform(0.002, 0.02)), 0)
+            qp = QParams.per_tensor(float(self.rng.uniform(lo, hi)), 0)
         else:
             n = shape[axis]
-            qp = QParams(self.rng.uniform(0.002, 0.02, size=n).astype(np.float32), np.zeros(n, np.int64), axis)
-        return self.const(name, data, DType.INT8, qp)
+            qp = QParams(self.rng.uniform(lo, hi, size=n).astype(np.float32), np.zeros(n, np.int64), axis)
+        return self.const(name, data, DType.INT4 if bits == 4 else DType.INT8, qp)
+
+    def _std(self, name: str) -> float:
+        """Standard deviation of a uniform random value of the tensor's type."""
+        return _INT16_STD if self.tensors[name].dtype is DType.INT16 else _INT8_STD
+
+    @staticmethod
+    def _top(t: Tensor) -> int:
+        return 7 if t.dtype is DType.INT4 else 127
 
     def bias(self, name: str, x: str, w: str, n: int, fan_in: int) -> str:
+        """int32 bias (int64 for an int16 input) with scale in_scale * w_scale."""
         xs = self.tensors[x].qparams.scale.astype(np.float64)  # type: ignore[union-attr]
         ws = self.tensors[w].qparams.scale.astype(np.float64)  # type: ignore[union-attr]
         scale = np.broadcast_to((xs * ws).astype(np.float32), (n,)).copy()
-        spread = int(np.sqrt(fan_in) * _INT8_STD * 127)
-        data = self.rng.integers(-spread, spread + 1, size=n).astype(np.int32)
+        spread = int(np.sqrt(fan_in) * self._std(x) * self._top(self.tensors[w]))
+        dtype = DType.INT64 if self.tensors[x].dtype is DType.INT16 else DType.INT32
+        data = self.rng.integers(-spread, spread + 1, size=n).astype(dtype.numpy)
         qp = QParams(scale, np.zeros(n, np.int64), 0 if n > 1 and scale.size > 1 else None)
         if np.all(scale == scale[0]):
             qp = QParams.per_tensor(float(scale[0]), 0)
-        return self.const(name, data, DType.INT32, qp)
+        return self.const(name, data, dtype, qp)
 
     def out_for_accumulator(self, name: str, shape: tuple[int, ...], x: str, w: str, fan_in: int) -> str:
-        """An output whose scale fits an accumulator of ``fan_in`` int8 products."""
+        """An output (of ``x``'s type) whose scale fits an accumulator of ``fan_in`` products."""
         xs = float(self.tensors[x].qparams.scale[0])  # type: ignore[union-attr]
         ws = float(np.median(self.tensors[w].qparams.scale))  # type: ignore[union-attr]
-        scale = xs * ws * np.sqrt(fan_in) * _INT8_STD * 127 / 50.0
-        return self.act(name, shape, float(scale), int(self.rng.integers(-10, 10)))
+        dtype = self.tensors[x].dtype
+        steps = 50.0 * (256 if dtype is DType.INT16 else 1)
+        scale = xs * ws * np.sqrt(fan_in) * self._std(x) * self._top(self.tensors[w]) / steps
+        return self.act(name, shape, float(scale), int(self.rng.integers(-10, 10)), dtype)
 
     def op(self, op_type: OpType, inputs: Sequence[str | None], outputs: Sequence[str], options: object) -> None:
         self.ops.append(Op(op_type, tuple(inputs), tuple(outputs), options, name=f"{op_type.value.lower()}_{len(self.ops)}",  # type: ignore[arg-type]
@@ -293,11 +311,12 @@ MICRO_MODELS: dict[str, Callable[[np.random.Generator], Graph]] = {
 
 
 def random_inputs(graph: Graph, rng: np.random.Generator, n: int) -> list[np.ndarray]:
-    """One random int8 batch of ``n`` samples per graph input (batch along dimension 0)."""
+    """One random batch of ``n`` samples per graph input (int8 or int16, batch along dimension 0)."""
     result = []
     for name in graph.inputs:
-        shape = graph.tensors[name].shape
-        result.append(rng.integers(-128, 128, size=(n, *shape[1:])).astype(np.int8))
+        t = graph.tensors[name]
+        info = np.iinfo(t.dtype.numpy)
+        result.append(rng.integers(info.min, info.max + 1, size=(n, *t.shape[1:])).astype(t.dtype.numpy))
     return result
 
 

@@ -41,7 +41,7 @@ mode = "qat"
 epochs = 1
 batch_size = 8
 calibration_batches = 2
-precision = "fp32"
+autocast = "fp32"
 '''
 
 

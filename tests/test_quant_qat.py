@@ -14,7 +14,7 @@ from tinyprec.data import load_dataset
 from tinyprec.recipe import DataConfig, QuantConfig
 from tinyprec.zoo import build_model
 
-CFG = QuantConfig(mode="qat", epochs=1, batch_size=32, calibration_batches=4, lr=1e-4, precision="fp32")
+CFG = QuantConfig(mode="qat", epochs=1, batch_size=32, calibration_batches=4, lr=1e-4, autocast="fp32")
 
 
 def _prepare_both(model, example):
@@ -84,7 +84,7 @@ def test_qat_under_bf16_autocast_keeps_fp32_and_accuracy(trained_digits, digits)
 
     x_test, y_test = digits.inputs("test"), digits.test.y
     fp32 = evaluate(trained_digits, x_test, y_test, task="classification")
-    cfg = dataclasses.replace(CFG, precision="bf16", output_softmax=False)
+    cfg = dataclasses.replace(CFG, autocast="bf16", output_softmax=False)
     prepared = _prepare(trained_digits.train(), example_like(digits.input_shape), qat=True, cfg=cfg)
     fqs = [m for m in prepared.modules() if isinstance(m, FakeQuantizeBase)]
     assert fqs and all(isinstance(m, (Float32FakeQuantize, Float32FixedQParamsFakeQuantize)) for m in fqs)

@@ -23,7 +23,7 @@ SHARED = ("aten.max_pool2d.default", "aten.max_pool1d.default", "aten.avg_pool2d
           "aten.adaptive_avg_pool2d.default", "aten.flatten.using_ints", "aten.view.default",
           "aten.reshape.default", "aten.pad.default", "aten.constant_pad_nd.default", "aten.cat.default")
 FAST = QuantConfig(mode="qat", epochs=1, batch_size=8, calibration_batches=2, lr=1e-4, output_softmax=True,
-                   precision="fp32")
+                   autocast="fp32")
 
 
 def tiny_images(n: int = 60, shape: tuple[int, ...] = (1, 8, 8), classes: int = 4, seed: int = 0) -> Dataset:

@@ -10,7 +10,7 @@ import torch
 from tinyprec.recipe import QuantConfig
 from tinyprec.zoo import ARCHITECTURES, build_model
 
-CFG = QuantConfig(mode="qat", epochs=1, batch_size=4, precision="fp32")
+CFG = QuantConfig(mode="qat", epochs=1, batch_size=4, autocast="fp32")
 # the same layers on a smaller image keep the test fast (MobileNetV1 at 96x96 is ~25 s on a loaded CPU)
 SMALLER = {"mobilenet_v1": ({"input_hw": (32, 32)}, (3, 32, 32))}
 

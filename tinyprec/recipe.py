@@ -81,9 +81,13 @@ class QuantConfig:
     calibration: Literal["minmax", "moving_average", "percentile", "mse"] = "moving_average"
     calibration_batches: int = 16
     percentile: float = 99.99
-    precision: Precision = "auto"
+    autocast: Precision = "auto"  # QAT's mixed-precision policy (stage 1's rules); recipes before issue 10 said precision
     per_channel: bool = True
     output_softmax: bool = False
+    # Per-layer bits (tinyprec.quant.bits): recipe `precision = "int8" | "mixed" | "w4a8" | "a16w8"`.
+    bits: Literal["int8", "mixed", "w4a8", "a16w8"] = "int8"
+    # Recipe table [quant.overrides]: fnmatch pattern on the module path -> preset ("features.*" = "w4a8").
+    overrides: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -254,6 +258,33 @@ def _check_data(data: DataConfig, where: str) -> None:
         raise RecipeError(f"{where}: 'data.val_fraction' + 'data.test_fraction' must be in [0, 1)")
 
 
+def _quant_table(table: dict[str, Any], where: str) -> dict[str, Any]:
+    """[quant] as QuantConfig fields: `precision` is the per-layer bits (QuantConfig.bits; the old autocast
+    values get a one-line error), [quant.overrides] a table of pattern -> preset."""
+    from tinyprec.quant.bits import PRESETS, check_bits
+
+    table = dict(table)
+    if "bits" in table:
+        raise RecipeError(f"{where}: unknown key 'quant.bits'; the recipe spells it 'quant.precision'")
+    if "precision" in table:
+        value = table.pop("precision")
+        if not isinstance(value, str):
+            raise RecipeError(f"{where}: 'quant.precision' = {value!r} is not valid; expected a string")
+        check_bits(value, f"{where}: 'quant.precision'")
+        table["bits"] = value
+    if "overrides" in table:
+        overrides = table.pop("overrides")
+        if not isinstance(overrides, dict):
+            raise RecipeError(f"{where}: [quant.overrides] must be a table of \"pattern\" = \"preset\"")
+        for pattern, name in overrides.items():
+            if name not in PRESETS:
+                raise RecipeError(f"{where}: 'quant.overrides.\"{pattern}\"' = {name!r} is not valid; expected one "
+                                  f"of {', '.join(PRESETS)}")
+        if overrides:
+            table["overrides"] = [[k, v] for k, v in overrides.items()]
+    return table
+
+
 def parse_recipe(doc: dict[str, Any], *, where: str = "<recipe>", base: Path | None = None,
                  default_name: str = "recipe") -> Recipe:
     """Build a Recipe from an already-parsed TOML document (``where`` names it in errors)."""
@@ -261,6 +292,8 @@ def parse_recipe(doc: dict[str, Any], *, where: str = "<recipe>", base: Path | N
     top: dict[str, Any] = {}
     sections: dict[str, Any] = {}
     for key, value in doc.items():
+        if key == "quant" and isinstance(value, dict):
+            value = _quant_table(value, where)
         if key in _SECTIONS:
             sections[key] = _section(_SECTIONS[key], value, where, key, base)
         elif key in _TOP_LEVEL:

@@ -2,8 +2,11 @@
 
 Versions follow TensorFlow's ``tensorflow/lite/tools/versioning/op_version.cc`` for the tensor types
 we write (int8 CONV_2D 3, DEPTHWISE_CONV_2D 3, FULLY_CONNECTED 4 / 5 with keep_num_dims / 6 with two
-inputs, MUL 3 when in1_scale * in2_scale / out_scale >= 1, PAD 4 above rank 4, ...); codes and enum
-values come from the schema (``schema.fbs``).
+inputs, MUL 3 when in1_scale * in2_scale / out_scale >= 1, PAD 4 above rank 4, ...; int16x8 CONV_2D 8
+and FULLY_CONNECTED 11 with ``quantized_bias_type``, int16 pools/LOGISTIC/TANH/SOFTMAX/MEAN/PAD/
+CONCATENATION 3, ADD 3 (general scales), MUL 4, QUANTIZE to int16 2, DEQUANTIZE from int16 3;
+INT4 weights: CONV_2D 7, DEPTHWISE_CONV_2D 7, FULLY_CONNECTED 10); codes and enum values come from
+the schema (``schema.fbs``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from tinyprec.ir.ops import (
 # TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
 TENSOR_TYPE: dict[DType, int] = {
     DType.FLOAT32: 0, DType.INT32: 2, DType.UINT8: 3, DType.INT64: 4, DType.INT16: 7, DType.INT8: 9,
+    DType.INT4: 17,
 }
 PADDING_CODE: dict[Padding, int] = {Padding.SAME: 0, Padding.VALID: 1}
 ACTIVATION_CODE: dict[Activation, int] = {
@@ -44,17 +48,33 @@ def _dtype(graph: Graph, name: str | None) -> DType | None:
 
 # --- op versions: the rules of TensorFlow's op_version.cc for the types we write ---------------
 
-def _v_int8_3(op: Op, g: Graph) -> int:
-    return 3 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
+def _v_by_type(int8: int, int16: int) -> Callable[[Op, Graph], int]:
+    """Version ``int8`` for int8 input, ``int16`` for int16 input, else 1."""
+
+    def version(op: Op, g: Graph) -> int:
+        t = _dtype(g, op.inputs[0])
+        return int8 if t is DType.INT8 else int16 if t is DType.INT16 else 1
+
+    return version
 
 
-def _v_int8_2(op: Op, g: Graph) -> int:
-    return 2 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
+_v_int8_2 = _v_by_type(2, 3)
+_v_int8_3 = _v_by_type(3, 1)
+
+
+def _v_conv(op: Op, g: Graph) -> int:
+    x, w = _dtype(g, op.inputs[0]), _dtype(g, op.inputs[1])
+    if x is DType.INT16 and w is DType.INT8:
+        return 8  # quantized_bias_type is set (int64)
+    if x is DType.INT8:
+        return 7 if w is DType.INT4 else 3
+    return 1
 
 
 def _v_depthwise(op: Op, g: Graph) -> int:
-    if _dtype(g, op.inputs[0]) is DType.INT8:
-        return 3
+    x, w = _dtype(g, op.inputs[0]), _dtype(g, op.inputs[1])
+    if x is DType.INT8:
+        return 7 if w is DType.INT4 else 3
     opts = op.options
     assert isinstance(opts, DepthwiseConv2DOptions)
     return 2 if (opts.dilation_h, opts.dilation_w) != (1, 1) else 1
@@ -63,15 +83,27 @@ def _v_depthwise(op: Op, g: Graph) -> int:
 def _v_fully_connected(op: Op, g: Graph) -> int:
     opts = op.options
     assert isinstance(opts, FullyConnectedOptions)
+    x, w = _dtype(g, op.inputs[0]), _dtype(g, op.inputs[1])
+    if x is DType.INT16 and w is DType.INT8:
+        return 11  # quantized_bias_type is set (int64)
     if len(op.inputs) == 2:
         return 6
     if opts.keep_num_dims:
         return 5
-    return 4 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
+    if x is DType.INT8:
+        return 10 if w is DType.INT4 else 4
+    return 1
+
+
+def _v_add(op: Op, g: Graph) -> int:
+    # int16 with general (non power-of-two) scales: pot_scale_int16 = false is written.
+    return {DType.INT8: 2, DType.INT16: 3}.get(_dtype(g, op.inputs[0]), 1)  # type: ignore[arg-type]
 
 
 def _v_mul(op: Op, g: Graph) -> int:
     a, b, y = (g.tensors[n] for n in (op.inputs[0], op.inputs[1], op.outputs[0]))  # type: ignore[index]
+    if a.dtype is DType.INT16:
+        return 4
     if a.qparams is not None and b.qparams is not None and y.qparams is not None:
         s1, s2, so = (float(t.qparams.scale[0]) for t in (a, b, y))  # type: ignore[union-attr]
         if s1 and s2 and so and s1 * s2 / so >= 1.0:
@@ -87,13 +119,17 @@ def _v_pad(op: Op, g: Graph) -> int:
 
 def _v_dequantize(op: Op, g: Graph) -> int:
     x = g.tensors[op.inputs[0]]  # type: ignore[index]
+    if x.dtype is DType.INT4:
+        return 6
     if x.dtype is DType.INT8:
         return 5 if x.qparams is not None and x.qparams.scale.size > 1 else 2
     return 3 if x.dtype is DType.INT16 else 1
 
 
 def _v_quantize(op: Op, g: Graph) -> int:
-    y = g.tensors[op.outputs[0]]
+    x, y = g.tensors[op.inputs[0]], g.tensors[op.outputs[0]]  # type: ignore[index]
+    if DType.INT4 in (x.dtype, y.dtype):
+        return 4
     if y.qparams is not None and y.qparams.scale.size > 1:
         return 3
     return 2 if y.dtype is DType.INT16 else 1
@@ -103,13 +139,29 @@ def _v_one(op: Op, g: Graph) -> int:
     return 1
 
 
+def finish_options(options: Any, op: Op, g: Graph) -> Any:
+    """Set the option fields that depend on tensor types (the per-op writers see only the options).
+
+    int16 inputs: ``quantized_bias_type`` = INT64 on CONV_2D / FULLY_CONNECTED (TF Lite picks its
+    int16 bias path from it; unset, a bias-less int16x8 TFLM kernel accumulates in int32), and
+    ``pot_scale_int16`` = false on ADD (the schema's default true selects TF Lite's power-of-two kernel).
+    """
+    if options is None or _dtype(g, op.inputs[0]) is not DType.INT16:
+        return options
+    if hasattr(options, "quantizedBiasType"):
+        options.quantizedBiasType = TENSOR_TYPE[DType.INT64]
+    if hasattr(options, "potScaleInt16"):
+        options.potScaleInt16 = False
+    return options
+
+
 # --- builtin options -------------------------------------------------------------------------
 
 def _o_conv(s: Any, o: Conv2DOptions, op: Op) -> Any:
     return s.Conv2DOptionsT(
         padding=PADDING_CODE[o.padding], strideW=o.stride_w, strideH=o.stride_h,
         fusedActivationFunction=ACTIVATION_CODE[o.activation],
-        dilationWFactor=o.dilation_w, dilationHFactor=o.dilation_h,
+        dilationWFactor=o.dilation_w, dilationHFactor=o.dilation_h
     )
 
 
@@ -178,10 +230,10 @@ class _OpSpec:
 
 # BuiltinOperator codes from schema.fbs.
 OP_TABLE: dict[OpType, _OpSpec] = {
-    OpType.CONV_2D: _OpSpec(3, "Conv2DOptions", _o_conv, _v_int8_3),
+    OpType.CONV_2D: _OpSpec(3, "Conv2DOptions", _o_conv, _v_conv),
     OpType.DEPTHWISE_CONV_2D: _OpSpec(4, "DepthwiseConv2DOptions", _o_depthwise, _v_depthwise),
     OpType.FULLY_CONNECTED: _OpSpec(9, "FullyConnectedOptions", _o_fc, _v_fully_connected),
-    OpType.ADD: _OpSpec(0, "AddOptions", _o_add, _v_int8_2),
+    OpType.ADD: _OpSpec(0, "AddOptions", _o_add, _v_add),
     OpType.MUL: _OpSpec(18, "MulOptions", _o_mul, _v_mul),
     OpType.AVERAGE_POOL_2D: _OpSpec(1, "Pool2DOptions", _o_pool, _v_int8_2),
     OpType.MAX_POOL_2D: _OpSpec(17, "Pool2DOptions", _o_pool, _v_int8_2),

@@ -25,8 +25,8 @@ _MIN_FILE_BYTES = 16
 
 # TFLite TensorType code -> IR dtype.
 _TENSOR_TYPES: dict[int, DType] = {0: DType.FLOAT32, 2: DType.INT32, 3: DType.UINT8, 4: DType.INT64,
-                                   7: DType.INT16, 9: DType.INT8}
-_TYPE_NAMES = {1: "FLOAT16", 5: "STRING", 6: "BOOL", 8: "COMPLEX64", 10: "FLOAT64", 17: "INT4", 18: "BFLOAT16"}
+                                   7: DType.INT16, 9: DType.INT8, 17: DType.INT4}
+_TYPE_NAMES = {1: "FLOAT16", 5: "STRING", 6: "BOOL", 8: "COMPLEX64", 10: "FLOAT64", 18: "BFLOAT16"}
 
 # TFLite BuiltinOperator code -> IR op.
 _BUILTINS: dict[int, OpType] = {
@@ -174,7 +174,7 @@ def _read_tensor(r: _Reader, model: Any, t: Any, index: int, n_buffers: int) -> 
     code = int(t.Type())
     if code not in _TENSOR_TYPES:
         raise r.fail(place, f"type {_TYPE_NAMES.get(code, f'#{code}')} is not supported "
-                            "(tinyprec reads float32, int8, uint8, int16, int32 and int64 tensors)")
+                            "(tinyprec reads float32, int4, int8, uint8, int16, int32 and int64 tensors)")
     dtype = _TENSOR_TYPES[code]
     shape = tuple(r.ints(t.ShapeAsNumpy(), place + " shape"))
     if len(shape) > MAX_RANK or any(d < 0 for d in shape):
@@ -187,13 +187,29 @@ def _read_tensor(r: _Reader, model: Any, t: Any, index: int, n_buffers: int) -> 
     data = _read_buffer(r, model, int(t.Buffer()), n_buffers, place)
     array = None
     if data is not None and len(data) > 0:
-        expected = elements * dtype.numpy.itemsize
+        expected = (elements + 1) // 2 if dtype is DType.INT4 else elements * dtype.numpy.itemsize
         if len(data) != expected:
             raise r.fail(place, f"constant buffer holds {len(data)} bytes but shape {list(shape)} "
                                 f"of {dtype.value} needs {expected}")
-        array = np.frombuffer(data, dtype=dtype.numpy.newbyteorder("<")).astype(dtype.numpy).reshape(shape)
+        if dtype is DType.INT4:
+            array = unpack_int4(data, elements).reshape(shape)
+        else:
+            array = np.frombuffer(data, dtype=dtype.numpy.newbyteorder("<")).astype(dtype.numpy).reshape(shape)
     qparams = _read_qparams(r, t.Quantization(), shape, place)
     return Tensor(name=name, shape=shape, dtype=dtype, qparams=qparams, data=array)
+
+
+def unpack_int4(data: bytes, count: int) -> np.ndarray:
+    """Packed INT4 bytes -> ``count`` int8 values in [-8, 7] (element 2i in bits 0-3, 2i+1 in bits 4-7).
+
+    >>> unpack_int4(bytes.fromhex("f108"), 3).tolist()
+    [1, -1, -8]
+    """
+    raw = np.frombuffer(data, dtype=np.uint8)
+    nibbles = np.empty(raw.size * 2, np.uint8)
+    nibbles[0::2] = raw & 0x0F
+    nibbles[1::2] = raw >> 4
+    return ((nibbles[:count].astype(np.int8) ^ 8) - 8).astype(np.int8)
 
 
 def _read_buffer(r: _Reader, model: Any, index: int, n_buffers: int, place: str) -> bytes | None:

@@ -1,4 +1,7 @@
-"""Write an :class:`ir.Graph` as an int8 ``.tflite`` flatbuffer for TensorFlow Lite Micro.
+"""Write an :class:`ir.Graph` as an integer ``.tflite`` flatbuffer for TensorFlow Lite Micro.
+
+int8 and int16 activations, int8 and INT4 weights (INT4 packed two per byte, see :func:`pack_int4`),
+int32 and int64 biases.
 
 The file is built with the object API that tflite-micro ships (``schema_py_generated``) and the
 ``flatbuffers`` builder; nothing is packed by hand. Choices that keep the file small and TFLM-ready:
@@ -23,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from tinyprec.errors import ModelFormatError, UnsupportedOpError
-from tinyprec.formats.tflite_ops import OP_TABLE, TENSOR_TYPE
+from tinyprec.formats.tflite_ops import OP_TABLE, TENSOR_TYPE, finish_options
 from tinyprec.ir.graph import DType, Graph, Op, Tensor
 from tinyprec.ir.ops import OpType
 from tinyprec.ir.qparams import QParams
@@ -64,8 +67,22 @@ def _check(graph: Graph) -> None:
             raise ModelFormatError(f"graph input/output '{name}' is not a tensor of the graph")
 
 
+def pack_int4(values: np.ndarray) -> bytes:
+    """INT4 values in [-8, 7] -> bytes, two per byte in row-major order: element 2i in bits 0-3, 2i+1 in
+    bits 4-7, two's complement; an odd count leaves the last high nibble 0.
+
+    >>> pack_int4(np.array([1, -1, -8], np.int8)).hex()
+    'f108'
+    """
+    flat = np.asarray(values, np.int8).reshape(-1).astype(np.uint8) & 0x0F
+    if flat.size % 2:
+        flat = np.append(flat, np.uint8(0))
+    return (flat[0::2] | (flat[1::2] << 4)).astype(np.uint8).tobytes()
+
+
 def _with_conv_bias(graph: Graph) -> Graph:
-    """A copy of ``graph`` where each bias-less CONV_2D / DEPTHWISE_CONV_2D gets an all-zero int32 bias.
+    """A copy of ``graph`` where each bias-less CONV_2D / DEPTHWISE_CONV_2D gets an all-zero bias
+    (int32 for int8 inputs, int64 for int16 inputs).
 
     TensorFlow Lite's int8 convolution kernels require the bias input (TFLM does not); a zero bias
     with scale input_scale * weight_scale leaves the arithmetic unchanged.
@@ -85,7 +102,8 @@ def _with_conv_bias(graph: Graph) -> Graph:
             qparams = QParams(scale.astype(np.float32), np.zeros(scale.size, np.int64),
                               0 if scale.size > 1 else None)
         name = f"{w.name}_zero_bias"
-        tensors[name] = Tensor(name, (channels,), DType.INT32, qparams, np.zeros(channels, np.int32))
+        bias_type = DType.INT64 if x.dtype is DType.INT16 else DType.INT32
+        tensors[name] = Tensor(name, (channels,), bias_type, qparams, np.zeros(channels, bias_type.numpy))
         ops[ops.index(op)] = Op(op.type, (op.inputs[0], op.inputs[1], name), op.outputs, op.options,
                                 name=op.name, source=op.source)
     return Graph(tensors, ops, list(graph.inputs), list(graph.outputs), name=graph.name,
@@ -135,7 +153,10 @@ class _Writer:
     def buffer_for(self, t: Tensor) -> int:
         if t.data is None:
             return 0
-        raw = np.ascontiguousarray(t.data, dtype=t.dtype.numpy.newbyteorder("<")).tobytes()
+        if t.dtype is DType.INT4:
+            raw = pack_int4(t.data)
+        else:
+            raw = np.ascontiguousarray(t.data, dtype=t.dtype.numpy.newbyteorder("<")).tobytes()
         if not raw:
             return 0
         if raw not in self.buffer_of:
@@ -168,7 +189,7 @@ class _Writer:
             version = spec.version(op, g)
             entry = codes.setdefault(op.type, [len(codes), version])
             entry[1] = max(entry[1], version)
-            options = spec.options(s, op.options, op)
+            options = finish_options(spec.options(s, op.options, op), op, g)
             operators.append(s.OperatorT(
                 opcodeIndex=entry[0],
                 inputs=np.array([-1 if n is None else self.tensor_index[n] for n in op.inputs], np.int32),

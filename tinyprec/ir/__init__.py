@@ -1,6 +1,6 @@
 """The quantized-graph IR shared by the writers, the emulator and validation (no torch here)."""
 
-from tinyprec.ir.graph import DType, Graph, Op, Tensor
+from tinyprec.ir.graph import INTEGER_KINDS, DType, Graph, Op, Tensor
 from tinyprec.ir.ops import (
     Activation,
     ConcatenationOptions,
@@ -19,7 +19,7 @@ from tinyprec.ir.ops import (
 from tinyprec.ir.qparams import QParams, quantize_multiplier
 
 __all__ = [
-    "Activation", "ConcatenationOptions", "Conv2DOptions", "DType", "DepthwiseConv2DOptions",
+    "INTEGER_KINDS", "Activation", "ConcatenationOptions", "Conv2DOptions", "DType", "DepthwiseConv2DOptions",
     "ElementwiseOptions", "FullyConnectedOptions", "Graph", "MeanOptions", "NoOptions", "Op",
     "OpType", "Padding", "PoolOptions", "QParams", "ReshapeOptions", "SoftmaxOptions", "Tensor",
     "quantize_multiplier",

@@ -107,18 +107,19 @@ def run_qat(prepared: fx.GraphModule, x: np.ndarray, y: np.ndarray, *, task: str
     device = "cpu"
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
+    if warmup_batches:
+        _warm_up_observers(prepared, xt, batch_size=batch_size, num_batches=warmup_batches)
+    _init_learned_scales(prepared, xt[:batch_size])  # LSQ scales are parameters: shaped before the optimizer
     params = [p for p in prepared.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=lr)
     scaler = make_grad_scaler(precision, device) if make_grad_scaler else None
-    xt, yt = torch.from_numpy(np.ascontiguousarray(x)), torch.from_numpy(np.ascontiguousarray(y))
     losses: list[float] = []
     scores: list[float] = []
     best_epoch: int | None = None
     best_state: dict[str, Any] | None = None
     steps = 0
     bn_at = obs_at = None
-    if warmup_batches:
-        _warm_up_observers(prepared, xt, batch_size=batch_size, num_batches=warmup_batches)
     for epoch in range(epochs):
         frozen = epoch >= freeze_bn_epoch
         set_train_mode(prepared, bn_train=not frozen, dropout_train=True)
@@ -179,6 +180,17 @@ def _warm_up_observers(prepared: fx.GraphModule, x: torch.Tensor, *, batch_size:
         if i >= num_batches:
             break
         prepared(x[idx])
+
+
+@torch.no_grad()
+def _init_learned_scales(prepared: fx.GraphModule, x: torch.Tensor) -> None:
+    """One forward with every observer paused, so each LSQ fake quant sets its scale from its weights."""
+    from tinyprec.quant.lsq import lsq_modules
+
+    if all(bool(m.initialized) for m in lsq_modules(prepared)):
+        return
+    with fake_quant_eval(prepared):
+        prepared(x)
 
 
 @torch.no_grad()

@@ -23,7 +23,7 @@ import numpy as np
 from tinyprec.errors import QuantSpecError, UnsupportedOpError
 from tinyprec.ir import Activation, DType, Graph, Op, OpType, QParams, Tensor
 from tinyprec.ir.ops import OpOptions
-from tinyprec.ir.verify import verify_int8
+from tinyprec.ir.verify import verify_quantized
 from tinyprec.quant.lower_layout import ir_shape, layout_of_rank
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,6 +51,7 @@ class Value:
     flat4: bool = False
     # For a 2-D value made by flattening a 3-D/4-D map: that map (a Linear reads it as a full-window conv).
     flattened_from: "Value | None" = None
+    dtype: DType = DType.INT8  # INT16 for a 16-bit activation (symmetric, zero point 0)
 
 
 @dataclass
@@ -102,11 +103,11 @@ class Lowering:
         return name
 
     def add_act(self, base: str, torch_shape: tuple[int, ...], qparams: QParams, source: str | None,
-                order: np.ndarray | None = None, flat4: bool = False) -> Value:
+                order: np.ndarray | None = None, flat4: bool = False, dtype: DType = DType.INT8) -> Value:
         name = self.unique(base)
         shape = (1, 1, 1, torch_shape[1]) if flat4 else ir_shape(torch_shape)
-        self.tensors[name] = Tensor(name, shape, DType.INT8, qparams, None, source)
-        return Value(name, qparams, torch_shape, source, order, flat4=flat4)
+        self.tensors[name] = Tensor(name, shape, dtype, qparams, None, source)
+        return Value(name, qparams, torch_shape, source, order, flat4=flat4, dtype=dtype)
 
     def emit(self, op_type: OpType, inputs: tuple[str | None, ...], out: Value, options: OpOptions,
              source: str | None) -> None:
@@ -161,15 +162,26 @@ class Lowering:
 
 
 def qparams_of(lw: Lowering, qnode: "fx.Node") -> QParams:
-    """Per-tensor qparams of a quantize_per_tensor node, checked to be int8 [-128, 127]."""
+    """Per-tensor qparams of a quantize_per_tensor node, checked to be int8 [-128, 127] or int16
+    [-32767, 32767] with zero point 0 (see :func:`act_dtype_of`)."""
     scale = float(np.asarray(lw.val(qnode.args[1]), dtype=np.float64).reshape(-1)[0])
     zp = int(np.asarray(lw.val(qnode.args[2])).reshape(-1)[0])
-    qmin, qmax, dtype = (lw.val(a) for a in qnode.args[3:6])
-    if (int(qmin), int(qmax)) != (-128, 127) or "int8" not in str(dtype):
-        raise QuantSpecError(
-            f"{lw.where(qnode)}: activations must be int8 in [-128, 127], got {dtype} [{qmin}, {qmax}]"
-        )
+    if act_dtype_of(lw, qnode) is DType.INT16 and zp != 0:
+        raise QuantSpecError(f"{lw.where(qnode)}: int16 activations must be symmetric (zero point 0), got {zp}")
     return QParams.per_tensor(scale, zp)
+
+
+def act_dtype_of(lw: Lowering, qnode: "fx.Node") -> DType:
+    """INT8 or INT16: the activation type a quantize_per_tensor node produces."""
+    qmin, qmax, dtype = (lw.val(a) for a in qnode.args[3:6])
+    if (int(qmin), int(qmax)) == (-128, 127) and "int8" in str(dtype):
+        return DType.INT8
+    if (int(qmin), int(qmax)) == (-32767, 32767) and "int16" in str(dtype):
+        return DType.INT16
+    raise QuantSpecError(
+        f"{lw.where(qnode)}: activations must be int8 in [-128, 127] or int16 in [-32767, 32767], got {dtype} "
+        f"[{qmin}, {qmax}]"
+    )
 
 
 def _record_values(gm: "fx.GraphModule", example: "torch.Tensor") -> dict[Any, Any]:
@@ -251,7 +263,7 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
             "producer": "tinyprec.quant.lower",
         },
     )
-    verify_int8(graph)
+    verify_quantized(graph)
     quant_nodes = {v.name: q.name for q, v in lw.qvals.items() if v.name in graph.tensors}
     for copy, original in lw.aliases.items():
         if original in quant_nodes and copy in graph.tensors:
@@ -308,7 +320,8 @@ def _output_value(lw: Lowering, arg: Any, node: "fx.Node") -> Value:
 
 
 def quantized_output(converted_gm: "fx.GraphModule", x: "torch.Tensor") -> list[np.ndarray]:
-    """Run the converted model on float ``x`` and return the int8 of each output's final quantize node.
+    """Run the converted model on float ``x`` and return the integers of each output's final quantize node
+    (int8, or int16 for a 16-bit output).
 
     This is the reference the int8 runtimes must reproduce (PyTorch layout, one array per output).
     """
@@ -334,7 +347,7 @@ def quantized_output(converted_gm: "fx.GraphModule", x: "torch.Tensor") -> list[
 
     with torch.no_grad():
         _Grab(converted_gm).run(x.float())
-    return [got[n].to(torch.int8).numpy() for n in wanted]
+    return [got[n].to(n.args[5] if n.args[5] in (torch.int8, torch.int16) else torch.int8).numpy() for n in wanted]
 
 
 def sources_of(graph: Graph) -> dict[str, str | None]:
@@ -362,7 +375,7 @@ def fake_quant_taps(converted_gm: "fx.GraphModule", x: "torch.Tensor", lowered: 
         def run_node(self, n: fx.Node) -> Any:
             out = super().run_node(n)
             for t in by_node.get(n.name, ()):
-                got[t] = out.to(torch.int8).numpy()
+                got[t] = out.to(torch.int16 if n.args[5] is torch.int16 else torch.int8).numpy()
             return out
 
     with torch.no_grad():

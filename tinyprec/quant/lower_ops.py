@@ -33,7 +33,7 @@ from tinyprec.ir import (
     SoftmaxOptions,
 )
 from tinyprec.ir.qparams import round_half_away
-from tinyprec.quant.lower import Lowering, Value, qparams_of
+from tinyprec.quant.lower import Lowering, Value, act_dtype_of, qparams_of
 from tinyprec.quant.lower_layout import ir_shape, layout_of_rank, storage_order
 
 
@@ -137,21 +137,35 @@ def _const(lw: Lowering, arg: Any, user: fx.Node, what: str) -> tuple[np.ndarray
     return data.detach().numpy(), qp
 
 
+def weight_dtype(lw: Lowering, arg: Any, user: fx.Node) -> DType:
+    """INT8 ([-127, 127]) or INT4 ([-7, 7], held unpacked in int8) from the weight's dequantize range."""
+    per_channel = arg.target is qd.dequantize_per_channel.default
+    qmin, qmax = (int(lw.val(a)) for a in (arg.args[4:6] if per_channel else arg.args[3:5]))
+    if (qmin, qmax) == (-7, 7):
+        return DType.INT4
+    if (qmin, qmax) == (-127, 127):
+        return DType.INT8
+    raise QuantSpecError(f"{lw.where(user)}: weights must be int8 in [-127, 127] or int4 in [-7, 7], got "
+                         f"[{qmin}, {qmax}]")
+
+
 def _bias(lw: Lowering, arg: Any, user: fx.Node, x: Value, w_qp: QParams, src: str) -> str | None:
+    """The bias: INT32 for int8 inputs, INT64 for int16 inputs (16x8; the fake-quant graph holds int32)."""
     if arg is None:
         return None
+    b_type = DType.INT64 if x.dtype is DType.INT16 else DType.INT32
     if isinstance(arg, fx.Node) and arg.target in _DQ_CONST_OPS:
         data, qp = _const(lw, arg, user, "bias")
         if data.dtype != np.int32:
             raise QuantSpecError(f"{lw.where(user)}: bias must be int32, got {data.dtype}")
-        return lw.add_const(f"{src}.bias", data, DType.INT32, QParams(qp.scale, qp.zero_point, 0), src)
+        return lw.add_const(f"{src}.bias", data, b_type, QParams(qp.scale, qp.zero_point, 0), src)
     # A float bias: quantize it as TFLite does (scale = input_scale * weight_scale, half away from zero).
     real = lw.val(arg).detach().double().numpy()
     scale = (np.float64(x.qparams.scale[0]) * w_qp.scale.astype(np.float64)).astype(np.float32)
     scale = np.broadcast_to(scale, real.shape)
     q = np.array([round_half_away(float(r / s)) for r, s in zip(real, scale.astype(np.float64))], np.int64)
     q = np.clip(q, -(2**31), 2**31 - 1)
-    return lw.add_const(f"{src}.bias", q, DType.INT32, QParams(scale, np.zeros(scale.shape, np.int64), 0), src)
+    return lw.add_const(f"{src}.bias", q, b_type, QParams(scale, np.zeros(scale.shape, np.int64), 0), src)
 
 
 def _name(lw: Lowering, node: fx.Node) -> str:
@@ -164,7 +178,7 @@ def _finish(lw: Lowering, node: fx.Node, op_type: OpType, inputs: tuple[str | No
     """Create the output tensor (shape from the quantize node), emit the op, register the value."""
     src = lw.source(node)
     qp = qparams if qparams is not None else qparams_of(lw, qnode)
-    out = lw.add_act(_name(lw, node), lw.shape(qnode), qp, src, order, flat4=flat4)
+    out = lw.add_act(_name(lw, node), lw.shape(qnode), qp, src, order, flat4=flat4, dtype=act_dtype_of(lw, qnode))
     lw.emit(op_type, inputs, out, options, src)
     lw.qvals[qnode] = out
     return out
@@ -172,7 +186,7 @@ def _finish(lw: Lowering, node: fx.Node, op_type: OpType, inputs: tuple[str | No
 
 def _require_shared(lw: Lowering, node: fx.Node, x: Value, qnode: fx.Node) -> QParams:
     qp = qparams_of(lw, qnode)
-    if qp != x.qparams:
+    if qp != x.qparams or act_dtype_of(lw, qnode) is not x.dtype:
         raise QuantSpecError(
             f"{lw.where(node)}: '{node.target}' must keep its input's scale and zero point (TFLM does not "
             "rescale it); annotate its output with a SharedQuantizationSpec"
@@ -194,25 +208,27 @@ def _quantize(lw: Lowering, node: fx.Node) -> None:
         return
     src = node.args[0]
     qp = qparams_of(lw, node)
+    dtype = act_dtype_of(lw, node)
     if isinstance(src, fx.Node) and src.op == "placeholder":
         shape = lw.shape(src)
         if len(shape) not in _AXIS:
             raise UnsupportedOpError(f"input of rank {len(shape)}", src.name, "inputs must be NCHW, NCL or NF")
-        value = lw.add_act(src.name, shape, qp, None)
+        value = lw.add_act(src.name, shape, qp, None, dtype=dtype)
         lw.inputs.append(value.name)
         lw.input_layouts.append(layout_of_rank(len(shape)))
         lw.qvals[node] = value
     elif src in lw.floats:
         x = lw.floats[src]
-        if x.qparams == qp:
+        if x.qparams == qp and x.dtype is dtype:
             lw.qvals[node] = x
             return
-        # dequantize -> quantize with new qparams: an int8 -> int8 requantizing QUANTIZE (TFLM runs it).
+        # dequantize -> quantize with new qparams: a requantizing QUANTIZE, int8 -> int8 or between int8 and
+        # int16 where the precision changes from one layer to the next (TFLM runs all four).
         if x.pending_pad is not None:
             materialize_pad(lw, x)
         _no_order(lw, node, x)
         src_name = lw.source(src) if isinstance(src, fx.Node) else None
-        out = lw.add_act(f"{x.name}.requant", x.torch_shape, qp, src_name or x.source, x.order, x.flat4)
+        out = lw.add_act(f"{x.name}.requant", x.torch_shape, qp, src_name or x.source, x.order, x.flat4, dtype)
         lw.emit(OpType.QUANTIZE, (x.name,), out, NoOptions(), out.source)
         lw.qvals[node] = out
     else:
@@ -242,7 +258,7 @@ def materialize_pad(lw: Lowering, value: Value) -> None:
     ir_pads = np.zeros((4 if rank in (3, 4) else 2, 2), np.int32)
     for i in range(len(pads) // 2):
         ir_pads[_AXIS[rank][rank - 1 - i]] = (pads[2 * i], pads[2 * i + 1])
-    padded = lw.add_act(value.source or "pad", value.torch_shape, value.qparams, value.source)
+    padded = lw.add_act(value.source or "pad", value.torch_shape, value.qparams, value.source, dtype=value.dtype)
     const = lw.add_const(f"{padded.name}.paddings", ir_pads, DType.INT32, None, value.source)
     lw.emit(OpType.PAD, (base.name, const), padded, NoOptions(), value.source)
     value.name, value.pending_pad = padded.name, None
@@ -287,6 +303,7 @@ def _conv(lw: Lowering, node: fx.Node) -> None:
         x = _explicit_pad(lw, x, pads, src)
         padding = Padding.VALID
     act, qnode = lw.tail(node, fusable=True)
+    w_type = weight_dtype(lw, node.args[1], node)
     if depthwise:
         filt = np.transpose(w, (1, 2, 3, 0))
         f_qp = QParams(w_qp.scale, w_qp.zero_point, 3 if w_qp.scale.size > 1 else None)
@@ -298,7 +315,7 @@ def _conv(lw: Lowering, node: fx.Node) -> None:
         f_qp = QParams(w_qp.scale, w_qp.zero_point, 0 if w_qp.scale.size > 1 else None)
         options = Conv2DOptions(stride[0], stride[1], padding, dilation[0], dilation[1], act)
         op_type = OpType.CONV_2D
-    w_name = lw.add_const(f"{src}.weight", filt, DType.INT8, f_qp, lw.source(node))
+    w_name = lw.add_const(f"{src}.weight", filt, w_type, f_qp, lw.source(node))
     b_name = _bias(lw, _arg(node, 2, "bias", None), node, x, w_qp, src)
     _finish(lw, node, op_type, (x.name, w_name, b_name), options, qnode)
 
@@ -319,7 +336,7 @@ def _explicit_pad(lw: Lowering, x: Value, pads: tuple[int, int, int, int], src: 
         tp = (pads[2], pads[3])
         n, c, length = x.torch_shape
         shape = (n, c, length + pads[2] + pads[3])
-    value = Value("", x.qparams, shape, src, None, (x, tp))
+    value = Value("", x.qparams, shape, src, None, (x, tp), dtype=x.dtype)
     materialize_pad(lw, value)
     return value
 
@@ -337,8 +354,12 @@ def _linear(lw: Lowering, node: fx.Node) -> None:
     if len(x.torch_shape) != 2:
         raise UnsupportedOpError("linear on a tensor of rank > 2", lw.where(node), "flatten before the Linear")
     w, w_qp = _const(lw, node.args[1], node, "the weight")
+    w_type = weight_dtype(lw, node.args[1], node)
     src = _name(lw, node)
     act, qnode = lw.tail(node, fusable=True)
+    if not lw.linear_as_conv and w_type is DType.INT4 and w_qp.scale.size > 1:
+        raise QuantSpecError(f"{lw.where(node)}: per-channel INT4 weights have no FULLY_CONNECTED kernel in TFLM; "
+                             "lower with linear_as_conv=True (the default) or quantize with per_channel=false")
     if not lw.linear_as_conv:
         if x.flat4:
             from tinyprec.quant.lower_table import reshape_value
@@ -347,7 +368,7 @@ def _linear(lw: Lowering, node: fx.Node) -> None:
         if x.order is not None:
             w = w[:, x.order]  # IR position k holds PyTorch element order[k]
         f_qp = QParams(w_qp.scale, w_qp.zero_point, 0 if w_qp.scale.size > 1 else None)
-        w_name = lw.add_const(f"{src}.weight", w, DType.INT8, f_qp, lw.source(node))
+        w_name = lw.add_const(f"{src}.weight", w, w_type, f_qp, lw.source(node))
         b_name = _bias(lw, _arg(node, 2, "bias", None), node, x, w_qp, src)
         _finish(lw, node, OpType.FULLY_CONNECTED, (x.name, w_name, b_name), FullyConnectedOptions(act), qnode)
         return
@@ -363,7 +384,7 @@ def _linear(lw: Lowering, node: fx.Node) -> None:
         base = x
         filt = w.reshape(w.shape[0], 1, 1, w.shape[1])
     f_qp = QParams(w_qp.scale, w_qp.zero_point, 0 if w_qp.scale.size > 1 else None)
-    w_name = lw.add_const(f"{src}.weight", filt, DType.INT8, f_qp, lw.source(node))
+    w_name = lw.add_const(f"{src}.weight", filt, w_type, f_qp, lw.source(node))
     b_name = _bias(lw, _arg(node, 2, "bias", None), node, x, w_qp, src)
     options = Conv2DOptions(1, 1, Padding.VALID, 1, 1, act)
     _finish(lw, node, OpType.CONV_2D, (base.name, w_name, b_name), options, qnode, flat4=True)

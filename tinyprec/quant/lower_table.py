@@ -137,7 +137,7 @@ def _mean_dim(lw: Lowering, node: fx.Node) -> None:
         return
     # AVERAGE_POOL_2D to [1,1,1,C], then RESHAPE to [1, C] (same storage order).
     src = lw.source(node)
-    pooled = lw.add_act(f"{src or node.name}.pool", (1, x.torch_shape[1], 1, 1), x.qparams, src)
+    pooled = lw.add_act(f"{src or node.name}.pool", (1, x.torch_shape[1], 1, 1), x.qparams, src, dtype=x.dtype)
     lw.emit(OpType.AVERAGE_POOL_2D, (x.name,), pooled, PoolOptions(h, w, h, w, Padding.VALID, act), src)
     _emit_reshape(lw, node, pooled, qnode)
 
@@ -180,7 +180,8 @@ def _emit_reshape(lw: Lowering, node: fx.Node, x: Value, qnode: fx.Node) -> None
 
 def reshape_value(lw: Lowering, x: Value, *, flat4: bool) -> Value:
     """A 2-D value re-expressed as an IR tensor [1, F] (flat4 False) or [1, 1, 1, F] (True), via RESHAPE."""
-    out = lw.add_act(f"{x.name}.{'4d' if flat4 else '2d'}", x.torch_shape, x.qparams, x.source, x.order, flat4)
+    out = lw.add_act(f"{x.name}.{'4d' if flat4 else '2d'}", x.torch_shape, x.qparams, x.source, x.order, flat4,
+                     x.dtype)
     new_shape = (-1, *lw.tensors[out.name].shape[1:])
     const = lw.add_const(f"{out.name}.shape", np.array(new_shape, np.int32), DType.INT32, None, x.source)
     lw.emit(OpType.RESHAPE, (x.name, const), out, ReshapeOptions(tuple(new_shape)), x.source)
@@ -236,7 +237,7 @@ def _pad(lw: Lowering, node: fx.Node) -> None:
         raise UnsupportedOpError(f"pad({mode}, {value})", lw.where(node), "only zero padding by >= 0")
     _, qnode = lw.tail(node, fusable=False)
     qp = _require_shared(lw, node, x, qnode)
-    lw.qvals[qnode] = Value("", qp, lw.shape(qnode), lw.source(node), None, (x, pads))
+    lw.qvals[qnode] = Value("", qp, lw.shape(qnode), lw.source(node), None, (x, pads), dtype=x.dtype)
 
 
 def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
@@ -251,7 +252,7 @@ def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
     src = lw.source(node)
     # 1.0 as int8 1 with scale 1: the requantizing multiplier is then exactly s_in / s_out, and TFLM's
     # MUL applies it with one rounding (a small int8 value would need a large right shift and round twice).
-    one = lw.add_const(f"{src or node.name}.one", np.array([1], np.int8), DType.INT8,
+    one = lw.add_const(f"{src or node.name}.one", np.array([1], x.dtype.numpy), x.dtype,
                        QParams.per_tensor(1.0, 0), src)
     _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
 

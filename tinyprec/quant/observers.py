@@ -26,6 +26,8 @@ from torchao.quantization.pt2e.quantizer import QuantizationSpec
 
 ACT_QMIN, ACT_QMAX = -128, 127
 WEIGHT_QMIN, WEIGHT_QMAX = -127, 127
+WEIGHT4_QMIN, WEIGHT4_QMAX = -7, 7
+ACT16_QMIN, ACT16_QMAX = -32767, 32767
 INT32_QMIN, INT32_QMAX = -(2**31), 2**31 - 1
 
 
@@ -151,8 +153,9 @@ class MSEObserver(_SampleObserver):
         return best
 
 
-def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float) -> QuantizationSpec:
-    """Per-tensor asymmetric int8 [-128, 127] for activations (QAT: float32 fake-quant, moving average)."""
+def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float, bits: int = 8) -> QuantizationSpec:
+    """Per-tensor asymmetric int8 [-128, 127] for activations (QAT: float32 fake-quant, moving average);
+    ``bits=16``: int16, symmetric, zero point 0, [-32767, 32767] (TFLite's 16x8 spec)."""
     if qat:
         ctr = Float32FakeQuantize.with_args(observer=MovingAverageMinMaxObserver)
     elif calibration is Calibration.MINMAX:
@@ -163,21 +166,36 @@ def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float) 
         ctr = PercentileObserver.with_args(percentile=percentile)
     else:
         ctr = MSEObserver
+    if bits == 16:
+        return QuantizationSpec(dtype=torch.int16, observer_or_fake_quant_ctr=ctr, quant_min=ACT16_QMIN,
+                                quant_max=ACT16_QMAX, qscheme=torch.per_tensor_symmetric)
     return QuantizationSpec(dtype=torch.int8, observer_or_fake_quant_ctr=ctr, quant_min=ACT_QMIN,
                             quant_max=ACT_QMAX, qscheme=torch.per_tensor_affine)
 
 
-def weight_qspec(*, qat: bool, per_channel: bool) -> QuantizationSpec:
-    """Symmetric int8 [-127, 127], zero point 0; per output channel (axis 0 of torch's weight) by default."""
+def weight_qspec(*, qat: bool, per_channel: bool, bits: int = 8) -> QuantizationSpec:
+    """Symmetric int8 [-127, 127], zero point 0; per output channel (axis 0 of torch's weight) by default.
+
+    ``bits=4``: [-7, 7] (values stored in int8 tensors); PTQ scales minimize the quantization MSE and
+    QAT learns them (:mod:`tinyprec.quant.lsq`).
+    """
     if per_channel:
         obs = PerChannelMinMaxObserver
         qscheme = torch.per_channel_symmetric
     else:
         obs = MinMaxObserver
         qscheme = torch.per_tensor_symmetric
-    ctr = Float32FakeQuantize.with_args(observer=obs) if qat else obs
-    return QuantizationSpec(dtype=torch.int8, observer_or_fake_quant_ctr=ctr, quant_min=WEIGHT_QMIN,
-                            quant_max=WEIGHT_QMAX, qscheme=qscheme, ch_axis=0 if per_channel else None)
+    qmin, qmax = WEIGHT_QMIN, WEIGHT_QMAX
+    if bits == 4:
+        from tinyprec.quant.lsq import LSQFakeQuantize, MSEObserverPerTensor, PerChannelMSEObserver
+
+        qmin, qmax = WEIGHT4_QMIN, WEIGHT4_QMAX
+        mse = PerChannelMSEObserver if per_channel else MSEObserverPerTensor
+        ctr = LSQFakeQuantize.with_args(observer=obs) if qat else mse
+    else:
+        ctr = Float32FakeQuantize.with_args(observer=obs) if qat else obs
+    return QuantizationSpec(dtype=torch.int8, observer_or_fake_quant_ctr=ctr, quant_min=qmin,
+                            quant_max=qmax, qscheme=qscheme, ch_axis=0 if per_channel else None)
 
 
 def derive_bias_qparams(obs_or_fqs: list) -> tuple[torch.Tensor, torch.Tensor]:

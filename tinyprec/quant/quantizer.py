@@ -9,7 +9,7 @@ activation edge carries exactly one set of qparams.
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -26,7 +26,8 @@ from torchao.quantization.pt2e.quantizer import (
 from torchao.quantization.pt2e.quantizer.quantizer import Q_ANNOTATION_KEY
 
 from tinyprec.errors import QuantSpecError
-from tinyprec.quant.capture import check_graph, is_bookkeeping
+from tinyprec.quant.bits import PRESETS, LayerPrecision, layer_rule
+from tinyprec.quant.capture import check_graph, is_bookkeeping, module_path
 from tinyprec.quant.observers import (
     ACT_QMAX,
     ACT_QMIN,
@@ -49,15 +50,23 @@ class TFLiteInt8Quantizer(Quantizer):
         per_channel: per-output-channel weight scales (TFLite's default for conv).
         calibration: PTQ activation range setting.
         percentile: the percentile for ``Calibration.PERCENTILE``.
+        assignment: module path -> :class:`~tinyprec.quant.bits.LayerPrecision` of each conv/linear
+            (absent layers: int8). A layer computes in its output's bits; other ops keep their input's
+            bits (add/mul/concat: the widest input's); softmax/sigmoid/tanh and the model input stay int8.
     """
 
     def __init__(self, *, qat: bool, per_channel: bool = True,
-                 calibration: Calibration = Calibration.MOVING_AVERAGE, percentile: float = 99.99) -> None:
+                 calibration: Calibration = Calibration.MOVING_AVERAGE, percentile: float = 99.99,
+                 assignment: Mapping[str, LayerPrecision] | None = None) -> None:
         super().__init__()
         self.qat = qat
         self.per_channel = per_channel
-        self.act = activation_qspec(qat=qat, calibration=calibration, percentile=percentile)
-        self.weight = weight_qspec(qat=qat, per_channel=per_channel)
+        self.assignment = dict(assignment or {})
+        self.acts = {b: activation_qspec(qat=qat, calibration=calibration, percentile=percentile, bits=b)
+                     for b in (8, 16)}
+        self.weights = {b: weight_qspec(qat=qat, per_channel=per_channel, bits=b) for b in (8, 4)}
+        self.act = self.acts[8]
+        self.weight = self.weights[8]
 
     # --- Quantizer API -------------------------------------------------------------------------
     def transform_for_annotation(self, model: fx.GraphModule) -> fx.GraphModule:
@@ -98,26 +107,41 @@ class TFLiteInt8Quantizer(Quantizer):
                 make_float32_fake_quant(module)
 
     # --- annotators, one per role ---------------------------------------------------------------
-    def _edge(self, node: fx.Node, state: _State) -> QuantizationSpecBase:
-        """Spec for an input edge: reuse the producer's observer; constants get their own."""
-        if node in state.quantized:
+    def _edge(self, node: fx.Node, state: _State, bits: int = 8) -> QuantizationSpecBase:
+        """Spec for an input edge read in ``bits``: reuse the producer's observer when it has those bits;
+        otherwise (constants, or a precision change: a requantizing QUANTIZE) a new observer."""
+        if node in state.quantized and state.bits.get(node, 8) == bits:
             return SharedQuantizationSpec(node)
-        return self.act
+        return self.acts[bits]
 
-    def _finish(self, last: fx.Node, state: _State, output: QuantizationSpecBase | None = None) -> None:
+    def _bits_in(self, nodes: list, state: _State) -> int:
+        return max((state.bits.get(n, 8) for n in nodes if n in state.quantized), default=8)
+
+    def _finish(self, last: fx.Node, state: _State, output: QuantizationSpecBase | None = None,
+                bits: int = 8) -> None:
         """Put the output observer on ``last``, fusing a following ReLU/ReLU6 that is its only user."""
         act = _sole_user(last)
         if act is not None and OP_ROLES.get(str(act.target)) is Role.ACTIVATION and output is None:
             _set(last)
             state.done.add(act)
             last = act
-        _set(last, output=output if output is not None else self.act)
+        _set(last, output=output if output is not None else self.acts[bits])
         state.quantized.add(last)
+        state.bits[last] = bits
+
+    def _layer(self, node: fx.Node) -> LayerPrecision:
+        precision = self.assignment.get(module_path(node), PRESETS["int8"])
+        if precision != PRESETS["int8"]:
+            check_layer(node, precision, per_channel=self.per_channel)
+        return precision
 
     def _compute(self, node: fx.Node, state: _State) -> None:
         x, w = node.args[0], node.args[1]
         bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-        inputs: dict[fx.Node, QuantizationSpecBase] = {x: self._edge(x, state), w: self.weight}
+        precision = self._layer(node)
+        bits = precision.act_bits
+        inputs: dict[fx.Node, QuantizationSpecBase] = {x: self._edge(x, state, bits),
+                                                       w: self.weights[precision.weight_bits]}
         if isinstance(bias, fx.Node):
             inputs[bias] = DerivedQuantizationSpec(
                 derived_from=[(x, node), (w, node)],
@@ -141,32 +165,39 @@ class TFLiteInt8Quantizer(Quantizer):
                 last = item
         if last is not node:
             _set(last)
-        self._finish(last, state)
+        self._finish(last, state, bits=bits)
 
     def _elementwise(self, node: fx.Node, state: _State) -> None:
         a, b = node.args[0], node.args[1]
-        _set(node, inputs={a: self._edge(a, state), b: self._edge(b, state)})
-        self._finish(node, state)
+        bits = self._bits_in([a, b], state)
+        _set(node, inputs={a: self._edge(a, state, bits), b: self._edge(b, state, bits)})
+        self._finish(node, state, bits=bits)
 
     def _activation(self, node: fx.Node, state: _State) -> None:
         x = node.args[0]
-        _set(node, inputs={x: self._edge(x, state)}, output=self.act)
+        bits = self._bits_in([x], state)
+        _set(node, inputs={x: self._edge(x, state, bits)}, output=self.acts[bits])
         state.quantized.add(node)
+        state.bits[node] = bits
 
     def _shared(self, node: fx.Node, state: _State) -> None:
         x = node.args[0]
-        _set(node, inputs={x: self._edge(x, state)}, output=SharedQuantizationSpec((x, node)))
+        bits = self._bits_in([x], state)
+        _set(node, inputs={x: self._edge(x, state, bits)}, output=SharedQuantizationSpec((x, node)))
         state.quantized.add(node)
+        state.bits[node] = bits
 
     def _concat(self, node: fx.Node, state: _State) -> None:
         tensors = list(node.args[0])
         first = tensors[0]
-        inputs: dict[fx.Node, QuantizationSpecBase] = {first: self._edge(first, state)}
+        bits = self._bits_in(tensors, state)
+        inputs: dict[fx.Node, QuantizationSpecBase] = {first: self._edge(first, state, bits)}
         for other in tensors[1:]:
             if other not in inputs:
                 inputs[other] = SharedQuantizationSpec((first, node))
         _set(node, inputs=inputs, output=SharedQuantizationSpec((first, node)))
         state.quantized.add(node)
+        state.bits[node] = bits
 
     def _fixed(self, node: fx.Node, state: _State) -> None:
         x = node.args[0]
@@ -193,10 +224,37 @@ class TFLiteInt8Quantizer(Quantizer):
     }
 
 
+def lowered_op_type(node: fx.Node) -> str:
+    """The TFLite op a conv/linear node lowers to (Linear: CONV_2D, the lowering's default)."""
+    if str(node.target) == "aten.linear.default":
+        return "CONV_2D"
+    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
+    w = node.args[1].meta.get("val") if isinstance(node.args[1], fx.Node) else None
+    depthwise = int(groups) > 1 and w is not None and int(w.shape[1]) == 1 and int(w.shape[0]) % int(groups) == 0
+    return "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
+
+
+def layer_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
+    """The conv/linear layers of an exported graph by module path (the keys of a precision assignment)."""
+    found: dict[str, fx.Node] = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and OP_ROLES.get(str(node.target)) is Role.COMPUTE:
+            found.setdefault(module_path(node) or node.name, node)  # a module called twice: one precision
+    return found
+
+
+def check_layer(node: fx.Node, precision: LayerPrecision, *, per_channel: bool) -> None:
+    """Refuse (before any training) a layer precision TFLM cannot run, naming the layer and the rule."""
+    rule = layer_rule(lowered_op_type(node), precision, per_channel=per_channel)
+    if rule is not None:
+        raise QuantSpecError(f"layer '{module_path(node) or node.name}' at {precision.name}: {rule}")
+
+
 class _State:
     def __init__(self) -> None:
         self.done: set[fx.Node] = set()  # annotated as part of a fused pattern
         self.quantized: set[fx.Node] = set()  # nodes whose output carries an observer
+        self.bits: dict[fx.Node, int] = {}  # activation bits of each quantized node's output (8 if absent)
 
 
 def _set(node: fx.Node, *, inputs: dict | None = None, output: QuantizationSpecBase | None = None) -> None:

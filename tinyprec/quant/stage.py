@@ -13,10 +13,13 @@ from tinyprec.errors import RecipeError
 from tinyprec.quant.loops import Progress
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     import torch
     from torch import fx
 
     from tinyprec.data import Dataset
+    from tinyprec.quant.bits import LayerPrecision
     from tinyprec.recipe import QuantConfig
 
 MODES = ("qat", "ptq")
@@ -46,7 +49,8 @@ class QuantResult:
     selected: str = ""  # the program kept: "qat", or "ptq" when QAT did not beat PTQ on the validation split
 
 
-def _prepare(model: torch.nn.Module, example: torch.Tensor, *, qat: bool, cfg: QuantConfig) -> fx.GraphModule:
+def _prepare(model: torch.nn.Module, example: torch.Tensor, *, qat: bool, cfg: QuantConfig,
+             assignment: Mapping[str, LayerPrecision] | None = None) -> fx.GraphModule:
     import tinyprec.quant._quiet_torchao  # noqa: F401
     from torchao.quantization.pt2e.quantize_pt2e import prepare_pt2e
 
@@ -56,7 +60,8 @@ def _prepare(model: torch.nn.Module, example: torch.Tensor, *, qat: bool, cfg: Q
 
     gm = export_for_quant(with_biases(model), example, train=qat)
     quantizer = TFLiteInt8Quantizer(qat=qat, per_channel=cfg.per_channel,
-                                    calibration=Calibration(cfg.calibration), percentile=cfg.percentile)
+                                    calibration=Calibration(cfg.calibration), percentile=cfg.percentile,
+                                    assignment=assignment)
     return _prepare_qat(gm, quantizer) if qat else prepare_pt2e(gm, quantizer)
 
 
@@ -110,6 +115,37 @@ def float_twin_state(prepared: fx.GraphModule, model: torch.nn.Module) -> dict[s
     return out
 
 
+def layer_assignment(model: torch.nn.Module, example: torch.Tensor, cfg: QuantConfig,
+                     assignment: Mapping[str, LayerPrecision] | None = None, *, exported: fx.GraphModule | None = None,
+                     dataset: Dataset | None = None, progress: Progress | None = None) -> dict[str, LayerPrecision]:
+    """Every conv/linear layer's precision: ``assignment`` (missing layers int8), else ``cfg.bits`` with
+    ``cfg.overrides`` ("mixed": the search's choice when tinyprec.quant.search provides ``choose_assignment``).
+    Refuses a precision TFLM cannot run on a layer (QuantSpecError naming the layer and the rule)."""
+    from tinyprec.quant import bits as b
+    from tinyprec.quant.capture import export_for_quant
+    from tinyprec.quant.quantizer import check_layer, layer_nodes
+
+    gm = exported if exported is not None else export_for_quant(model, example, train=False)
+    nodes = layer_nodes(gm)
+    if assignment is None and cfg.bits == "mixed" and dataset is not None:
+        import importlib
+
+        try:
+            search = importlib.import_module("tinyprec.quant.search")
+        except ImportError:
+            search = None
+        if search is not None and hasattr(search, "choose_assignment"):
+            assignment = search.choose_assignment(model, dataset, cfg, progress=progress)
+    if assignment is not None:
+        result = b.check_assignment(assignment, nodes)
+    else:
+        result = b.resolve_assignment(nodes, cfg.bits, cfg.overrides)
+    for path, node in nodes.items():
+        if result[path] != b.PRESETS["int8"]:
+            check_layer(node, result[path], per_channel=cfg.per_channel)
+    return result
+
+
 def _check_cfg(cfg: QuantConfig, mode: str) -> None:
     if mode not in MODES:
         raise RecipeError(f"quant.mode: '{mode}' is not one of {', '.join(MODES)}")
@@ -122,13 +158,19 @@ def _check_cfg(cfg: QuantConfig, mode: str) -> None:
         raise RecipeError("quant: epochs >= 0, batch_size >= 2, calibration_batches >= 1 and lr > 0 are required")
 
 
-def ptq(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, *, progress: Progress | None = None
-        ) -> fx.GraphModule:
-    """Post-training quantization: calibrate on training inputs, return the converted program."""
+def ptq(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, *, progress: Progress | None = None,
+        assignment: Mapping[str, LayerPrecision] | None = None) -> fx.GraphModule:
+    """Post-training quantization: calibrate on training inputs, return the converted program.
+
+    ``assignment``: per-layer precision (module path -> LayerPrecision); None: ``cfg.bits`` + ``cfg.overrides``.
+    """
     from tinyprec.quant.capture import example_like
     from tinyprec.quant.loops import calibrate
 
-    prepared = _prepare(copy.deepcopy(model).eval(), example_like(dataset.input_shape), qat=False, cfg=cfg)
+    example = example_like(dataset.input_shape)
+    if assignment is None:
+        assignment = layer_assignment(model, example, cfg)
+    prepared = _prepare(copy.deepcopy(model).eval(), example, qat=False, cfg=cfg, assignment=assignment)
     calibrate(prepared, dataset.inputs("train"), batch_size=cfg.batch_size,
               num_batches=cfg.calibration_batches, progress=progress)
     return _convert(prepared, qat=False)
@@ -136,13 +178,18 @@ def ptq(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, *, progress:
 
 def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, out_dir: Path, *,
                    seed: int = 0, mode: str | None = None, max_steps: int | None = None,
-                   progress: Progress | None = None) -> QuantResult:
+                   progress: Progress | None = None,
+                   assignment: Mapping[str, LayerPrecision] | None = None) -> QuantResult:
     """Quantize a trained FP32 model to the TFLite int8 spec and write ``out_dir/quant/``.
 
     ``mode`` overrides ``cfg.mode`` ("qat" fine-tunes from the given weights under the mixed-precision
     policy; "ptq" only calibrates). QAT also runs PTQ, reported as ``ptq_accuracy``. ``max_steps`` caps
     QAT optimizer steps (smoke tests). Raises UnsupportedOpError before any training when the model has
     an op the int8 pipeline cannot express.
+
+    Per-layer precision (:mod:`tinyprec.quant.bits`): ``assignment`` (module path -> LayerPrecision, e.g.
+    from the search) or else ``cfg.bits`` with ``cfg.overrides``; a combination TFLM cannot run is refused
+    (QuantSpecError naming the layer and the rule) before any training.
     """
     import torch
 
@@ -159,14 +206,16 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     if cfg.output_softmax and dataset.task == "classification":
         model = with_output_softmax(model)
     example = example_like(dataset.input_shape)
-    check_graph(export_for_quant(model, example, train=False))  # refuse unsupported ops before training
+    exported = export_for_quant(model, example, train=False)
+    check_graph(exported)  # refuse unsupported ops (and precisions, below) before training
+    layers = layer_assignment(model, example, cfg, assignment, exported=exported, dataset=dataset, progress=progress)
 
     task = dataset.task
     x_test, y_test = dataset.inputs("test"), dataset.test.y
     model.eval()
     fp32_acc = evaluate(model, x_test, y_test, task=task)
     t0 = time.perf_counter()
-    ptq_program = ptq(model, dataset, cfg, progress=progress)
+    ptq_program = ptq(model, dataset, cfg, progress=progress, assignment=layers)
     ptq_acc = evaluate(ptq_program, x_test, y_test, task=task)
     facts: dict[str, Any] = {"ptq_seconds": round(time.perf_counter() - t0, 3)}
     precision = "fp32"
@@ -175,7 +224,7 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     if mode == "qat":
         program, precision, epochs_run, selected, qat_facts = _qat(model, dataset, cfg, example, ptq_program,
                                                                   seed=seed, max_steps=max_steps,
-                                                                  progress=progress)
+                                                                  progress=progress, assignment=layers)
         facts.update(qat_facts)
         facts["qat_test"] = evaluate(program, x_test, y_test, task=task) if selected == "qat" else None
         fq_acc = ptq_acc if selected == "ptq" else facts["qat_test"]
@@ -200,7 +249,7 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
         "ptq": ptq_acc, "drop": fp32_acc - fq_acc if metric == "accuracy" else fq_acc - fp32_acc,
         "epochs": epochs_run, "calibration": cfg.calibration, "per_channel": cfg.per_channel,
         "input_qparams": list(in_q), "output_qparams": list(out_q), "test_samples": int(len(y_test)),
-        "config": asdict(cfg), **facts,
+        "config": asdict(cfg), "layer_precision": {k: v.name for k, v in layers.items()}, **facts,
     }
     metrics_path = conv.write_json(qdir / conv.METRICS_NAME, metrics)
     manifest.record(out_dir, {"quant_program": program_path, "quant_qparams": qparams_path,
@@ -214,8 +263,8 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
 
 
 def _qat(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, example: torch.Tensor,
-         ptq_program: fx.GraphModule, *, seed: int, max_steps: int | None, progress: Progress | None
-         ) -> tuple[fx.GraphModule, str, int, str, dict[str, Any]]:
+         ptq_program: fx.GraphModule, *, seed: int, max_steps: int | None, progress: Progress | None,
+         assignment: Mapping[str, LayerPrecision] | None = None) -> tuple[fx.GraphModule, str, int, str, dict[str, Any]]:
     """QAT from the FP32 weights; the converted program, or the PTQ one if QAT does not beat it on the
     validation split (PTQ is the baseline QAT must equal or beat). Returns (program, precision, epochs,
     "qat"|"ptq", facts for metrics.json)."""
@@ -224,9 +273,9 @@ def _qat(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, example: to
     from tinyprec.quant.loops import better, evaluate, run_qat, select_precision
 
     task = dataset.task
-    precision = select_precision(cfg.precision, "cpu")
+    precision = select_precision(cfg.autocast, "cpu")
     torch.manual_seed(seed)
-    prepared = _prepare(model.train(), example, qat=True, cfg=cfg)
+    prepared = _prepare(model.train(), example, qat=True, cfg=cfg, assignment=assignment)
     x_val, y_val = dataset.inputs("val"), dataset.val.y
     val = (x_val, y_val) if len(y_val) else None
     t0 = time.perf_counter()
