@@ -88,6 +88,12 @@ class QuantConfig:
     bits: Literal["int8", "mixed", "w4a8", "a16w8"] = "int8"
     # Recipe table [quant.overrides]: fnmatch pattern on the module path -> preset ("features.*" = "w4a8").
     overrides: tuple[tuple[str, str], ...] = ()
+    # precision = "mixed" (tinyprec.quant.search): the accuracy drop the searched assignment may cost on the
+    # validation split (points, at PTQ; QAT then runs on it) and the RAM budget (TFLM arena bytes, or a
+    # multiple of the all-int8 model's measured arena).
+    search_max_drop: float = 0.5
+    arena_budget: int | None = None
+    arena_budget_ratio: float = 1.25
 
 
 @dataclass(frozen=True)

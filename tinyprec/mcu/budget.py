@@ -34,9 +34,12 @@ from tinyprec.ir import Graph, Op, OpType
 
 ALIGNMENT = 16  # MicroArenaBufferAlignment()
 WEIGHTED = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
-# Persistent bytes TFLM's tail grows by for one more op with one more tensor (node struct, eval tensor,
-# op data), measured on the host build of the pinned tflite-micro wheel (64-bit pointers).
-EXTRA_OP_REST_BYTES = 112
+# Measured on the host build of the pinned tflite-micro wheel (64-bit pointers), digits_cnn int8 vs its
+# variants: the arena's rest grows by ~120 B per added QUANTIZE op (node struct, eval tensor, op data) and
+# 8 B per INT4 layer after the first (scratch handles); the file by ~144 B per QUANTIZE op.
+EXTRA_OP_REST_BYTES = 120
+EXTRA_INT4_REST_BYTES = 8
+EXTRA_OP_FILE_BYTES = 144
 
 
 @dataclass(frozen=True)
@@ -224,7 +227,7 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
     bits: dict[str, int] = {n: 8 for n in graph.tensors}
     steps: list[tuple[list[tuple[str, int]], list[tuple[str, int]], list[int]]] = []  # (inputs, outputs, scratch)
     consts = const_bytes(graph)
-    extra_ops = int4 = 0
+    extra_ops = int4 = int4_layers = 0
     for op in graph.ops:
         ins = [n for n in op.inputs if n is not None and not graph.tensors[n].is_const]
         outs = list(op.outputs)
@@ -240,7 +243,7 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
         wcount = int(math.prod(graph.tensors[w].shape)) if w is not None else 0
         if prec.weight_bits == 4:
             consts -= wcount - (wcount + 1) // 2
-            int4 = max(int4, wcount)
+            int4, int4_layers = max(int4, wcount), int4_layers + 1
         out_bits = int(prec.act_bits)  # a layer computes in the bits of its output (16x8 reads int16)
         if in_bits != out_bits:  # QUANTIZE int8 <-> int16 on the edge in front of it
             q = f"{ins[0]}:q{out_bits}"
@@ -254,8 +257,9 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
         for n in outs:
             bits[n] = out_bits
     buffers, int16 = _step_buffers(graph, steps)
-    return Budget(consts, int(file_bytes) + consts - const_bytes(graph) + 160 * extra_ops, plan_head(buffers),
-                  int(rest_bytes) + EXTRA_OP_REST_BYTES * extra_ops, int4, int16)
+    rest = int(rest_bytes) + EXTRA_OP_REST_BYTES * extra_ops + EXTRA_INT4_REST_BYTES * max(0, int4_layers - 1)
+    return Budget(consts, int(file_bytes) + consts - const_bytes(graph) + EXTRA_OP_FILE_BYTES * extra_ops,
+                  plan_head(buffers), rest, int4, int16)
 
 
 def _widths(names: list[str], bits: Mapping[str, int]) -> list[tuple[str, int]]:

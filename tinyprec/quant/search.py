@@ -1,0 +1,398 @@
+"""Per-layer precision search: which layers get 4-bit weights (or 16-bit activations) under a RAM budget.
+
+1. **Baseline.** PTQ the model at int8, lower it, write the .tflite and measure TFLM's arena: the int8
+   file bytes, the planned head and the rest (:mod:`tinyprec.mcu.budget`).
+2. **Sensitivity**, against the model's own float weights, one layer at a time on a calibration batch of
+   the validation split: the output KL divergence (float softmax vs perturbed) when only that layer's
+   weights are fake-quantized to int4 (per-channel, MSE-optimal scales) or int8, and when only its output
+   activation is fake-quantized to int8 (int16 removes that error). Cheap: one forward pass per layer
+   and precision, no PT2E program.
+3. **Assignment.** A mixed-integer program (scipy.optimize.milp) minimises flash (INT4 halves a layer's
+   weight bytes; int16 doubles its INT32 bias to INT64) subject to the summed KL (an additive proxy of the
+   accuracy drop) under a bound, INT4 only where the layer computes in int8 and TFLM supports it, and the
+   arena (planned head at every op, INT4 unpack scratch at its op, int16 activations twice as large)
+   within the RAM budget. Each solution is checked by :func:`tinyprec.mcu.budget.assignment_budget`
+   (TFLM's greedy plan of the changed graph); a miss tightens the RAM bound and solves again.
+4. **Trade-off curve.** Sweeping the KL bound gives candidates from all-int8 to the most int4 that fits;
+   each is PTQ-quantized for real and scored on the validation split. The chosen assignment is the one
+   with the least flash whose validation accuracy drop (vs the FP32 model) is within ``search_max_drop``.
+   QAT then runs once, on that assignment (:func:`tinyprec.quant.stage.quantize_model`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from tinyprec.quant.bits import PRESETS, LayerPrecision, layer_rule
+
+if TYPE_CHECKING:
+    import torch
+
+    from tinyprec.data import Dataset
+    from tinyprec.recipe import QuantConfig
+
+Progress = Callable[[str], None]
+INT8, W4, A16 = PRESETS["int8"], PRESETS["w4a8"], PRESETS["a16w8"]
+_FUSED = ("BatchNorm1d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "Identity", "Dropout")
+CURVE_POINTS = 8  # KL bounds swept between all-int8 and unconstrained
+
+
+@dataclass(frozen=True)
+class LayerSensitivity:
+    """One layer: its size and the output KL (nats per sample, x1e3) each precision alone causes."""
+
+    layer: str
+    op: str
+    weights: int
+    channels: int
+    kl_w8: float
+    kl_w4: float
+    kl_a8: float
+    w4_allowed: bool
+    a16_allowed: bool
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A point of the trade-off curve: an assignment, its estimated flash/arena and measured PTQ accuracy."""
+
+    assignment: dict[str, str]
+    kl_bound: float
+    kl_proxy: float
+    flash_bytes: int
+    arena_bytes: int
+    int4_scratch_bytes: int
+    val_accuracy: float
+    val_drop: float
+    fits: bool
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    assignment: dict[str, LayerPrecision]
+    chosen: int  # index into candidates
+    candidates: tuple[Candidate, ...]
+    sensitivity: tuple[LayerSensitivity, ...]
+    int8_file_bytes: int
+    int8_arena_bytes: int
+    arena_budget: int
+    max_drop: float
+    fp32_val_accuracy: float
+    seconds: float
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["assignment"] = {k: v.name for k, v in self.assignment.items()}
+        return d
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    from tinyprec.quant.capture import _output_softmax_class
+
+    return model.model if isinstance(model, _output_softmax_class()) else model
+
+
+def _fake_quant_weight(w: torch.Tensor, bits: int) -> torch.Tensor:
+    """Per-output-channel symmetric fake quant; 4 bits with the MSE-optimal clipping of a small grid."""
+    import torch
+
+    qmax = 2 ** (bits - 1) - 1
+    flat = w.detach().reshape(w.shape[0], -1)
+    amax = flat.abs().amax(1, keepdim=True).clamp_min(1e-12)
+    ratios = (1.0,) if bits == 8 else tuple(np.linspace(0.5, 1.0, 11))
+    best, best_err = None, None
+    for r in ratios:
+        scale = amax * float(r) / qmax
+        q = torch.clamp(torch.round(flat / scale), -qmax, qmax) * scale
+        err = ((q - flat) ** 2).sum(1, keepdim=True)
+        if best is None:
+            best, best_err = q, err
+        else:
+            better = err < best_err
+            best = torch.where(better, q, best)
+            best_err = torch.where(better, err, best_err)
+    return best.reshape(w.shape)
+
+
+def _fake_quant_act(x: torch.Tensor, lo: float, hi: float, bits: int) -> torch.Tensor:
+    import torch
+
+    if bits == 16:
+        scale = max(abs(lo), abs(hi), 1e-12) / 32767.0
+        return torch.clamp(torch.round(x / scale), -32767, 32767) * scale
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    scale = max(hi - lo, 1e-12) / 255.0
+    zp = round(-128 - lo / scale)
+    return (torch.clamp(torch.round(x / scale) + zp, -128, 127) - zp) * scale
+
+
+def _kl(p_logits: torch.Tensor, q_logits: torch.Tensor) -> float:
+    import torch
+
+    p = torch.log_softmax(p_logits.float(), -1)
+    q = torch.log_softmax(q_logits.float(), -1)
+    return float((p.exp() * (p - q)).sum(-1).mean()) * 1e3
+
+
+def _fused_outputs(model: torch.nn.Module, x: torch.Tensor, layers: list[str]) -> dict[str, str]:
+    """Layer -> the module whose output the int8 graph quantizes (after folded BN / fused ReLU)."""
+    import torch
+
+    log: list[tuple[str, str, tuple[int, ...]]] = []
+    hooks = [m.register_forward_hook(lambda mod, _i, out, _n=n: log.append((_n, type(mod).__name__, tuple(out.shape))))
+             for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = {}
+    for layer in layers:
+        hits = [i for i, (n, _, _) in enumerate(log) if n == layer]
+        if not hits:
+            out[layer] = layer
+            continue
+        i = hits[-1]
+        while i + 1 < len(log) and log[i + 1][1] in _FUSED and log[i + 1][2] == log[hits[-1]][2]:
+            i += 1
+        out[layer] = log[i][0]
+    return out
+
+
+def sensitivity(model: torch.nn.Module, x: np.ndarray, layers: Mapping[str, str], *, per_channel: bool = True
+                ) -> list[LayerSensitivity]:
+    """Per-layer output KL of int8 / int4 weights and int8 output activation, one layer at a time.
+
+    ``layers``: module path -> the TFLite op it lowers to ("CONV_2D", "DEPTHWISE_CONV_2D", ...).
+    """
+    import torch
+
+    model = _unwrap(model).eval()
+    xt = torch.from_numpy(np.ascontiguousarray(x))
+    with torch.no_grad():
+        ref = model(xt)
+    fused = _fused_outputs(model, xt, list(layers))
+    ranges: dict[str, tuple[float, float]] = {}
+    mods = dict(model.named_modules())
+    hooks = [mods[fused[n]].register_forward_hook(
+        lambda _m, _i, out, _n=n: ranges.__setitem__(_n, (float(out.min()), float(out.max())))) for n in layers]
+    with torch.no_grad():
+        model(xt)
+    for h in hooks:
+        h.remove()
+    rows = []
+    for name, op in layers.items():
+        module = mods[name]
+        w = module.weight
+        kl = {}
+        for bits in (8, 4):
+            saved = w.data.clone()
+            with torch.no_grad():
+                w.data.copy_(_fake_quant_weight(saved, bits))
+                kl[bits] = _kl(ref, model(xt))
+                w.data.copy_(saved)
+        lo, hi = ranges[name]
+        h = mods[fused[name]].register_forward_hook(lambda _m, _i, out: _fake_quant_act(out, lo, hi, 8))
+        with torch.no_grad():
+            kl_a8 = _kl(ref, model(xt))
+        h.remove()
+        channels = int(w.shape[0])
+        rows.append(LayerSensitivity(
+            name, op, int(w.numel()), channels, kl[8], kl[4], kl_a8,
+            layer_rule(op, W4, per_channel=per_channel) is None, layer_rule(op, A16, per_channel=per_channel) is None))
+    return rows
+
+
+# ---- the assignment: a MILP over (w4, a16) per layer ------------------------------------------------------
+
+
+def _live_profile(graph: Any, layers: list[str]) -> tuple[list[int], list[dict[str, int]], list[dict[str, int]]]:
+    """Per op of the int8 graph: live bytes (inputs, outputs, longer-lived tensors, fixed scratch), the extra
+    bytes each layer's int16 choice adds there (tensors whose width that layer sets), the INT4 scratch per
+    layer computed there. Same lifetimes as TFLM's planner (:func:`tinyprec.mcu.budget.graph_buffers`)."""
+    from tinyprec.mcu import budget
+
+    buffers = budget.graph_buffers(graph)
+    owner: dict[str, str] = {}
+    for op in graph.ops:
+        module = budget.op_module(graph, op)
+        if budget._weight(graph, op) is not None and module in layers:
+            for n in op.outputs:
+                owner[n] = module
+        elif op.inputs and op.inputs[0] in owner:
+            for n in op.outputs:
+                owner[n] = owner[op.inputs[0]]
+    steps = len(graph.ops)
+    live = [0] * (steps + 1)
+    extra: list[dict[str, int]] = [{} for _ in range(steps + 1)]
+    scratch: list[dict[str, int]] = [{} for _ in range(steps + 1)]
+    for b in buffers:
+        for t in range(b.first, b.last + 1):
+            live[t] += budget.align(b.size)
+            if b.name in owner:
+                extra[t][owner[b.name]] = extra[t].get(owner[b.name], 0) + budget.align(b.size)
+    for i, op in enumerate(graph.ops, start=1):
+        module = budget.op_module(graph, op)
+        w = budget._weight(graph, op)
+        if w is not None and module in layers:
+            scratch[i][module] = budget.align(int(math.prod(graph.tensors[w].shape)))
+    return live, extra, scratch
+
+
+def solve(sens: list[LayerSensitivity], *, kl_bound: float, head_budget: int | None,
+          profile: tuple[list[int], list[dict[str, int]], list[dict[str, int]]] | None) -> dict[str, LayerPrecision] | None:
+    """The least-flash assignment with summed KL proxy <= ``kl_bound`` and planned head <= ``head_budget``
+    (scipy.optimize.milp; None when infeasible)."""
+    from scipy.optimize import Bounds, LinearConstraint, milp
+
+    n = len(sens)
+    idx = {s.layer: i for i, s in enumerate(sens)}
+    kl_w4 = np.array([max(s.kl_w4 - s.kl_w8, 0.0) for s in sens])
+    kl_a16 = np.array([-max(s.kl_a8, 0.0) for s in sens])
+    saved = np.array([s.weights - (s.weights + 1) // 2 for s in sens], float)
+    bias16 = np.array([4.0 * s.channels for s in sens])
+    eps = 1e-6 * max(float(saved.max(initial=1.0)), 1.0)
+    c = np.concatenate([-saved + eps * kl_w4, bias16 + 1.0])  # ties: less error; int16 only when it pays
+    rows, lo, hi = [], [], []
+    for i in range(n):  # INT4 only where the layer computes in int8
+        r = np.zeros(2 * n)
+        r[i] = r[n + i] = 1
+        rows.append(r), lo.append(-np.inf), hi.append(1)
+    rows.append(np.concatenate([kl_w4, kl_a16])), lo.append(-np.inf), hi.append(kl_bound)
+    if head_budget is not None and profile is not None:
+        live, extra, scratch = profile
+        for t in range(len(live)):
+            r = np.zeros(2 * n)
+            for layer, size in extra[t].items():
+                r[n + idx[layer]] += size
+            for layer, size in scratch[t].items():
+                r[idx[layer]] += size
+            rows.append(r), lo.append(-np.inf), hi.append(head_budget - live[t])
+    ub = np.array([float(s.w4_allowed) for s in sens] + [float(s.a16_allowed) for s in sens])
+    res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(2 * n),
+               bounds=Bounds(np.zeros(2 * n), ub))
+    if res.status != 0 or res.x is None:
+        return None
+    x = np.round(res.x).astype(int)
+    return {s.layer: (W4 if x[i] else A16 if x[n + i] else INT8) for i, s in enumerate(sens)}
+
+
+def _kl_proxy(sens: list[LayerSensitivity], assignment: Mapping[str, LayerPrecision]) -> float:
+    total = 0.0
+    for s in sens:
+        p = assignment.get(s.layer, INT8)
+        total += max(s.kl_w4 - s.kl_w8, 0.0) if p.weight_bits == 4 else 0.0
+        total -= max(s.kl_a8, 0.0) if p.act_bits == 16 else 0.0
+    return total
+
+
+def _fit(sens: list[LayerSensitivity], kl_bound: float, arena_budget: int, graph: Any, rest: int, file_bytes: int,
+         profile: Any) -> tuple[dict[str, LayerPrecision] | None, Any]:
+    """Solve, check with TFLM's greedy plan of the changed graph, tighten the head bound until it fits."""
+    from tinyprec.mcu import budget
+
+    head_budget = arena_budget - rest
+    for _ in range(6):
+        found = solve(sens, kl_bound=kl_bound, head_budget=head_budget, profile=profile)
+        if found is None:
+            return None, None
+        est = budget.assignment_budget(graph, found, rest_bytes=rest, file_bytes=file_bytes)
+        if est.arena_bytes <= arena_budget:
+            return found, est
+        head_budget -= est.arena_bytes - arena_budget
+    return None, None
+
+
+# ---- the search end to end -------------------------------------------------------------------------------
+
+
+def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, *,
+                      progress: Progress | None = None) -> SearchResult:
+    """Sensitivity, trade-off curve and the chosen per-layer assignment for ``model`` (see the module doc).
+
+    The RAM budget is ``cfg.arena_budget`` bytes of TFLM arena, else ``cfg.arena_budget_ratio`` x the
+    all-int8 model's measured arena; the accuracy bound ``cfg.search_max_drop`` points on the validation
+    split (the training split's first samples when there is no validation split).
+    """
+    import torch
+
+    from tinyprec.formats.tflite_writer import write_tflite
+    from tinyprec.quant.capture import example_like, export_for_quant
+    from tinyprec.quant.loops import evaluate
+    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.quant.quantizer import layer_nodes, lowered_op_type
+    from tinyprec.quant.stage import ptq
+    from tinyprec.runtimes.tflm import tflm_arena_report
+
+    say = progress or (lambda _m: None)
+    t0 = time.perf_counter()
+    example = example_like(dataset.input_shape)
+    nodes = layer_nodes(export_for_quant(model, example, train=False))
+    ops = {name: lowered_op_type(node) for name, node in nodes.items()}
+    x_val, y_val = dataset.inputs("val"), dataset.val.y
+    notes = []
+    if not len(y_val):
+        x_val, y_val = dataset.inputs("train")[:512], dataset.train.y[:512]
+        notes.append("no validation split: scored on the first 512 training samples")
+    task = dataset.task
+    fp32_val = evaluate(model.eval(), x_val, y_val, task=task)
+
+    say("search: int8 baseline (PTQ, lowered, TFLM arena)")
+    int8 = {name: INT8 for name in nodes}
+    program = ptq(model, dataset, cfg, assignment=int8)
+    graph = lower_to_ir(program, torch.from_numpy(x_val[:2]), name="int8")
+    tflite = write_tflite(graph)
+    report = tflm_arena_report(tflite)
+    rest = report.arena_bytes - report.head_bytes
+    arena_budget = int(cfg.arena_budget if cfg.arena_budget is not None else cfg.arena_budget_ratio * report.arena_bytes)
+
+    say(f"search: sensitivity of {len(ops)} layers")
+    sens = sensitivity(model, x_val[:256], ops, per_channel=cfg.per_channel)
+    profile = _live_profile(graph, list(ops))
+    deltas = sorted(d for d in (max(s.kl_w4 - s.kl_w8, 0.0) for s in sens if s.w4_allowed) if d > 0)
+    total = sum(deltas)
+    bounds = [0.0] + ([total * (0.5 ** k) for k in range(CURVE_POINTS - 1, -1, -1)] if total > 0 else []) + [math.inf]
+    from tinyprec.mcu import budget
+
+    seen: dict[tuple[str, ...], Candidate] = {}
+    for bound in bounds:
+        found, est = _fit(sens, bound, arena_budget, graph, rest, len(tflite), profile)
+        if found is None:
+            continue
+        key = tuple(found[s.layer].name for s in sens)
+        if key in seen:
+            continue
+        say(f"search: candidate {len(seen) + 1}: {', '.join(f'{k}={v}' for k, v in zip(ops, key))}")
+        acc = evaluate(ptq(model, dataset, cfg, assignment=found), x_val, y_val, task=task)
+        drop = acc - fp32_val if task == "autoencoder" else fp32_val - acc
+        seen[key] = Candidate({s.layer: found[s.layer].name for s in sens}, bound, _kl_proxy(sens, found),
+                              est.flash_bytes, est.arena_bytes, est.int4_scratch_bytes, acc, drop,
+                              est.arena_bytes <= arena_budget)
+    base = budget.assignment_budget(graph, int8, rest_bytes=rest, file_bytes=len(tflite))
+    candidates = sorted(seen.values(), key=lambda c: (c.flash_bytes, c.val_drop))
+    ok = [i for i, c in enumerate(candidates) if c.fits and c.val_drop <= cfg.search_max_drop + 1e-9]
+    if ok:
+        chosen = ok[0]
+        assignment = {k: PRESETS[v] for k, v in candidates[chosen].assignment.items()}
+    else:
+        notes.append("no candidate met max_drop within the RAM budget: all int8")
+        candidates.append(Candidate({k: "int8" for k in ops}, 0.0, 0.0, base.flash_bytes, base.arena_bytes, 0,
+                                    evaluate(program, x_val, y_val, task=task), math.nan, True))
+        chosen, assignment = len(candidates) - 1, int8
+    return SearchResult(assignment, chosen, tuple(candidates), tuple(sens), len(tflite), report.arena_bytes,
+                        arena_budget, float(cfg.search_max_drop), fp32_val, round(time.perf_counter() - t0, 2),
+                        tuple(notes))
+
+
+def choose_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, *,
+                      progress: Progress | None = None) -> dict[str, LayerPrecision]:
+    """The searched assignment alone (the hook :func:`tinyprec.quant.stage.layer_assignment` calls)."""
+    return search_assignment(model, dataset, cfg, progress=progress).assignment
