@@ -34,12 +34,18 @@ from tinyprec.ir import Graph, Op, OpType
 
 ALIGNMENT = 16  # MicroArenaBufferAlignment()
 WEIGHTED = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
+SPLITTABLE = (OpType.CONV_2D, OpType.FULLY_CONNECTED)  # output channels = filter rows (OHWI, [out, in])
+MAX_PIECES = 10  # TFLM's CONCATENATION takes at most 10 inputs (kMaxInputNum in concatenation.cc)
 # Measured on the host build of the pinned tflite-micro wheel (64-bit pointers), digits_cnn int8 vs its
 # variants: the arena's rest grows by ~120 B per added QUANTIZE op (node struct, eval tensor, op data) and
 # 8 B per INT4 layer after the first (scratch handles); the file by ~144 B per QUANTIZE op.
 EXTRA_OP_REST_BYTES = 120
 EXTRA_INT4_REST_BYTES = 8
 EXTRA_OP_FILE_BYTES = 144
+# Splitting an INT4 layer into k channel groups + CONCATENATION (tinyprec.quant.lower_split), per piece:
+# measured on a 256x256 FULLY_CONNECTED split 2, 4 and 8 ways.
+SPLIT_FILE_BYTES = 230
+SPLIT_REST_BYTES = 245
 
 
 @dataclass(frozen=True)
@@ -156,6 +162,14 @@ def op_scratch(graph: Graph, op: Op) -> list[tuple[int, str]]:
     return []
 
 
+def pieces_for(weights: int, channels: int, max_scratch: int) -> int:
+    """Channel groups for an INT4 layer split (tinyprec.quant.lower_split): the fewest that divide
+    ``channels`` evenly (at most 10) with an unpack scratch <= ``max_scratch``; else the most such groups."""
+    per_channel = weights // channels
+    ks = [k for k in range(1, min(channels, MAX_PIECES) + 1) if channels % k == 0]
+    return next((k for k in ks if per_channel * (channels // k) <= max_scratch), ks[-1])
+
+
 def int4_scratch_bytes(graph: Graph) -> int:
     """The largest INT4 layer's weight count: the unpack scratch TFLM needs (0 without INT4 weights)."""
     return max((b.size for b in graph_buffers(graph) if b.name.endswith(":unpacked")), default=0)
@@ -215,19 +229,20 @@ def weighted_layers(graph: Graph) -> dict[str, tuple[int, int]]:
 
 
 def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest_bytes: int,
-                      file_bytes: int) -> Budget:
+                      file_bytes: int, int4_max_scratch: int | None = None) -> Budget:
     """The budget of the int8 ``graph`` (measured ``file_bytes`` and ``rest_bytes`` = arena - head) with each weighted
     layer at its assigned precision (module path -> weight_bits, act_bits; absent layers stay w8a8).
 
     Activations: a weighted layer computes in its ``act_bits`` (TFLM's 16x8 kernels read and write int16);
     other ops keep their input's width; where a layer's input width differs, a QUANTIZE (int8 <-> int16)
     sits in front of it, as the lowering puts it. The exported file's own graph (:func:`graph_budget`) and
-    TFLM's measurement are the final word.
+    TFLM's measurement are the final word. With ``int4_max_scratch``, INT4 layers over it are split into
+    channel groups + CONCATENATION as :func:`tinyprec.quant.lower_split.split_int4_layers` does.
     """
     bits: dict[str, int] = {n: 8 for n in graph.tensors}
     steps: list[tuple[list[tuple[str, int]], list[tuple[str, int]], list[int]]] = []  # (inputs, outputs, scratch)
     consts = const_bytes(graph)
-    extra_ops = int4 = int4_layers = 0
+    extra_ops = int4 = int4_layers = splits = 0
     for op in graph.ops:
         ins = [n for n in op.inputs if n is not None and not graph.tensors[n].is_const]
         outs = list(op.outputs)
@@ -243,7 +258,7 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
         wcount = int(math.prod(graph.tensors[w].shape)) if w is not None else 0
         if prec.weight_bits == 4:
             consts -= wcount - (wcount + 1) // 2
-            int4, int4_layers = max(int4, wcount), int4_layers + 1
+            int4_layers += 1
         out_bits = int(prec.act_bits)  # a layer computes in the bits of its output (16x8 reads int16)
         if in_bits != out_bits:  # QUANTIZE int8 <-> int16 on the edge in front of it
             q = f"{ins[0]}:q{out_bits}"
@@ -252,13 +267,27 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
             bits[q], extra_ops = out_bits, extra_ops + 1
         if out_bits == 16:
             consts += 4 * _channels(graph, op)  # INT64 bias instead of INT32
-        scratch = [wcount] if prec.weight_bits == 4 else []
-        steps.append((_widths(ins, bits), [(n, out_bits) for n in outs], scratch))
+        k = 1
+        if prec.weight_bits == 4 and int4_max_scratch is not None and wcount > int4_max_scratch and op.type in SPLITTABLE:
+            k = pieces_for(wcount, _channels(graph, op), int4_max_scratch)
+        if k > 1:
+            parts = [f"{outs[0]}:s{i}/{k}" for i in range(k)]  # one k-th of the output each
+            for part in parts:
+                steps.append((_widths(ins, bits), [(part, out_bits)], [wcount // k]))
+                int4 = max(int4, wcount // k)
+            steps.append(([(part, out_bits) for part in parts], [(outs[0], out_bits)], []))
+            splits += k
+        else:
+            scratch = [wcount] if prec.weight_bits == 4 else []
+            int4 = max(int4, wcount if prec.weight_bits == 4 else 0)
+            steps.append((_widths(ins, bits), [(n, out_bits) for n in outs], scratch))
         for n in outs:
             bits[n] = out_bits
     buffers, int16 = _step_buffers(graph, steps)
-    rest = int(rest_bytes) + EXTRA_OP_REST_BYTES * extra_ops + EXTRA_INT4_REST_BYTES * max(0, int4_layers - 1)
-    return Budget(consts, int(file_bytes) + consts - const_bytes(graph) + EXTRA_OP_FILE_BYTES * extra_ops,
+    rest = (int(rest_bytes) + EXTRA_OP_REST_BYTES * extra_ops + EXTRA_INT4_REST_BYTES * max(0, int4_layers - 1)
+            + SPLIT_REST_BYTES * splits)
+    return Budget(consts, int(file_bytes) + consts - const_bytes(graph) + EXTRA_OP_FILE_BYTES * extra_ops
+                  + SPLIT_FILE_BYTES * splits,
                   plan_head(buffers), rest, int4, int16)
 
 
@@ -274,7 +303,7 @@ def _channels(graph: Graph, op: Op) -> int:
 def _step_buffers(graph: Graph, steps: list[tuple[list[tuple[str, int]], list[tuple[str, int]], list[int]]]
                   ) -> tuple[list[Buffer], int]:
     """Buffers of a step list (one step per op, in order) and the bytes of its int16 tensors. A name
-    "t:q16" / "t:o16" is an int16 copy of int8 tensor t that a QUANTIZE op adds."""
+    "t:q16" is an int16 copy of int8 tensor t that a QUANTIZE op adds, "t:s2/4" a quarter of t."""
     first: dict[str, int] = {n: 0 for n in graph.inputs}
     last: dict[str, int] = {n: 0 for n in graph.inputs}
     width: dict[str, int] = {}
@@ -293,7 +322,7 @@ def _step_buffers(graph: Graph, steps: list[tuple[list[tuple[str, int]], list[tu
     for n in first:
         t = graph.tensors[n.split(":")[0]]
         per = width.get(n, 1) if t.dtype.value == "int8" else t.dtype.numpy.itemsize
-        size = int(math.prod(t.shape)) * per
+        size = int(math.prod(t.shape)) * per // (int(n.rsplit("/", 1)[1]) if "/" in n else 1)
         int16 += size if t.dtype.value == "int8" and per == 2 else 0
         buffers.append(Buffer(size, first[n], last[n], n))
     return buffers + scratch, int16
