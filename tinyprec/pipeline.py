@@ -39,7 +39,7 @@ _READS: dict[str, tuple[str, ...]] = {
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("model", "data", "train"),
     "qat": ("model", "data", "quant"),
-    "export": ("model", "data", "export"),
+    "export": ("model", "data", "quant", "export"),  # quant: int4_max_scratch splits INT4 layers at export
     "validate": ("model", "data", "validate"),
 }
 

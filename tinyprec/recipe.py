@@ -94,6 +94,9 @@ class QuantConfig:
     search_max_drop: float = 0.5
     arena_budget: int | None = None
     arena_budget_ratio: float = 1.25
+    # Split INT4 layers whose unpack scratch exceeds this many bytes into channel groups + CONCATENATION
+    # at export (tinyprec.quant.lower_split; the search models it). None: no split.
+    int4_max_scratch: int | None = None
 
 
 @dataclass(frozen=True)

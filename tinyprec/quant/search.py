@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinyprec.quant.bits import PRESETS, LayerPrecision, layer_rule
+from tinyprec.quant.search_milp import A16, INT8, W4, LayerSensitivity, _fit, _kl_proxy, _live_profile
 
 if TYPE_CHECKING:
     import torch
@@ -38,24 +39,8 @@ if TYPE_CHECKING:
     from tinyprec.recipe import QuantConfig
 
 Progress = Callable[[str], None]
-INT8, W4, A16 = PRESETS["int8"], PRESETS["w4a8"], PRESETS["a16w8"]
 _FUSED = ("BatchNorm1d", "BatchNorm2d", "ReLU", "ReLU6", "Hardtanh", "Identity", "Dropout")
 CURVE_POINTS = 8  # KL bounds swept between all-int8 and unconstrained
-
-
-@dataclass(frozen=True)
-class LayerSensitivity:
-    """One layer: its size and the output KL (nats per sample, x1e3) each precision alone causes."""
-
-    layer: str
-    op: str
-    weights: int
-    channels: int
-    kl_w8: float
-    kl_w4: float
-    kl_a8: float
-    w4_allowed: bool
-    a16_allowed: bool
 
 
 @dataclass(frozen=True)
@@ -211,106 +196,6 @@ def sensitivity(model: torch.nn.Module, x: np.ndarray, layers: Mapping[str, str]
     return rows
 
 
-# ---- the assignment: a MILP over (w4, a16) per layer ------------------------------------------------------
-
-
-def _live_profile(graph: Any, layers: list[str]) -> tuple[list[int], list[dict[str, int]], list[dict[str, int]]]:
-    """Per op of the int8 graph: live bytes (inputs, outputs, longer-lived tensors, fixed scratch), the extra
-    bytes each layer's int16 choice adds there (tensors whose width that layer sets), the INT4 scratch per
-    layer computed there. Same lifetimes as TFLM's planner (:func:`tinyprec.mcu.budget.graph_buffers`)."""
-    from tinyprec.mcu import budget
-
-    buffers = budget.graph_buffers(graph)
-    owner: dict[str, str] = {}
-    for op in graph.ops:
-        module = budget.op_module(graph, op)
-        if budget._weight(graph, op) is not None and module in layers:
-            for n in op.outputs:
-                owner[n] = module
-        elif op.inputs and op.inputs[0] in owner:
-            for n in op.outputs:
-                owner[n] = owner[op.inputs[0]]
-    steps = len(graph.ops)
-    live = [0] * (steps + 1)
-    extra: list[dict[str, int]] = [{} for _ in range(steps + 1)]
-    scratch: list[dict[str, int]] = [{} for _ in range(steps + 1)]
-    for b in buffers:
-        for t in range(b.first, b.last + 1):
-            live[t] += budget.align(b.size)
-            if b.name in owner:
-                extra[t][owner[b.name]] = extra[t].get(owner[b.name], 0) + budget.align(b.size)
-    for i, op in enumerate(graph.ops, start=1):
-        module = budget.op_module(graph, op)
-        w = budget._weight(graph, op)
-        if w is not None and module in layers:
-            scratch[i][module] = budget.align(int(math.prod(graph.tensors[w].shape)))
-    return live, extra, scratch
-
-
-def solve(sens: list[LayerSensitivity], *, kl_bound: float, head_budget: int | None,
-          profile: tuple[list[int], list[dict[str, int]], list[dict[str, int]]] | None) -> dict[str, LayerPrecision] | None:
-    """The least-flash assignment with summed KL proxy <= ``kl_bound`` and planned head <= ``head_budget``
-    (scipy.optimize.milp; None when infeasible)."""
-    from scipy.optimize import Bounds, LinearConstraint, milp
-
-    n = len(sens)
-    idx = {s.layer: i for i, s in enumerate(sens)}
-    kl_w4 = np.array([max(s.kl_w4 - s.kl_w8, 0.0) for s in sens])
-    kl_a16 = np.array([-max(s.kl_a8, 0.0) for s in sens])
-    saved = np.array([s.weights - (s.weights + 1) // 2 for s in sens], float)
-    bias16 = np.array([4.0 * s.channels for s in sens])
-    eps = 1e-6 * max(float(saved.max(initial=1.0)), 1.0)
-    c = np.concatenate([-saved + eps * kl_w4, bias16 + 1.0])  # ties: less error; int16 only when it pays
-    rows, lo, hi = [], [], []
-    for i in range(n):  # INT4 only where the layer computes in int8
-        r = np.zeros(2 * n)
-        r[i] = r[n + i] = 1
-        rows.append(r), lo.append(-np.inf), hi.append(1)
-    rows.append(np.concatenate([kl_w4, kl_a16])), lo.append(-np.inf), hi.append(kl_bound)
-    if head_budget is not None and profile is not None:
-        live, extra, scratch = profile
-        for t in range(len(live)):
-            r = np.zeros(2 * n)
-            for layer, size in extra[t].items():
-                r[n + idx[layer]] += size
-            for layer, size in scratch[t].items():
-                r[idx[layer]] += size
-            rows.append(r), lo.append(-np.inf), hi.append(head_budget - live[t])
-    ub = np.array([float(s.w4_allowed) for s in sens] + [float(s.a16_allowed) for s in sens])
-    res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(2 * n),
-               bounds=Bounds(np.zeros(2 * n), ub))
-    if res.status != 0 or res.x is None:
-        return None
-    x = np.round(res.x).astype(int)
-    return {s.layer: (W4 if x[i] else A16 if x[n + i] else INT8) for i, s in enumerate(sens)}
-
-
-def _kl_proxy(sens: list[LayerSensitivity], assignment: Mapping[str, LayerPrecision]) -> float:
-    total = 0.0
-    for s in sens:
-        p = assignment.get(s.layer, INT8)
-        total += max(s.kl_w4 - s.kl_w8, 0.0) if p.weight_bits == 4 else 0.0
-        total -= max(s.kl_a8, 0.0) if p.act_bits == 16 else 0.0
-    return total
-
-
-def _fit(sens: list[LayerSensitivity], kl_bound: float, arena_budget: int, graph: Any, rest: int, file_bytes: int,
-         profile: Any) -> tuple[dict[str, LayerPrecision] | None, Any]:
-    """Solve, check with TFLM's greedy plan of the changed graph, tighten the head bound until it fits."""
-    from tinyprec.mcu import budget
-
-    head_budget = arena_budget - rest
-    for _ in range(6):
-        found = solve(sens, kl_bound=kl_bound, head_budget=head_budget, profile=profile)
-        if found is None:
-            return None, None
-        est = budget.assignment_budget(graph, found, rest_bytes=rest, file_bytes=file_bytes)
-        if est.arena_bytes <= arena_budget:
-            return found, est
-        head_budget -= est.arena_bytes - arena_budget
-    return None, None
-
-
 # ---- the search end to end -------------------------------------------------------------------------------
 
 
@@ -356,7 +241,7 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
 
     say(f"search: sensitivity of {len(ops)} layers")
     sens = sensitivity(model, x_val[:256], ops, per_channel=cfg.per_channel)
-    profile = _live_profile(graph, list(ops))
+    profile = _live_profile(graph, list(ops), cfg.int4_max_scratch)
     deltas = sorted(d for d in (max(s.kl_w4 - s.kl_w8, 0.0) for s in sens if s.w4_allowed) if d > 0)
     total = sum(deltas)
     bounds = [0.0] + ([total * (0.5 ** k) for k in range(CURVE_POINTS - 1, -1, -1)] if total > 0 else []) + [math.inf]
@@ -364,7 +249,7 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
 
     seen: dict[tuple[str, ...], Candidate] = {}
     for bound in bounds:
-        found, est = _fit(sens, bound, arena_budget, graph, rest, len(tflite), profile)
+        found, est = _fit(sens, bound, arena_budget, graph, rest, len(tflite), profile, cfg.int4_max_scratch)
         if found is None:
             continue
         key = tuple(found[s.layer].name for s in sens)
@@ -384,8 +269,9 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
         assignment = {k: PRESETS[v] for k, v in candidates[chosen].assignment.items()}
     else:
         notes.append("no candidate met max_drop within the RAM budget: all int8")
-        candidates.append(Candidate({k: "int8" for k in ops}, 0.0, 0.0, base.flash_bytes, base.arena_bytes, 0,
-                                    evaluate(program, x_val, y_val, task=task), math.nan, True))
+        acc = evaluate(program, x_val, y_val, task=task)
+        candidates.append(Candidate({k: "int8" for k in ops}, 0.0, 0.0, base.flash_bytes, base.arena_bytes, 0, acc,
+                                    acc - fp32_val if task == "autoencoder" else fp32_val - acc, True))
         chosen, assignment = len(candidates) - 1, int8
     return SearchResult(assignment, chosen, tuple(candidates), tuple(sens), len(tflite), report.arena_bytes,
                         arena_budget, float(cfg.search_max_drop), fp32_val, round(time.perf_counter() - t0, 2),

@@ -208,6 +208,12 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     example = example_like(dataset.input_shape)
     exported = export_for_quant(model, example, train=False)
     check_graph(exported)  # refuse unsupported ops (and precisions, below) before training
+    search = None
+    if assignment is None and cfg.bits == "mixed":  # search once, then QAT once on the chosen assignment
+        from tinyprec.quant.search import search_assignment
+
+        search = search_assignment(model, dataset, cfg, progress=progress)
+        assignment = search.assignment
     layers = layer_assignment(model, example, cfg, assignment, exported=exported, dataset=dataset, progress=progress)
 
     task = dataset.task
@@ -251,6 +257,8 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
         "input_qparams": list(in_q), "output_qparams": list(out_q), "test_samples": int(len(y_test)),
         "config": asdict(cfg), "layer_precision": {k: v.name for k, v in layers.items()}, **facts,
     }
+    if search is not None:
+        metrics["search"] = search.to_dict()
     metrics_path = conv.write_json(qdir / conv.METRICS_NAME, metrics)
     manifest.record(out_dir, {"quant_program": program_path, "quant_qparams": qparams_path,
                               "quant_metrics": metrics_path})

@@ -71,6 +71,11 @@ def validate_artifacts(
     task = Task(dataset.task, labels, dataset.num_classes, tuple(dataset.class_labels))
     report, checks = evaluate(models, feed, task, settings, name=name, mode=mode, sources=sources,
                               progress=progress)
+    qmetrics = out / "quant" / "metrics.json"
+    if qmetrics.is_file():  # the precision search's trade-off curve, when stage 2 ran one
+        found = json.loads(qmetrics.read_text()).get("search")
+        if found:
+            report["search"] = found
     return _finish(report, checks, out)
 
 

@@ -68,6 +68,8 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {pair} | {_fmt(a['identical_outputs'])} | {_fmt(a['identical_top1'])} | {_fmt(a['max_abs_diff_lsb'])} |")
     if report.get("layers"):
         lines += _layer_lines(report)
+    if report.get("search"):
+        lines += _search_lines(report)
     res = report["resources"]
     lines += ["", "## MCU resources", "",
               f"- flash: {_bytes(res['flash_bytes'])} = model {_bytes(res['model_bytes'])} + TFLM code "
@@ -107,6 +109,55 @@ def _layer_lines(report: dict[str, Any]) -> list[str]:
                      f"{'x'.join(map(str, row['shape']))} | {_fmt(row['sqnr_db'])} |{extra} "
                      f"{_fmt(row['max_err_lsb'])} | {_fmt(row['mean_err_lsb'], 3)} |")
     return lines
+
+
+def _search_lines(report: dict[str, Any]) -> list[str]:
+    s = report["search"]
+    lines = ["", "## Precision search (per-layer INT4 weights / int16 activations)", "",
+             f"Each candidate is the least-flash assignment under a bound on the summed per-layer output KL "
+             f"(sensitivity vs the model's own float weights) within the RAM budget "
+             f"({s['arena_budget']:,} B of TFLM arena; the all-int8 model measured {s['int8_arena_bytes']:,} B, "
+             f"{s['int8_file_bytes']:,} B file), PTQ-quantized and scored on the validation split "
+             f"(FP32 {s['fp32_val_accuracy']:.2f}). Chosen: the least flash within max_drop "
+             f"{s['max_drop']:.2f} points; QAT then ran once on it. Flash and arena are the budget model's "
+             f"estimates; the exported model's measured figures are under MCU resources. "
+             f"Search time {s['seconds']:.1f} s.", ""]
+    layers = list(s["candidates"][0]["assignment"]) if s["candidates"] else []
+    head = "| # | " + " | ".join(f"`{n}`" for n in layers) + " | est. file (B) | est. arena (B) | INT4 scratch (B) | val acc | drop | |"
+    lines += [head, "|---" * (head.count("|") - 1) + "|"]
+    for i, c in enumerate(s["candidates"]):
+        mark = "**chosen**" if i == s["chosen"] else ("" if c["fits"] else "over RAM budget")
+        lines.append(f"| {i} | " + " | ".join(c["assignment"][n] for n in layers) +
+                     f" | {c['flash_bytes']:,} | {c['arena_bytes']:,} | {c['int4_scratch_bytes']:,} | "
+                     f"{_fmt(c['val_accuracy'])} | {_fmt(c['val_drop'])} | {mark} |")
+    for note in s.get("notes") or []:
+        lines.append(f"- {note}")
+    return lines
+
+
+def _tradeoff_plot(report: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+
+    s, res = report["search"], report["resources"]
+    cands = s["candidates"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    xs = [c["flash_bytes"] / 1024 for c in cands]
+    ys = [c["val_accuracy"] for c in cands]
+    sc = ax.scatter(xs, ys, c=[c["arena_bytes"] / 1024 for c in cands], cmap="viridis", s=45, zorder=3)
+    fig.colorbar(sc, ax=ax, label="est. arena (KiB)")
+    ch = cands[s["chosen"]]
+    ax.scatter([ch["flash_bytes"] / 1024], [ch["val_accuracy"]], s=180, facecolors="none", edgecolors="#c22",
+               zorder=4, label="chosen (PTQ, validation split)")
+    tflm = report["accuracy"].get("tflm")
+    if tflm is not None:
+        ax.scatter([res["model_bytes"] / 1024], [tflm], marker="*", s=160, color="#c22", zorder=5,
+                   label=f"exported after QAT: TFLM, test split, arena {res['arena_bytes']:,} B")
+    ax.axhline(s["fp32_val_accuracy"] - s["max_drop"], color="#999", ls="--", lw=1, label="FP32 val - max_drop")
+    ax.set_xlabel("model file (KiB)")
+    ax.set_ylabel(report["metric"])
+    ax.set_title(f"flash / RAM / accuracy trade-off (RAM budget {s['arena_budget']:,} B arena)")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
 
 
 def _png(fig: Any) -> str:
@@ -159,6 +210,8 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
         ax.set_xlabel("SQNR (dB), higher is better")
         ax.set_title(f"per PyTorch module ({report.get('layers_taps') or 'emulator'} taps)")
         out["sqnr"] = _png(fig)
+    if report.get("search") and report["search"].get("candidates"):
+        out["tradeoff"] = _png(_tradeoff_plot(report))
     cm = report.get("confusion_matrix")
     if cm:
         n = len(cm["labels"])
@@ -192,7 +245,8 @@ def html_report(report: dict[str, Any], md: str) -> str:
     ]
     parts += [f"<li>{'ok' if c['passed'] else '<b>FAIL</b>'}: {html.escape(c['message'])}</li>" for c in gate["checks"]]
     parts.append("</ul>")
-    titles = {"accuracy": "Accuracy per runner", "sqnr": "Per-layer SQNR", "confusion": "Confusion matrix"}
+    titles = {"accuracy": "Accuracy per runner", "sqnr": "Per-layer SQNR", "tradeoff": "Precision search: trade-off",
+              "confusion": "Confusion matrix"}
     for key, title in titles.items():
         if key in images:
             parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{images[key]}'>")
