@@ -94,49 +94,82 @@ def solve(sens: list[LayerSensitivity], *, kl_bound: float, head_budget: int | N
           profile: tuple[list[int], list[dict[str, int]], list[dict[str, int]]] | None,
           split: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, LayerPrecision] | None:
     """The least-flash assignment with summed KL proxy <= ``kl_bound`` and planned head (plus the rest a
-    split adds) <= ``head_budget`` (scipy.optimize.milp; None when infeasible)."""
+    split or a QUANTIZE adds) <= ``head_budget`` (scipy.optimize.milp; None when infeasible).
+
+    Variables per layer ``i`` (in execution order, taken as a chain): ``x`` INT4 weights, ``y`` computes in
+    int16; per edge ``z_i = y_i AND y_i+1`` (layer i's output error goes away only when its consumer reads
+    int16 too: otherwise a QUANTIZE back to int8 sits in front of it); per boundary ``q`` a QUANTIZE
+    (int8 <-> int16 between layers, and at the model's int8 input and output).
+    """
     from scipy.optimize import Bounds, LinearConstraint, milp
 
+    from tinyprec.mcu.budget import EXTRA_OP_FILE_BYTES, EXTRA_OP_REST_BYTES
+
     n = len(sens)
+    nv = 4 * n + 1  # x[0:n], y[n:2n], z[2n:3n] (the last one unused), q[3n:4n+1]
+    X, Y, Z, Q = 0, n, 2 * n, 3 * n
     idx = {s.layer: i for i, s in enumerate(sens)}
     kl_w4 = np.array([max(s.kl_w4 - s.kl_w8, 0.0) for s in sens])
-    kl_a16 = np.array([-max(s.kl_a8, 0.0) for s in sens])
     saved = np.array([s.weights - (s.weights + 1) // 2 for s in sens], float)
-    bias16 = np.array([4.0 * s.channels for s in sens])
-    eps = 1e-6 * max(float(saved.max(initial=1.0)), 1.0)
     split_file, split_rest = split if split is not None else (np.zeros(n), np.zeros(n))
-    c = np.concatenate([-saved + split_file + eps * kl_w4, bias16 + 1.0])  # ties: less error; int16 only if it pays
+    c = np.zeros(nv)
+    c[X:X + n] = -saved + split_file + 1e-6 * kl_w4 * max(float(saved.max(initial=1.0)), 1.0)  # ties: less error
+    c[Y:Y + n] = [4.0 * s.channels + 1.0 for s in sens]  # INT64 bias instead of INT32
+    c[Q:Q + n + 1] = EXTRA_OP_FILE_BYTES
     rows, lo, hi = [], [], []
-    for i in range(n):  # INT4 only where the layer computes in int8
-        r = np.zeros(2 * n)
-        r[i] = r[n + i] = 1
-        rows.append(r), lo.append(-np.inf), hi.append(1)
-    rows.append(np.concatenate([kl_w4, kl_a16])), lo.append(-np.inf), hi.append(kl_bound)
+
+    def row(entries: dict[int, float], upper: float, lower: float = -np.inf) -> None:
+        r = np.zeros(nv)
+        for k, v in entries.items():
+            r[k] += v
+        rows.append(r), lo.append(lower), hi.append(upper)
+
+    for i in range(n):
+        row({X + i: 1, Y + i: 1}, 1)  # INT4 only where the layer computes in int8
+        if i + 1 < n:
+            row({Z + i: 1, Y + i: -1}, 0)
+            row({Z + i: 1, Y + i + 1: -1}, 0)
+    for i in range(n + 1):  # q_i >= |y_i - y_i-1| with int8 before the first layer and after the last
+        prev, cur = (Y + i - 1 if i > 0 else None), (Y + i if i < n else None)
+        for sign in (1, -1):
+            entries = {Q + i: -1.0}
+            if cur is not None:
+                entries[cur] = entries.get(cur, 0) + sign
+            if prev is not None:
+                entries[prev] = entries.get(prev, 0) - sign
+            row(entries, 0)
+    kl = {X + i: kl_w4[i] for i in range(n)}
+    kl.update({Z + i: -max(sens[i].kl_a8, 0.0) for i in range(n - 1)})
+    row(kl, kl_bound)
     if head_budget is not None and profile is not None:
         live, extra, scratch = profile
         for t in range(len(live)):
-            r = np.zeros(2 * n)
+            entries: dict[int, float] = {X + i: split_rest[i] for i in range(n)}
+            entries.update({Q + i: float(EXTRA_OP_REST_BYTES) for i in range(n + 1)})
             for layer, size in extra[t].items():
-                r[n + idx[layer]] += size
+                entries[Y + idx[layer]] = entries.get(Y + idx[layer], 0) + size
             for layer, size in scratch[t].items():
-                r[idx[layer]] += size
-            r[:n] += split_rest
-            rows.append(r), lo.append(-np.inf), hi.append(head_budget - live[t])
-    ub = np.array([float(s.w4_allowed) for s in sens] + [float(s.a16_allowed) for s in sens])
-    res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(2 * n),
-               bounds=Bounds(np.zeros(2 * n), ub))
+                entries[X + idx[layer]] = entries.get(X + idx[layer], 0) + size
+            row(entries, head_budget - live[t])
+    ub = np.ones(nv)
+    ub[X:X + n] = [float(s.w4_allowed) for s in sens]
+    ub[Y:Y + n] = [float(s.a16_allowed) for s in sens]
+    ub[Z + n - 1] = 0 if n else 1
+    res = milp(c, constraints=LinearConstraint(np.array(rows), lo, hi), integrality=np.ones(nv),
+               bounds=Bounds(np.zeros(nv), ub))
     if res.status != 0 or res.x is None:
         return None
     x = np.round(res.x).astype(int)
-    return {s.layer: (W4 if x[i] else A16 if x[n + i] else INT8) for i, s in enumerate(sens)}
+    return {s.layer: (W4 if x[X + i] else A16 if x[Y + i] else INT8) for i, s in enumerate(sens)}
 
 
 def _kl_proxy(sens: list[LayerSensitivity], assignment: Mapping[str, LayerPrecision]) -> float:
     total = 0.0
-    for s in sens:
-        p = assignment.get(s.layer, INT8)
-        total += max(s.kl_w4 - s.kl_w8, 0.0) if p.weight_bits == 4 else 0.0
-        total -= max(s.kl_a8, 0.0) if p.act_bits == 16 else 0.0
+    prec = [assignment.get(s.layer, INT8) for s in sens]
+    for i, s in enumerate(sens):
+        total += max(s.kl_w4 - s.kl_w8, 0.0) if prec[i].weight_bits == 4 else 0.0
+        if i + 1 < len(sens) and prec[i].act_bits == 16 and prec[i + 1].act_bits == 16:
+            total -= max(s.kl_a8, 0.0)
     return total
 
 
