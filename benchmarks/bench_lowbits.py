@@ -39,19 +39,25 @@ def _tflm_accuracy(tflite: bytes, graph, dataset) -> float:  # type: ignore[no-u
 
 def _variant(model, dataset, cfg, work: Path, *, mode: str, seed: int, split: int | None,  # type: ignore[no-untyped-def]
              assignment=None) -> dict[str, object]:
-    from tinyprec.exporting.stage import export_converted
+    """Quantize, lower (+ the INT4 split), write the .tflite, measure TFLM's arena and accuracy."""
+    import torch
+
+    from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant import quantize_model
-    from tinyprec.recipe import ExportConfig
+    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.quant.lower_split import split_int4_layers
+    from tinyprec.runtimes.tflm import tflm_arena_bytes
 
     t0 = time.perf_counter()
     q = quantize_model(model, dataset, cfg, work, seed=seed, mode=mode, assignment=assignment)
     quant_s = time.perf_counter() - t0
-    e = export_converted(q.converted, None, dataset, ExportConfig(onnx=False, golden_vectors=1), work,
-                         name="bench", int4_max_scratch=split)
-    tflite = e.tflite_path.read_bytes()
-    return {"tflm_accuracy": _tflm_accuracy(tflite, e.graph, dataset), "tflite_bytes": len(tflite),
-            "arena_bytes": e.arena_bytes, "fake_quant_accuracy": q.fake_quant_accuracy, "selected": q.selected,
-            "quant_seconds": round(quant_s, 1), "ops": len(e.graph.ops)}
+    graph = lower_to_ir(q.converted, torch.from_numpy(dataset.inputs("test")[:2]), name="bench")
+    if split is not None:
+        graph = split_int4_layers(graph, split)
+    tflite = write_tflite(graph)
+    return {"tflm_accuracy": _tflm_accuracy(tflite, graph, dataset), "tflite_bytes": len(tflite),
+            "arena_bytes": tflm_arena_bytes(tflite), "fake_quant_accuracy": q.fake_quant_accuracy,
+            "selected": q.selected, "quant_seconds": round(quant_s, 1), "ops": len(graph.ops)}
 
 
 def _summary(runs: list[dict[str, object]]) -> dict[str, object]:
