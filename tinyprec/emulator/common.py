@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from tinyprec.errors import ModelFormatError
-from tinyprec.ir import Activation, Graph, Op, Padding, Tensor
+from tinyprec.ir import Activation, DType, Graph, Op, Padding, Tensor
 from tinyprec.ir.qparams import round_half_away
 
 
@@ -59,13 +59,14 @@ def sample_shape(t: Tensor) -> tuple[int, ...]:
     return tuple(t.shape[1:])
 
 
-def act_range(op: Op, activation: Activation, scale: float, zero_point: int) -> tuple[int, int]:
-    """TFLM CalculateActivationRangeQuantized for int8 outputs."""
+def act_range(op: Op, activation: Activation, scale: float, zero_point: int,
+              dtype: DType = DType.INT8) -> tuple[int, int]:
+    """TFLM CalculateActivationRangeQuantized for int8 (or int16) outputs."""
 
     def quantize(f: float) -> int:
         return zero_point + round_half_away(float(np.float32(f) / np.float32(scale)))
 
-    lo, hi = -128, 127
+    lo, hi = (-32768, 32767) if dtype is DType.INT16 else (-128, 127)
     if activation is Activation.RELU:
         lo = max(lo, quantize(0.0))
     elif activation is Activation.RELU6:

@@ -35,13 +35,15 @@ _F64_EXACT = 1 << 53
 def _weights(op: Op, graph: Graph) -> tuple[Tensor, np.ndarray, np.ndarray | None]:
     name = op.inputs[1]
     w = graph.tensors[name] if name is not None else None
-    if w is None or w.data is None or w.dtype is not DType.INT8 or w.qparams is None:
-        raise fail(op, "weights must be a constant int8 tensor with quantization parameters")
+    if w is None or w.data is None or w.dtype not in (DType.INT8, DType.INT4) or w.qparams is None:
+        raise fail(op, "weights must be a constant int8 or int4 tensor with quantization parameters")
     bias = None
+    x = graph.tensors[op.inputs[0]]  # type: ignore[index]
+    want = DType.INT64 if x.dtype is DType.INT16 else DType.INT32
     if len(op.inputs) > 2 and op.inputs[2] is not None:
         b = graph.tensors[op.inputs[2]]
-        if b.data is None or b.dtype is not DType.INT32:
-            raise fail(op, f"bias '{b.name}' must be a constant int32 tensor")
+        if b.data is None or b.dtype is not want:
+            raise fail(op, f"bias '{b.name}' must be a constant {want.value} tensor ({x.dtype.value} input)")
         bias = b.data.astype(np.int64).reshape(-1)
     return w, w.data.astype(np.int64), bias
 
@@ -102,7 +104,7 @@ def _conv_setup(op: Op, opts: Conv2DOptions | DepthwiseConv2DOptions, x: Tensor,
     si, zi = per_tensor(op, x)
     so, zo = per_tensor(op, y)
     mult, shift = _channel_multipliers(op, si, w, so, oc, single)
-    lo, hi = act_range(op, opts.activation, so, zo)
+    lo, hi = act_range(op, opts.activation, so, zo, y.dtype)
     return geo, zi, zo, mult, shift, lo, hi
 
 
@@ -120,6 +122,10 @@ def prepare_conv2d(op: Op, graph: Graph, single: bool) -> Prepared:
         raise fail(op, f"filter depth {cin_f} does not divide input depth {cin} into groups")
     groups = cin // cin_f
     geo, zi, zo, mult, shift, lo, hi = _conv_setup(op, opts, x, y, w, bias, kh, kw, oc, single)
+    if x.dtype is DType.INT16:
+        from tinyprec.emulator import conv16
+
+        return conv16.conv2d(wd, bias, mult, shift, lo, hi, opts, geo, groups)
     rows = wd.reshape(oc, -1)
     ftype = _float_type(op, rows, 128)
     per_group = oc // groups
@@ -179,6 +185,10 @@ def prepare_depthwise(op: Op, graph: Graph, single: bool) -> Prepared:
         raise fail(op, f"input depth {cin} x depth multiplier {dm} != filter depth {oc}")
     geo, zi, zo, mult, shift, lo, hi = _conv_setup(op, opts, x, y, w, bias, kh, kw, oc, single)
     filt = np.ascontiguousarray(wd[0].astype(np.int8))
+    if x.dtype is DType.INT16:
+        from tinyprec.emulator import conv16
+
+        return conv16.depthwise(filt, bias, mult, shift, lo, hi, opts, geo)
     bias_v = bias if bias is not None else np.zeros(oc, np.int64)
     exact_float = _float_requant_is_exact(wd[0].reshape(-1, oc).T, bias_v, mult, shift, 255)
 
@@ -233,7 +243,11 @@ def prepare_fully_connected(op: Op, graph: Graph, single: bool) -> Prepared:
                 raise fail(op, f"bias scale {b_scale:.6g} is not input_scale * weight_scale (TFLM refuses it)")
         m, s = quantize_multiplier(product / so, single)
         mult, shift = np.full(oc, m, np.int64), np.full(oc, s, np.int64)
-    lo, hi = act_range(op, opts.activation, so, zo)
+    lo, hi = act_range(op, opts.activation, so, zo, y.dtype)
+    if x.dtype is DType.INT16:
+        from tinyprec.emulator import conv16
+
+        return conv16.fully_connected(wd, bias, mult, shift, lo, hi, depth, sample_shape(y), rows_per_sample)
     wrows = wd + w_offset
     ftype = _float_type(op, wrows, 128)
     mat: np.ndarray = np.ascontiguousarray(wrows.T.astype(ftype))

@@ -11,7 +11,8 @@ import numpy as np
 
 from tinyprec.emulator.common import Prepared
 from tinyprec.errors import DataError, ModelFormatError, TinyprecError, UnsupportedOpError
-from tinyprec.ir import DType, Graph, Op, OpType
+from tinyprec.ir import INTEGER_KINDS, Graph, Op, OpType
+from tinyprec.ir.support import check_op_precision
 
 ROUNDINGS = ("double", "single")
 # Temporary buffers (im2col) one chunk of the batch may use, and the most one sample may need.
@@ -27,7 +28,6 @@ _KIND_HELP = {
              "full integer quantization (tinyprec quantize, or TFLiteConverter with a representative dataset)",
     "hybrid": "it is a hybrid (dynamic-range) model: float activations with int8 weights, which TFLM does not "
               "run as integer kernels; export it with full integer quantization (a representative dataset)",
-    "int16x8": "it uses int16 activations (16x8 quantization); tinyprec emulates int8 activations only",
     "uint8": "it uses legacy uint8 quantization; re-export it with int8 quantization",
     "mixed": "its tensors mix quantized and float types; export it with full int8 quantization",
 }
@@ -46,13 +46,9 @@ def _check_op(graph: Graph, op: Op) -> None:
     unknown = [n for n in (*op.inputs, *op.outputs) if n is not None and n not in graph.tensors]
     if unknown:
         raise ModelFormatError(f"{op.type.value} '{op.name}': tensor '{unknown[0]}' is not in the graph")
-    if op.type in (OpType.QUANTIZE, OpType.DEQUANTIZE):
-        return
-    for name in (op.inputs[0], *op.inputs[1:2], op.outputs[0]):
-        t = graph.tensors.get(name) if name is not None else None
-        if t is not None and not t.is_const and t.dtype is not DType.INT8:
-            raise ModelFormatError(f"{op.type.value} '{op.name}': activation '{name}' is {t.dtype.value}; "
-                                   "the emulator runs int8 activations")
+    rule = check_op_precision(op, graph)
+    if rule is not None:
+        raise ModelFormatError(f"{op.type.value} '{op.name}': {rule}")
 
 
 @functools.cache
@@ -71,7 +67,8 @@ class Emulator:
     Prepare checks; :meth:`run` then evaluates a batch whose leading dimension is the sample index,
     in chunks spread over ``threads`` threads (default: the CPU count).
 
-    >>> from tinyprec.ir import DType, Graph, Op, OpType
+    >>> from tinyprec.ir import INTEGER_KINDS, Graph, Op, OpType
+from tinyprec.ir.support import check_op_precision
     >>> Emulator(Graph({}, [], [], []), rounding="triple")
     Traceback (most recent call last):
     ...
@@ -89,7 +86,7 @@ class Emulator:
         self.graph = graph
         self.rounding = rounding
         kind = graph.quant_kind()
-        if kind != "int8":
+        if kind not in INTEGER_KINDS:
             raise ModelFormatError(f"model '{graph.name}' cannot be emulated as an MCU int8 model: "
                                    f"{_KIND_HELP.get(kind, kind)}")
         self._check_batchable()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from tinyprec.emulator import conv, kernels
+from tinyprec.emulator import conv, int16, kernels, kernels16
 from tinyprec.emulator.common import (
     Prepared,
     act_range,
@@ -41,8 +41,17 @@ def prepare_pool(op: Op, graph: Graph, single: bool) -> Prepared:
     if sample_shape(y) != expected:
         raise fail(op, f"output shape {y.shape} does not match the pooled shape {(1, *expected)}")
     out_scale, out_zp = per_tensor(op, y)
-    lo, hi = act_range(op, opts.activation, out_scale, out_zp)
+    lo, hi = act_range(op, opts.activation, out_scale, out_zp, y.dtype)
     is_max = op.type is OpType.MAX_POOL_2D
+    if y.dtype is DType.INT16:
+
+        def run16(args: list[np.ndarray]) -> np.ndarray:
+            out = np.empty((args[0].shape[0], *expected), np.int16)
+            kernels16.pool_into(args[0], opts.filter_h, opts.filter_w, opts.stride_h, opts.stride_w, geo.pad_h,
+                                geo.pad_w, lo, hi, is_max, out)
+            return out
+
+        return Prepared(run16)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         return kernels.pool(args[0], opts.filter_h, opts.filter_w, opts.stride_h, opts.stride_w, geo.pad_h,
@@ -56,18 +65,30 @@ def prepare_add(op: Op, graph: Graph, single: bool) -> Prepared:
     s2, z2 = per_tensor(op, graph.tensors[op.inputs[1]])  # type: ignore[index]
     y = graph.tensors[op.outputs[0]]
     so, zo = per_tensor(op, y)
-    left_shift = 20
+    wide = y.dtype is DType.INT16
+    left_shift = 15 if wide else 20
     twice_max = 2.0 * float(max(np.float32(s1), np.float32(s2)))
     reals = (float(s1) / twice_max, float(s2) / twice_max, twice_max / ((1 << left_shift) * float(so)))
     encoded = []
     for real in reals:
         if not 0.0 < real < 1.0:
             raise fail(op, f"rescale factor {real:.6g} is outside (0, 1): the output scale {so:.6g} is too small "
-                           "for TFLM's int8 ADD; widen the output range")
+                           f"for TFLM's {y.dtype.value} ADD; widen the output range")
         encoded.append(quantize_multiplier(real, single))
     (m1, sh1), (m2, sh2), (mo, sho) = encoded
-    lo, hi = act_range(op, op.options.activation, so, zo)  # type: ignore[union-attr]
+    lo, hi = act_range(op, op.options.activation, so, zo, y.dtype)  # type: ignore[union-attr]
     _broadcast_check(op, graph)
+    if wide:
+
+        def run16(args: list[np.ndarray]) -> np.ndarray:
+            shape = np.broadcast_shapes(args[0].shape, args[1].shape)
+            a = np.ascontiguousarray(np.broadcast_to(args[0], shape)).reshape(-1)
+            b = np.ascontiguousarray(np.broadcast_to(args[1], shape)).reshape(-1)
+            out = np.empty(a.size, np.int16)
+            kernels16.add_into(a, b, -z1, -z2, left_shift, m1, sh1, m2, sh2, mo, sho, zo, lo, hi, single, out)
+            return out.reshape(shape)
+
+        return Prepared(run16)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(args[0].shape, args[1].shape)
@@ -82,10 +103,24 @@ def prepare_add(op: Op, graph: Graph, single: bool) -> Prepared:
 def prepare_mul(op: Op, graph: Graph, single: bool) -> Prepared:
     s1, z1 = per_tensor(op, graph.tensors[op.inputs[0]])  # type: ignore[index]
     s2, z2 = per_tensor(op, graph.tensors[op.inputs[1]])  # type: ignore[index]
-    so, zo = per_tensor(op, graph.tensors[op.outputs[0]])
+    y = graph.tensors[op.outputs[0]]
+    so, zo = per_tensor(op, y)
     mult, shift = quantize_multiplier(float(s1) * float(s2) / float(so), single)
-    lo, hi = act_range(op, op.options.activation, so, zo)  # type: ignore[union-attr]
+    lo, hi = act_range(op, op.options.activation, so, zo, y.dtype)  # type: ignore[union-attr]
     _broadcast_check(op, graph)
+    if y.dtype is DType.INT16:
+        if (z1, z2, zo) != (0, 0, 0):
+            raise fail(op, "int16 MUL needs zero points 0")
+
+        def run16(args: list[np.ndarray]) -> np.ndarray:
+            shape = np.broadcast_shapes(args[0].shape, args[1].shape)
+            a = np.ascontiguousarray(np.broadcast_to(args[0], shape)).reshape(-1)
+            b = np.ascontiguousarray(np.broadcast_to(args[1], shape)).reshape(-1)
+            out = np.empty(a.size, np.int16)
+            kernels16.mul_into(a, b, 0, 0, mult, shift, 0, lo, hi, single, out)
+            return out.reshape(shape)
+
+        return Prepared(run16)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(args[0].shape, args[1].shape)
@@ -134,9 +169,15 @@ def prepare_mean(op: Op, graph: Graph, single: bool) -> Prepared:
     mult_n = (mult << s) // count
     shift_n = shift - s
 
+    wide = y.dtype is DType.INT16
+
     def run(args: list[np.ndarray]) -> np.ndarray:
         sums = args[0].astype(np.int64).sum(axis=tuple(axes), keepdims=opts.keep_dims)
         shifted = (sums - zi * count).reshape(-1)
+        if wide:
+            out = np.empty(shifted.size, np.int16)
+            kernels16.requantize_into(shifted, mult_n, shift_n, zo, -32768, 32767, single, out)
+            return out.reshape(sums.shape)
         return kernels.requantize_flat(shifted, mult_n, shift_n, zo, -128, 127, single).reshape(sums.shape)
 
     return Prepared(run)
@@ -160,7 +201,10 @@ def prepare_concatenation(op: Op, graph: Graph, single: bool) -> Prepared:
     names = [n for n in op.inputs if n is not None]
     for n in names:
         s, z = per_tensor(op, graph.tensors[n])
-        if np.float32(s) != np.float32(so) or z != zo:
+        if y.dtype is DType.INT16:  # TFLM copies int16 values as they are; it checks only the zero points
+            if z != 0:
+                raise fail(op, f"int16 input '{n}' needs zero point 0")
+        elif np.float32(s) != np.float32(so) or z != zo:
             raise fail(op, f"input '{n}' has scale/zero point ({s:.6g}, {z}) but TFLM's int8 CONCATENATION needs "
                            f"every input to share the output's ({so:.6g}, {zo})")
     if axis == 0:
@@ -197,6 +241,8 @@ def prepare_pad(op: Op, graph: Graph, single: bool) -> Prepared:
 
 
 def prepare_softmax(op: Op, graph: Graph, single: bool) -> Prepared:
+    if graph.tensors[op.inputs[0]].dtype is DType.INT16:  # type: ignore[index]
+        return int16.prepare_softmax16(op, graph, single)
     si, _ = per_tensor(op, graph.tensors[op.inputs[0]])  # type: ignore[index]
     so, zo = per_tensor(op, graph.tensors[op.outputs[0]])
     if zo != -128 or np.float32(so) != np.float32(1.0 / 256.0):
@@ -247,11 +293,15 @@ def _fixed_function_table(op: Op, graph: Graph, single: bool, is_tanh: bool) -> 
 
 
 def prepare_logistic(op: Op, graph: Graph, single: bool) -> Prepared:
+    if graph.tensors[op.inputs[0]].dtype is DType.INT16:  # type: ignore[index]
+        return int16.prepare_fixed16(op, graph, single, is_tanh=False)
     table = _fixed_function_table(op, graph, single, is_tanh=False)
     return Prepared(lambda args: table[args[0].astype(np.int16) + 128])
 
 
 def prepare_tanh(op: Op, graph: Graph, single: bool) -> Prepared:
+    if graph.tensors[op.inputs[0]].dtype is DType.INT16:  # type: ignore[index]
+        return int16.prepare_fixed16(op, graph, single, is_tanh=True)
     table = _fixed_function_table(op, graph, single, is_tanh=True)
     return Prepared(lambda args: table[args[0].astype(np.int16) + 128])
 
@@ -259,8 +309,13 @@ def prepare_tanh(op: Op, graph: Graph, single: bool) -> Prepared:
 def prepare_quantize(op: Op, graph: Graph, single: bool) -> Prepared:
     x = graph.tensors[op.inputs[0]]  # type: ignore[index]
     y = graph.tensors[op.outputs[0]]
-    if y.dtype is not DType.INT8:
-        raise fail(op, f"QUANTIZE to {y.dtype.value} is not emulated (int8 only)")
+    if y.dtype not in (DType.INT8, DType.INT16):
+        raise fail(op, f"QUANTIZE to {y.dtype.value} is not emulated (int8 and int16 only)")
+    if DType.INT16 in (x.dtype, y.dtype):
+        if x.dtype is DType.FLOAT32:
+            return int16.prepare_float_quantize16(op, graph, single)
+        if x.dtype in (DType.INT8, DType.INT16):
+            return int16.prepare_requantize_table(op, graph, single)
     so, zo = per_tensor(op, y)
     if x.dtype is DType.FLOAT32:
         scale = np.float32(so)

@@ -16,6 +16,8 @@ Conventions of the file:
   (per-axis along the output channel for per-channel weights); biases int32 initializers with
   DequantizeLinear (scale input_scale * weight_scale). The ``doc_string`` of each activation's
   QuantizeLinear and of each weight's DequantizeLinear is the IR tensor's name.
+* **Low bits** (:mod:`onnx_lowbits`, opset 21): int16 activations as int16 Q/DQ pairs, INT4 weights as
+  INT4 initializers with the same scales, a 16x8 layer's INT64 bias as int32.
 
 ONNX Runtime evaluates the pairs in float (or fuses them into its own integer kernels), so its int8
 outputs may differ from TFLM's by a least-significant bit where the two round differently.
@@ -29,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from tinyprec.errors import ModelFormatError, UnsupportedOpError
+from tinyprec.formats.onnx_lowbits import bias_data, boundary_shape, int4_initializer, opset_for
 from tinyprec.ir.graph import DType, Graph, Op, Tensor
 from tinyprec.ir.ops import (
     Activation,
@@ -45,7 +48,6 @@ from tinyprec.ir.ops import (
 )
 from tinyprec.ir.qparams import QParams
 
-OPSET = 17
 PRODUCER = "tinyprec"
 # IR (NHWC) axis -> ONNX (NCHW) axis, for 4-D activations.
 NHWC_TO_NCHW_AXIS = {0: 0, 1: 2, 2: 3, 3: 1}
@@ -101,20 +103,26 @@ class _Builder:
     def quantized(self, ir_name: str, float_value: str) -> None:
         """Attach QuantizeLinear -> DequantizeLinear with the IR tensor's qparams to ``float_value``."""
         t = self.graph.tensors[ir_name]
-        if t.dtype is not DType.INT8 or t.qparams is None or t.qparams.scale.size != 1:
+        if t.dtype not in (DType.INT8, DType.INT16) or t.qparams is None or t.qparams.scale.size != 1:
             self.values[ir_name] = float_value
             return
-        qp = self.qparams_inputs(t.qparams, np.int8, "q", per_axis=False)
+        qp = self.qparams_inputs(t.qparams, t.dtype.numpy.type, "q", per_axis=False)
         q = self.node("QuantizeLinear", [float_value, *qp], f"{ir_name}_q", doc=ir_name)
         self.values[ir_name] = self.node("DequantizeLinear", [q, *qp], ir_name)
 
     def weight(self, t: Tensor, onnx_data: np.ndarray, axis: int) -> str:
         """An integer initializer (in ONNX layout) dequantized per-axis along ``axis`` if per-channel."""
         assert t.qparams is not None
+        onnx_data = bias_data(t, onnx_data)
         zp_type = np.int8 if onnx_data.dtype == np.int8 else np.int32
         per_axis = t.qparams.scale.size > 1
         qp = self.qparams_inputs(t.qparams, zp_type, t.name, per_axis)
-        data = self.const(f"{t.name}_quantized", onnx_data)
+        if t.dtype is DType.INT4:
+            qp[1], data = self.fresh(f"{t.name}_zero_point"), self.fresh(f"{t.name}_quantized")
+            self.inits[qp[1]] = int4_initializer(qp[1], np.zeros(t.qparams.scale.shape if per_axis else (), np.int8))
+            self.inits[data] = int4_initializer(data, onnx_data)
+        else:
+            data = self.const(f"{t.name}_quantized", onnx_data)
         attrs = {"axis": axis} if per_axis else {}
         return self.node("DequantizeLinear", [data, *qp], f"{t.name}_dequantized", doc=t.name, **attrs)
 
@@ -340,18 +348,6 @@ EMITTERS: dict[OpType, Callable[[_Builder, Op, int], str]] = {
 }
 
 
-def _boundary_shape(t: Tensor, layout: str) -> list[int | str]:
-    """The ONNX (PyTorch-layout) shape of a graph input/output, batch symbolic."""
-    shape: list[int | str] = ["N"]
-    if len(t.shape) == 4 and layout == "NCL":
-        shape += [t.shape[3], t.shape[2]]
-    elif len(t.shape) == 4:
-        shape += [t.shape[3], t.shape[1], t.shape[2]]
-    else:
-        shape += list(t.shape[1:])
-    return shape
-
-
 def write_onnx_qdq(graph: Graph) -> bytes:
     """Serialize ``graph`` as an ONNX QDQ model (float32 input and output; see the module doc).
 
@@ -387,11 +383,12 @@ def write_onnx_qdq(graph: Graph) -> bytes:
 
     onnx_graph = helper.make_graph(
         b.nodes, graph.name or "model",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, _boundary_shape(x_ir, in_layout))],
-        [helper.make_tensor_value_info("output", TensorProto.FLOAT, _boundary_shape(y_ir, out_layout))],
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, boundary_shape(x_ir, in_layout))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, boundary_shape(y_ir, out_layout))],
         initializer=list(b.inits.values()),
     )
-    model = helper.make_model(onnx_graph, producer_name=PRODUCER, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = 8  # the IR version of opset 17; onnxruntime reads it
+    opset, ir_version = opset_for(graph)
+    model = helper.make_model(onnx_graph, producer_name=PRODUCER, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = ir_version  # the IR version of the opset; onnxruntime reads it
     onnx.checker.check_model(model, full_check=True)
     return bytes(model.SerializeToString())

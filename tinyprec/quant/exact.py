@@ -37,14 +37,17 @@ def _module_base() -> type:
     import torch
 
     class _Exact(torch.nn.Module):
-        """Common output stage: add the zero point and clamp to the activation range, as int8."""
+        """Common output stage: add the zero point and clamp to the activation range, as int8 (int16 when
+        ``wide``)."""
+
+        wide = False
 
         def __init__(self, out_zp: int, lo: int, hi: int) -> None:
             super().__init__()
             self.out_zp, self.lo, self.hi = out_zp, lo, hi
 
         def finish(self, v: "torch.Tensor") -> "torch.Tensor":
-            return (v + self.out_zp).clamp(self.lo, self.hi).to(torch.int8)
+            return (v + self.out_zp).clamp(self.lo, self.hi).to(torch.int16 if self.wide else torch.int8)
 
     return _Exact
 
@@ -88,18 +91,18 @@ def _modules() -> dict[str, type]:
         """TFLM int8 ADD: both inputs scaled to a shared 2**20 fixed point, summed, requantized."""
 
         def __init__(self, s1: float, z1: int, s2: float, z2: int, so: float, out_zp: int, lo: int,
-                     hi: int) -> None:
+                     hi: int, left_shift: int = 20) -> None:
             super().__init__(out_zp, lo, hi)
             twice_max = 2.0 * max(s1, s2)
-            self.z1, self.z2 = z1, z2
-            mult, shift = encode([s1 / twice_max, s2 / twice_max, twice_max / ((1 << 20) * so)])
+            self.z1, self.z2, self.left_shift = z1, z2, left_shift  # TFLM: 20 for int8, 15 for int16
+            mult, shift = encode([s1 / twice_max, s2 / twice_max, twice_max / ((1 << left_shift) * so)])
             self.register_buffer("mult", mult)
             self.register_buffer("shift", shift)
 
         def forward(self, x1: "torch.Tensor", x2: "torch.Tensor") -> "torch.Tensor":
             m, s = self.mult, self.shift
-            a = mbqm((x1.to(torch.int64) - self.z1) << 20, m[0], s[0])
-            b = mbqm((x2.to(torch.int64) - self.z2) << 20, m[1], s[1])
+            a = mbqm((x1.to(torch.int64) - self.z1) << self.left_shift, m[0], s[0])
+            b = mbqm((x2.to(torch.int64) - self.z2) << self.left_shift, m[1], s[1])
             return self.finish(mbqm(a + b, m[2], s[2]))
 
     class ExactMul(base):  # type: ignore[misc, valid-type]
@@ -216,8 +219,8 @@ def _attr(gm: "fx.GraphModule", node: Any) -> "torch.Tensor | None":
     return obj
 
 
-def _act_qparams(node: Any) -> tuple[Any, float, int] | None:
-    """(int8 source node, float32 scale, zero point) of a per-tensor int8 dequantize node."""
+def _act_qparams(node: Any, wide: bool = False) -> tuple[Any, float, int] | None:
+    """(int8 source node, float32 scale, zero point) of a per-tensor int8 (``wide``: int16) dequantize node."""
     import torch
     from torch import fx
 
@@ -225,7 +228,7 @@ def _act_qparams(node: Any) -> tuple[Any, float, int] | None:
     if not (isinstance(node, fx.Node) and node.target is qd.dequantize_per_tensor.default):
         return None
     src, scale, zp, qmin, qmax, dtype = node.args[:6]
-    if dtype is not torch.int8 or not isinstance(src, fx.Node) or src.op == "get_attr":
+    if dtype is not (torch.int16 if wide else torch.int8) or not isinstance(src, fx.Node) or src.op == "get_attr":
         return None
     return src, _f32(scale), int(zp)  # type: ignore[arg-type]
 
@@ -273,8 +276,9 @@ def _pair(v: Any, n: int = 2) -> tuple[int, ...]:
 
 
 def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
-           mods: dict[str, type]) -> tuple[Any, list[Any]] | None:
-    """(exact module, its int8 input nodes) for core op ``n`` quantized to (so, zo), or None."""
+           mods: dict[str, type], wide: bool = False) -> tuple[Any, list[Any]] | None:
+    """(exact module, its int8 input nodes) for core op ``n`` quantized to (so, zo), or None.
+    ``wide``: only the int16 average pool (same arithmetic as int8, int16 range; see exact16)."""
     import torch
 
     aten = torch.ops.aten
@@ -318,7 +322,7 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
              aten.adaptive_avg_pool1d.default, aten.mean.dim)
     if t not in pools:
         return None
-    x = _act_qparams(n.args[0])
+    x = _act_qparams(n.args[0], wide)
     if x is None:
         return None
     src, si, zi = x
@@ -340,6 +344,8 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
         kernel, stride, pad = ((1, *k), (1, *st), (0, *p)) if one_d else (k, st, p)
     if si == so and zi == zo:
         return mods["avgpool"](kernel, stride, pad, adaptive, flatten, lo, hi), [src]
+    if wide:
+        return None
     if act != "none" or flatten or kernel is not None or (adaptive is not None and adaptive != (1, 1)):
         return None  # only a global average that rescales lowers (to MEAN)
     return mods["mean"](zi, si / so, zo), [src]
@@ -356,9 +362,11 @@ def tflm_exact(converted_gm: "fx.GraphModule") -> "fx.GraphModule":
     import torch
 
     qd = torch.ops.quantized_decomposed
+    from tinyprec.quant.exact16 import rewrite_wide
+
     gm = copy.deepcopy(converted_gm)
     mods = _modules()
-    count = 0
+    count = rewrite_wide(gm, mods)  # int16 layers and the QUANTIZE ops between precisions
     for q in list(gm.graph.nodes):
         if q.target is not qd.quantize_per_tensor.default or tuple(q.args[3:6]) != (-128, 127, torch.int8):
             continue

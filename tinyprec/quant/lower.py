@@ -331,11 +331,13 @@ def quantized_output(converted_gm: "fx.GraphModule", x: "torch.Tensor") -> list[
     from tinyprec.quant.lower_ops import DEQUANTIZE_OPS
 
     wanted: list[fx.Node] = []
+    dtypes: list[Any] = []
     out_node = next(n for n in converted_gm.graph.nodes if n.op == "output")
     for arg in _flatten_args(out_node.args[0]):
         if not (isinstance(arg, fx.Node) and arg.target in DEQUANTIZE_OPS):
             raise QuantSpecError(f"model output '{arg}' is not a dequantized int8 tensor")
         wanted.append(arg.args[0])
+        dtypes.append(torch.int16 if arg.args[5] is torch.int16 else torch.int8)
     got: dict[fx.Node, Any] = {}
 
     class _Grab(fx.Interpreter):
@@ -347,7 +349,7 @@ def quantized_output(converted_gm: "fx.GraphModule", x: "torch.Tensor") -> list[
 
     with torch.no_grad():
         _Grab(converted_gm).run(x.float())
-    return [got[n].to(n.args[5] if n.args[5] in (torch.int8, torch.int16) else torch.int8).numpy() for n in wanted]
+    return [got[n].to(d).numpy() for n, d in zip(wanted, dtypes)]
 
 
 def sources_of(graph: Graph) -> dict[str, str | None]:
@@ -375,7 +377,7 @@ def fake_quant_taps(converted_gm: "fx.GraphModule", x: "torch.Tensor", lowered: 
         def run_node(self, n: fx.Node) -> Any:
             out = super().run_node(n)
             for t in by_node.get(n.name, ()):
-                got[t] = out.to(torch.int16 if n.args[5] is torch.int16 else torch.int8).numpy()
+                got[t] = out.to(torch.int16 if lowered.graph.tensors[t].dtype.value == "int16" else torch.int8).numpy()
             return out
 
     with torch.no_grad():

@@ -303,6 +303,7 @@ def _qat(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, example: to
     facts["val_qat"] = evaluate(program, x_val, y_val, task=task)
     facts["val_ptq"] = evaluate(ptq_program, x_val, y_val, task=task)
     if better(task, facts["val_ptq"], facts["val_qat"]):
+        facts["qat_test_rejected"] = evaluate(program, dataset.inputs("test"), dataset.test.y, task=task)
         if progress:
             progress(f"QAT ({facts['val_qat']:.4g}) did not beat PTQ ({facts['val_ptq']:.4g}) on the validation "
                      "split: keeping the PTQ program")
