@@ -16,7 +16,8 @@
 4. **Trade-off curve.** Sweeping the KL bound gives candidates from all-int8 to the most int4 that fits;
    each is PTQ-quantized for real and scored on the validation split. The chosen assignment is the one
    with the least flash whose validation accuracy drop (vs the FP32 model) is within ``search_max_drop``.
-   QAT then runs once, on that assignment (:func:`tinyprec.quant.stage.quantize_model`).
+   QAT then runs once, on that assignment (:func:`tinyprec.quant.stage.quantize_model`). One more point,
+   the least flash without the RAM bound, shows what the budget costs (marked as not fitting).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinyprec.quant.bits import PRESETS, LayerPrecision, layer_rule
-from tinyprec.quant.search_milp import A16, INT8, W4, LayerSensitivity, _fit, _kl_proxy, _live_profile
+from tinyprec.quant.search_milp import A16, INT8, W4, LayerSensitivity, _fit, _kl_proxy, _live_profile, solve
 
 if TYPE_CHECKING:
     import torch
@@ -261,6 +262,15 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
         seen[key] = Candidate({s.layer: found[s.layer].name for s in sens}, bound, _kl_proxy(sens, found),
                               est.flash_bytes, est.arena_bytes, est.int4_scratch_bytes, acc, drop,
                               est.arena_bytes <= arena_budget)
+    free = solve(sens, kl_bound=math.inf, head_budget=None, profile=None)  # the curve past the RAM budget
+    if free is not None and tuple(free[s.layer].name for s in sens) not in seen:
+        est = budget.assignment_budget(graph, free, rest_bytes=rest, file_bytes=len(tflite),
+                                       int4_max_scratch=cfg.int4_max_scratch)
+        acc = evaluate(ptq(model, dataset, cfg, assignment=free), x_val, y_val, task=task)
+        seen[("free",)] = Candidate({s.layer: free[s.layer].name for s in sens}, math.inf, _kl_proxy(sens, free),
+                                    est.flash_bytes, est.arena_bytes, est.int4_scratch_bytes, acc,
+                                    acc - fp32_val if task == "autoencoder" else fp32_val - acc,
+                                    est.arena_bytes <= arena_budget)
     base = budget.assignment_budget(graph, int8, rest_bytes=rest, file_bytes=len(tflite))
     candidates = sorted(seen.values(), key=lambda c: (c.flash_bytes, c.val_drop))
     ok = [i for i, c in enumerate(candidates) if c.fits and c.val_drop <= cfg.search_max_drop + 1e-9]
