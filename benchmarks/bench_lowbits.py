@@ -137,9 +137,10 @@ def main() -> None:
     say = print  # noqa: T201 - a benchmark script reports progress
 
     def run(work: Path) -> None:
-        results = []
+        out = Path(args.out)
+        results = json.loads(out.read_text())["results"] if out.is_file() else []  # other recipes' rows stay
         for name in args.recipes.split(","):
-            results.append(bench_recipe(name, seeds, work, say))
+            results = [r for r in results if r["recipe"] != name] + [bench_recipe(name, seeds, work, say)]
             doc = {"benchmark": "bench_lowbits", "runtime": "TFLM (tflite-micro Python interpreter, reference kernels)",
                    "seeds": seeds, "note": "accuracy on the whole test split; QAT variants: mean/min/max over seeds; "
                    "differences below resolution_points or the seed spread are ties", "results": results}

@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -57,6 +57,8 @@ class Candidate:
     val_accuracy: float
     val_drop: float
     fits: bool
+    measured_file_bytes: int | None = None  # set for the candidates the choice confirmed on TFLM
+    measured_arena_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -249,6 +251,7 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
     from tinyprec.mcu import budget
 
     seen: dict[tuple[str, ...], Candidate] = {}
+    programs: dict[tuple[str, ...], Any] = {}
     for bound in bounds:
         found, est = _fit(sens, bound, arena_budget, graph, rest, len(tflite), profile, cfg.int4_max_scratch)
         if found is None:
@@ -257,7 +260,8 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
         if key in seen:
             continue
         say(f"search: candidate {len(seen) + 1}: {', '.join(f'{k}={v}' for k, v in zip(ops, key))}")
-        acc = evaluate(ptq(model, dataset, cfg, assignment=found), x_val, y_val, task=task)
+        programs[key] = ptq(model, dataset, cfg, assignment=found)
+        acc = evaluate(programs[key], x_val, y_val, task=task)
         drop = acc - fp32_val if task == "autoencoder" else fp32_val - acc
         seen[key] = Candidate({s.layer: found[s.layer].name for s in sens}, bound, _kl_proxy(sens, found),
                               est.flash_bytes, est.arena_bytes, est.int4_scratch_bytes, acc, drop,
@@ -273,19 +277,47 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
                                     est.arena_bytes <= arena_budget)
     base = budget.assignment_budget(graph, int8, rest_bytes=rest, file_bytes=len(tflite))
     candidates = sorted(seen.values(), key=lambda c: (c.flash_bytes, c.val_drop))
-    ok = [i for i, c in enumerate(candidates) if c.fits and c.val_drop <= cfg.search_max_drop + 1e-9]
-    if ok:
-        chosen = ok[0]
+    chosen = None
+    for i, c in enumerate(candidates):  # least flash first; confirmed by TFLM's measured arena of the file
+        if not (c.fits and c.val_drop <= cfg.search_max_drop + 1e-9):
+            continue
+        key = tuple(c.assignment[s.layer] for s in sens)
+        file_bytes, arena = _measure(programs[key], x_val[:2], cfg.int4_max_scratch)
+        candidates[i] = replace(c, measured_file_bytes=file_bytes, measured_arena_bytes=arena,
+                                fits=arena <= arena_budget)
+        if arena <= arena_budget:
+            chosen = i
+            break
+        notes.append(f"candidate {i}: the budget model said {c.arena_bytes:,} B of arena, TFLM measured {arena:,} B "
+                     f"(over the budget); next candidate")
+    if chosen is not None:
         assignment = {k: PRESETS[v] for k, v in candidates[chosen].assignment.items()}
     else:
         notes.append("no candidate met max_drop within the RAM budget: all int8")
         acc = evaluate(program, x_val, y_val, task=task)
         candidates.append(Candidate({k: "int8" for k in ops}, 0.0, 0.0, base.flash_bytes, base.arena_bytes, 0, acc,
-                                    acc - fp32_val if task == "autoencoder" else fp32_val - acc, True))
+                                    acc - fp32_val if task == "autoencoder" else fp32_val - acc, True,
+                                    len(tflite), report.arena_bytes))
         chosen, assignment = len(candidates) - 1, int8
     return SearchResult(assignment, chosen, tuple(candidates), tuple(sens), len(tflite), report.arena_bytes,
                         arena_budget, float(cfg.search_max_drop), fp32_val, round(time.perf_counter() - t0, 2),
                         tuple(notes))
+
+
+def _measure(program: Any, x: np.ndarray, int4_max_scratch: int | None) -> tuple[int, int]:
+    """File bytes and TFLM's measured arena of a converted program, lowered as export lowers it."""
+    import torch
+
+    from tinyprec.formats.tflite_writer import write_tflite
+    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.quant.lower_split import split_int4_layers
+    from tinyprec.runtimes.tflm import tflm_arena_bytes
+
+    graph = lower_to_ir(program, torch.from_numpy(x), name="candidate")
+    if int4_max_scratch is not None:
+        graph = split_int4_layers(graph, int4_max_scratch)
+    tflite = write_tflite(graph)
+    return len(tflite), tflm_arena_bytes(tflite)
 
 
 def choose_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, *,

@@ -135,6 +135,11 @@ def per_layer_errors(
     output) is kept.
     """
     rows: dict[str, LayerError] = {}
+    weighted: dict[str, str] = {}  # module -> its weighted op's precision (a split layer ends in a CONCATENATION)
+    for op in graph.ops:
+        module = (sources or {}).get(op.outputs[0]) or graph.tensors[op.outputs[0]].source or op.source
+        if op.type in _WEIGHTED and module:
+            weighted[module] = op_precision(graph, op)
     for index, op in enumerate(graph.ops):
         if op.type in _SKIP_OPS:
             continue
@@ -155,7 +160,7 @@ def per_layer_errors(
         rows[module] = LayerError(index, op.type.value, name, module, tuple(int(d) for d in t.shape),
                                   sqnr_db(ref_n, deq), float(err_lsb.max()), float(err_lsb.mean()),
                                   sqnr_db(stage1, deq) if stage1 is not None and stage1.shape == deq.shape
-                                  else float("nan"), op_precision(graph, op))
+                                  else float("nan"), weighted.get(module) or op_precision(graph, op))
     return sorted(rows.values(), key=lambda r: r.index)
 
 
