@@ -55,7 +55,7 @@ def _variant(model, dataset, cfg, work: Path, *, mode: str, seed: int, split: in
     if split is not None:
         graph = split_int4_layers(graph, split)
     tflite = write_tflite(graph)
-    return {"tflm_accuracy": _tflm_accuracy(tflite, graph, dataset), "tflite_bytes": len(tflite),
+    return {"seed": seed, "tflm_accuracy": _tflm_accuracy(tflite, graph, dataset), "tflite_bytes": len(tflite),
             "arena_bytes": tflm_arena_bytes(tflite), "fake_quant_accuracy": q.fake_quant_accuracy,
             "selected": q.selected, "quant_seconds": round(quant_s, 1), "ops": len(graph.ops)}
 
@@ -67,12 +67,14 @@ def _summary(runs: list[dict[str, object]]) -> dict[str, object]:
             "tflm_accuracy_max": max(acc), "spread": round(max(acc) - min(acc), 3), "seeds": len(runs),
             "tflite_bytes": first["tflite_bytes"], "arena_bytes": first["arena_bytes"],
             "tflite_bytes_all": sorted({r["tflite_bytes"] for r in runs}),  # type: ignore[type-var]
-            "arena_bytes_all": sorted({r["arena_bytes"] for r in runs}), "runs": runs}  # type: ignore[type-var]
+            "arena_bytes_all": sorted({r["arena_bytes"] for r in runs})}  # type: ignore[type-var]
 
 
-def bench_recipe(name: str, seeds: list[int], work: Path, say) -> dict[str, object]:  # type: ignore[no-untyped-def]
+def bench_recipe(name: str, seeds: list[int], work: Path, say, *, ptq: bool = True,  # type: ignore[no-untyped-def]
+                 search_cache: Path | None = None) -> dict[str, object]:
     from tinyprec.data import load_dataset
     from tinyprec.pipeline import run_recipe
+    from tinyprec.quant.bits import PRESETS
     from tinyprec.quant.search import search_assignment
     from tinyprec.recipe import build_model_for, load_recipe
     from tinyprec.training import load_weights
@@ -93,37 +95,78 @@ def bench_recipe(name: str, seeds: list[int], work: Path, say) -> dict[str, obje
     base = replace(recipe.quant, autocast="fp32", bits="int8", overrides=())
     result: dict[str, object] = {"recipe": name, "test_samples": int(len(dataset.test.y)),
                                  "resolution_points": round(100.0 / len(dataset.test.y), 3), "fp32_accuracy": fp32}
-    variants: dict[str, object] = {}
+    variants: dict[str, dict[str, object]] = {}
     for label, bits, mode in (("int8 PTQ", "int8", "ptq"), ("int8 QAT", "int8", "qat"),
                               ("w4a8 PTQ (all INT4 weights)", "w4a8", "ptq"), ("w4a8 QAT (all INT4 weights)", "w4a8", "qat")):
+        if mode == "ptq" and not ptq:
+            continue
         runs = []
         for seed in (seeds if mode == "qat" else seeds[:1]):
             runs.append(_variant(model, dataset, replace(base, bits=bits), work / f"{name}_{bits}_{mode}_{seed}",
                                  mode=mode, seed=seed, split=None))
             say(f"{name}: {label} seed {seed}: {runs[-1]}")
-        variants[label] = _summary(runs)
+        variants[label] = {"runs": runs}
     cfg = replace(recipe.quant, autocast="fp32", bits="mixed")
-    t0 = time.perf_counter()
-    found = search_assignment(model, dataset, cfg, progress=say)
-    search_s = time.perf_counter() - t0
+    found = _searched(search_cache, lambda: search_assignment(model, dataset, cfg, progress=say))
+    assignment = {k: PRESETS[v] for k, v in found["assignment"].items()}
     runs = []
     for seed in seeds:
         runs.append(_variant(model, dataset, cfg, work / f"{name}_mixed_{seed}", mode="qat", seed=seed,
-                             split=cfg.int4_max_scratch, assignment=found.assignment))
+                             split=cfg.int4_max_scratch, assignment=assignment))
         say(f"{name}: mixed seed {seed}: {runs[-1]}")
-    label = "mixed (searched, QAT)"
-    variants[label] = {**_summary(runs), "search_seconds": round(search_s, 1),
-                       "assignment": {k: v.name for k, v in found.assignment.items()},
-                       "arena_budget": found.arena_budget, "int4_max_scratch": cfg.int4_max_scratch,
-                       "search": found.to_dict()}
+    variants[MIXED] = {"runs": runs, **found, "int4_max_scratch": cfg.int4_max_scratch}
     result["variants"] = variants
-    i8, mx = variants["int8 QAT"], variants[label]
-    result["mixed_vs_int8"] = {  # the issue's targets, against our own int8 QAT file and arena
-        "file_ratio": round(mx["tflite_bytes"] / i8["tflite_bytes"], 3),  # type: ignore[index,operator]
-        "arena_ratio": round(mx["arena_bytes"] / i8["arena_bytes"], 3),  # type: ignore[index,operator]
-        "accuracy_drop_vs_fp32": round(fp32 - mx["tflm_accuracy_mean"], 3),  # type: ignore[index,operator]
-    }
     return result
+
+
+MIXED = "mixed (searched, QAT)"
+
+
+def _searched(cache: Path | None, run) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """The search's result: from ``cache`` when another process has written it (waits for it when the
+    file name ends in .wait), else run once and write it there."""
+    if cache is not None and str(cache).endswith(".wait"):
+        real = Path(str(cache)[:-5])
+        while not real.is_file():
+            time.sleep(10)
+        return json.loads(real.read_text())
+    if cache is not None and cache.is_file():
+        return json.loads(cache.read_text())
+    t0 = time.perf_counter()
+    found = run()
+    doc = {"assignment": {k: v.name for k, v in found.assignment.items()}, "search_seconds": round(time.perf_counter() - t0, 1),
+           "arena_budget": found.arena_budget, "search": found.to_dict()}
+    if cache is not None:
+        cache.write_text(json.dumps(doc, indent=2) + "\n")
+    return doc
+
+
+def finish(result: dict[str, object]) -> dict[str, object]:
+    """Summaries over seeds and the issue's targets (mixed vs our own int8 QAT file and arena)."""
+    variants = result["variants"]  # type: ignore[assignment]
+    for label, v in variants.items():  # type: ignore[union-attr]
+        v.update(_summary(v["runs"]))
+    i8, mx = variants.get("int8 QAT"), variants.get(MIXED)  # type: ignore[union-attr]
+    if i8 and mx:
+        result["mixed_vs_int8"] = {
+            "file_ratio": round(mx["tflite_bytes"] / i8["tflite_bytes"], 3),
+            "arena_ratio": round(mx["arena_bytes"] / i8["arena_bytes"], 3),
+            "accuracy_drop_vs_fp32": round(float(result["fp32_accuracy"]) - mx["tflm_accuracy_mean"], 3),  # type: ignore[arg-type]
+        }
+    return result
+
+
+def merge(docs: list[dict[str, object]]) -> list[dict[str, object]]:
+    """Partial results (one process per seed) joined per recipe and variant."""
+    joined: dict[str, dict[str, object]] = {}
+    for doc in docs:
+        for r in doc["results"]:  # type: ignore[union-attr]
+            into = joined.setdefault(r["recipe"], {**r, "variants": {}})
+            for label, v in r["variants"].items():
+                have = into["variants"].setdefault(label, {**v, "runs": []})  # type: ignore[union-attr]
+                seen = {run_["seed"] for run_ in have["runs"]}
+                have["runs"] += [run_ for run_ in v["runs"] if run_["seed"] not in seen]
+    return [finish(r) for r in joined.values()]
 
 
 def main() -> None:
@@ -132,20 +175,30 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "lowbits.json"))
     parser.add_argument("--work", default=None, help="keep the run folders here (default: a temp folder)")
+    parser.add_argument("--skip-ptq", action="store_true", help="only the QAT variants (another process runs PTQ)")
+    parser.add_argument("--search-cache", default=None, help="search result JSON to reuse/write (.wait: wait for it)")
+    parser.add_argument("--merge", nargs="*", default=None, help="join partial result files into --out and stop")
     args = parser.parse_args()
-    seeds = [int(s) for s in args.seeds.split(",")]
     say = print  # noqa: T201 - a benchmark script reports progress
+    out = Path(args.out)
+    if args.merge is not None:
+        docs = [json.loads(Path(p).read_text()) for p in args.merge]
+        if out.is_file():
+            docs.insert(0, json.loads(out.read_text()))
+        seeds = sorted({s for d in docs for s in d["seeds"]})
+        out.write_text(json.dumps(_doc(seeds, merge(docs)), indent=2) + "\n")
+        say(f"wrote {out}")
+        return
+    seeds = [int(s) for s in args.seeds.split(",")]
 
     def run(work: Path) -> None:
-        out = Path(args.out)
         results = json.loads(out.read_text())["results"] if out.is_file() else []  # other recipes' rows stay
         for name in args.recipes.split(","):
-            results = [r for r in results if r["recipe"] != name] + [bench_recipe(name, seeds, work, say)]
-            doc = {"benchmark": "bench_lowbits", "runtime": "TFLM (tflite-micro Python interpreter, reference kernels)",
-                   "seeds": seeds, "note": "accuracy on the whole test split; QAT variants: mean/min/max over seeds; "
-                   "differences below resolution_points or the seed spread are ties", "results": results}
-            Path(args.out).write_text(json.dumps(doc, indent=2) + "\n")
-            say(f"wrote {args.out}")
+            cache = Path(args.search_cache) if args.search_cache else None
+            row = finish(bench_recipe(name, seeds, work, say, ptq=not args.skip_ptq, search_cache=cache))
+            results = [r for r in results if r["recipe"] != name] + [row]
+            out.write_text(json.dumps(_doc(seeds, results), indent=2) + "\n")
+            say(f"wrote {out}")
 
     if args.work:
         Path(args.work).mkdir(parents=True, exist_ok=True)
@@ -153,6 +206,12 @@ def main() -> None:
     else:
         with tempfile.TemporaryDirectory() as tmp:
             run(Path(tmp))
+
+
+def _doc(seeds: list[int], results: list[dict[str, object]]) -> dict[str, object]:
+    return {"benchmark": "bench_lowbits", "runtime": "TFLM (tflite-micro Python interpreter, reference kernels)",
+            "seeds": seeds, "note": "accuracy on the whole test split; QAT variants: mean/min/max over seeds; "
+            "differences below resolution_points or the seed spread are ties", "results": results}
 
 
 if __name__ == "__main__":
