@@ -63,5 +63,5 @@ def test_budget_models_the_split() -> None:
     est = budget.assignment_budget(g8, {"fc": SimpleNamespace(weight_bits=4, act_bits=8)}, int4_max_scratch=16384,
                                    rest_bytes=m8.arena_bytes - m8.head_bytes, file_bytes=len(t8))
     assert est.int4_scratch_bytes == 16384 and est.head_bytes == ms.head_bytes
-    # Per piece the model charges the largest cost measured (CONV_2D's): at most ~60 B per piece too much.
-    assert 0 <= est.arena_bytes - ms.arena_bytes <= 60 * 4 and 0 <= est.flash_bytes - len(ts) <= 60 * 4
+    # Per piece the model charges the largest cost measured (CONV_2D's): at most ~70 B per piece too much.
+    assert 0 <= est.arena_bytes - ms.arena_bytes <= 70 * 4 and 0 <= est.flash_bytes - len(ts) <= 70 * 4
