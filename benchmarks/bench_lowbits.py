@@ -71,7 +71,7 @@ def _summary(runs: list[dict[str, object]]) -> dict[str, object]:
 
 
 def bench_recipe(name: str, seeds: list[int], work: Path, say, *, ptq: bool = True,  # type: ignore[no-untyped-def]
-                 search_cache: Path | None = None) -> dict[str, object]:
+                 search_cache: Path | None = None, only: set[str] | None = None) -> dict[str, object]:
     from tinyprec.data import load_dataset
     from tinyprec.pipeline import run_recipe
     from tinyprec.quant.bits import PRESETS
@@ -98,7 +98,7 @@ def bench_recipe(name: str, seeds: list[int], work: Path, say, *, ptq: bool = Tr
     variants: dict[str, dict[str, object]] = {}
     for label, bits, mode in (("int8 PTQ", "int8", "ptq"), ("int8 QAT", "int8", "qat"),
                               ("w4a8 PTQ (all INT4 weights)", "w4a8", "ptq"), ("w4a8 QAT (all INT4 weights)", "w4a8", "qat")):
-        if mode == "ptq" and not ptq:
+        if (mode == "ptq" and not ptq) or (only is not None and f"{bits}_{mode}" not in only):
             continue
         runs = []
         for seed in (seeds if mode == "qat" else seeds[:1]):
@@ -107,6 +107,9 @@ def bench_recipe(name: str, seeds: list[int], work: Path, say, *, ptq: bool = Tr
             say(f"{name}: {label} seed {seed}: {runs[-1]}")
         variants[label] = {"runs": runs}
     cfg = replace(recipe.quant, autocast="fp32", bits="mixed")
+    result["variants"] = variants
+    if only is not None and "mixed" not in only:
+        return result
     found = _searched(search_cache, lambda: search_assignment(model, dataset, cfg, progress=say))
     assignment = {k: PRESETS[v] for k, v in found["assignment"].items()}
     runs = []
@@ -177,6 +180,7 @@ def main() -> None:
     parser.add_argument("--work", default=None, help="keep the run folders here (default: a temp folder)")
     parser.add_argument("--skip-ptq", action="store_true", help="only the QAT variants (another process runs PTQ)")
     parser.add_argument("--search-cache", default=None, help="search result JSON to reuse/write (.wait: wait for it)")
+    parser.add_argument("--only", default=None, help="variants: int8_ptq,int8_qat,w4a8_ptq,w4a8_qat,mixed")
     parser.add_argument("--merge", nargs="*", default=None, help="join partial result files into --out and stop")
     args = parser.parse_args()
     say = print  # noqa: T201 - a benchmark script reports progress
@@ -195,7 +199,8 @@ def main() -> None:
         results = json.loads(out.read_text())["results"] if out.is_file() else []  # other recipes' rows stay
         for name in args.recipes.split(","):
             cache = Path(args.search_cache) if args.search_cache else None
-            row = finish(bench_recipe(name, seeds, work, say, ptq=not args.skip_ptq, search_cache=cache))
+            only = set(args.only.split(",")) if args.only else None
+            row = finish(bench_recipe(name, seeds, work, say, ptq=not args.skip_ptq, search_cache=cache, only=only))
             results = [r for r in results if r["recipe"] != name] + [row]
             out.write_text(json.dumps(_doc(seeds, results), indent=2) + "\n")
             say(f"wrote {out}")
