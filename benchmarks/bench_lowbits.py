@@ -169,6 +169,9 @@ def merge(docs: list[dict[str, object]]) -> list[dict[str, object]]:
                 have = into["variants"].setdefault(label, {**v, "runs": []})  # type: ignore[union-attr]
                 seen = {run_["seed"] for run_ in have["runs"]}
                 have["runs"] += [run_ for run_ in v["runs"] if run_["seed"] not in seen]
+    order = ["int8 PTQ", "int8 QAT", "w4a8 PTQ (all INT4 weights)", "w4a8 QAT (all INT4 weights)", MIXED]
+    for r in joined.values():
+        r["variants"] = dict(sorted(r["variants"].items(), key=lambda kv: order.index(kv[0])))  # type: ignore[union-attr]
     return [finish(r) for r in joined.values()]
 
 

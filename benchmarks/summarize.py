@@ -99,7 +99,8 @@ def lowbits() -> list[str]:
                   "| variant | TFLM top-1 % | .tflite bytes | TFLM arena bytes | search s |", "|---|---|---|---|---|"]
         for label, v in r["variants"].items():
             acc = (f"{v['tflm_accuracy_mean']:.2f}" if v["seeds"] == 1 else
-                   f"{v['tflm_accuracy_mean']:.2f} [{v['tflm_accuracy_min']:.2f}, {v['tflm_accuracy_max']:.2f}]")
+                   f"{v['tflm_accuracy_mean']:.2f} [{v['tflm_accuracy_min']:.2f}, {v['tflm_accuracy_max']:.2f}]"
+                   + (f" ({v['seeds']} seeds)" if v["seeds"] < len(d["seeds"]) and "QAT" in label else ""))
             lines.append(f"| {label} | {acc} | {v['tflite_bytes']:,} | {v['arena_bytes']:,} | "
                          f"{v.get('search_seconds', '-')} |")
         m = r["mixed_vs_int8"]
