@@ -137,10 +137,10 @@ def graph_buffers(graph: Graph) -> list[Buffer]:
     for i, op in enumerate(graph.ops, start=1):
         for name in op.outputs:
             first.setdefault(name, i)
-        for name in (*op.inputs, *op.outputs):
-            if name is not None:
-                last[name] = i
-        scratch += [Buffer(size, i, i, name) for size, name in op_scratch(graph, op)]
+        for used in (*op.inputs, *op.outputs):
+            if used is not None:
+                last[used] = i
+        scratch += [Buffer(size, i, i, what) for size, what in op_scratch(graph, op)]
     end = len(graph.ops)
     for name in graph.outputs:
         first.setdefault(name, end)

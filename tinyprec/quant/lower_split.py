@@ -47,6 +47,7 @@ def split_int4_layers(graph: Graph, max_scratch: int) -> Graph:
         b = tensors.get(op.inputs[2]) if len(op.inputs) > 2 and op.inputs[2] else None
         step = channels // k
         parts = []
+        assert w.data is not None and (b is None or b.data is not None)  # constants, checked above
         for i in range(k):
             lo, hi = i * step, (i + 1) * step
             wn = _unique(tensors, f"{w.name}.s{i}")
@@ -55,7 +56,7 @@ def split_int4_layers(graph: Graph, max_scratch: int) -> Graph:
             bn = None
             if b is not None:
                 bn = _unique(tensors, f"{b.name}.s{i}")
-                tensors[bn] = replace(b, name=bn, shape=(hi - lo,), data=np.ascontiguousarray(b.data[lo:hi]),
+                tensors[bn] = replace(b, name=bn, shape=(hi - lo,), data=np.ascontiguousarray(b.data[lo:hi]),  # type: ignore[index]
                                       qparams=_slice_qparams(b.qparams, lo, hi))
             on = _unique(tensors, f"{out.name}.s{i}")
             tensors[on] = Tensor(on, (*out.shape[:-1], hi - lo), out.dtype, out.qparams, None, out.source)
