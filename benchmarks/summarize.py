@@ -87,8 +87,31 @@ def latency() -> list[str]:
             + ", ".join(f"{100 * v:+.1f}%" for v in err.values()) + ": an estimate, labelled as such.", ""]
 
 
+def lowbits() -> list[str]:
+    d = _load("lowbits.json")
+    if not d:
+        return []
+    lines = [f"Fewer bits on TFLM (`bench_lowbits.py`, same FP32 model per recipe, whole test split; QAT rows: "
+             f"mean [min, max] over seeds {', '.join(map(str, d['seeds']))}; PTQ is deterministic, one run):", ""]
+    for r in d["results"]:
+        lines += [f"**{r['recipe']}** (FP32 {r['fp32_accuracy']:.2f} %, {r['test_samples']} test samples: one is "
+                  f"{r['resolution_points']:.2f} points)", "",
+                  "| variant | TFLM top-1 % | .tflite bytes | TFLM arena bytes | search s |", "|---|---|---|---|---|"]
+        for label, v in r["variants"].items():
+            acc = (f"{v['tflm_accuracy_mean']:.2f}" if v["seeds"] == 1 else
+                   f"{v['tflm_accuracy_mean']:.2f} [{v['tflm_accuracy_min']:.2f}, {v['tflm_accuracy_max']:.2f}]"
+                   + (f" ({v['seeds']} seeds)" if v["seeds"] < len(d["seeds"]) and "QAT" in label else ""))
+            lines.append(f"| {label} | {acc} | {v['tflite_bytes']:,} | {v['arena_bytes']:,} | "
+                         f"{v.get('search_seconds', '-')} |")
+        m = r["mixed_vs_int8"]
+        lines += ["", f"Mixed vs our int8 QAT: file {m['file_ratio']:.2f}x, arena {m['arena_ratio']:.2f}x, TFLM drop vs "
+                  f"FP32 {m['accuracy_drop_vs_fp32']:.2f} points (assignment: "
+                  + ", ".join(f"`{k}` {v}" for k, v in r["variants"]["mixed (searched, QAT)"]["assignment"].items()) + ").", ""]
+    return lines
+
+
 def main() -> None:
-    for part in (peers, size_arena, emulator, mixed_precision, latency):
+    for part in (peers, size_arena, emulator, mixed_precision, latency, lowbits):
         for line in part():
             print(line)
 

@@ -32,14 +32,14 @@ _READS: dict[str, tuple[str, ...]] = {
     "train": (),
     "qat": ("train/model_fp32.pt",),
     "export": ("train/model_fp32.pt", "quant/converted.pt2"),
-    "validate": ("train/model_fp32.pt", "quant/converted.pt2", "model/model_int8.tflite",
+    "validate": ("train/model_fp32.pt", "quant/converted.pt2", "quant/model_float.pt", "model/model_int8.tflite",
                  "model/model_int8.onnx", "model/model_fp32.onnx", "model/ir_sources.json"),
 }
 # The recipe sections each stage depends on.
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "train": ("model", "data", "train"),
     "qat": ("model", "data", "quant"),
-    "export": ("model", "data", "export"),
+    "export": ("model", "data", "quant", "export"),  # quant: int4_max_scratch splits INT4 layers at export
     "validate": ("model", "data", "validate"),
 }
 
@@ -174,7 +174,8 @@ def _run_qat(ctx: _Context, hooks: Hooks, resume: bool) -> tuple[list[Path], dic
     r = quantize_model(ctx.trained_model(), ctx.dataset, ctx.recipe.quant, ctx.out_dir, seed=ctx.recipe.seed,
                        progress=hooks.qat)
     ctx.converted = r.converted
-    return [r.program_path, r.qparams_path, r.metrics_path], {
+    extra = [p for p in (r.program_path.parent / "model_float.pt",) if p.is_file()]
+    return [r.program_path, r.qparams_path, r.metrics_path, *extra], {
         "mode": r.mode, "metric": r.metric, "fp32": r.fp32_accuracy, "fake_quant": r.fake_quant_accuracy,
         "ptq": r.ptq_accuracy, "precision": r.precision}
 

@@ -109,13 +109,16 @@ def export_model(recipe: "Recipe | None", quantized: Any, model_fp32: "torch.nn.
     if cfg is None:
         cfg = recipe.export if recipe is not None else ExportConfig()
     model_name = name or (recipe.name if recipe is not None else "model")
-    return export_converted(converted, model_fp32, dataset, cfg, out_dir, name=model_name, progress=progress)
+    split = getattr(recipe.quant, "int4_max_scratch", None) if recipe is not None else None
+    return export_converted(converted, model_fp32, dataset, cfg, out_dir, name=model_name, progress=progress,
+                            int4_max_scratch=split)
 
 
 def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module | None", dataset: "Dataset",
                      cfg: "ExportConfig", out_dir: Path, *, name: str = "model",
-                     progress: Progress | None = None) -> ExportResult:
-    """:func:`export_model` without a recipe: a converted GraphModule, the FP32 model, data, config."""
+                     progress: Progress | None = None, int4_max_scratch: int | None = None) -> ExportResult:
+    """:func:`export_model` without a recipe: a converted GraphModule, the FP32 model, data, config.
+    ``int4_max_scratch``: split larger INT4 layers (:func:`tinyprec.quant.lower_split.split_int4_layers`)."""
     import torch
 
     from tinyprec.formats.firmware import write_bundle
@@ -130,6 +133,10 @@ def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module |
     x = _samples(dataset, max(cfg.golden_vectors, CHECK_SAMPLES))
     say("lowering the converted graph to the int8 IR")
     graph = lower_to_ir(converted, torch.from_numpy(x[:2]), name=name)
+    if int4_max_scratch is not None:
+        from tinyprec.quant.lower_split import split_int4_layers
+
+        graph = split_int4_layers(graph, int4_max_scratch)
     say("writing the int8 .tflite")
     tflite = write_tflite(graph, float_io=cfg.float_io)
     onnx_int8 = onnx_fp32 = None

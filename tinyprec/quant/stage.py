@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tinyprec import _io
 from tinyprec.errors import RecipeError
 from tinyprec.quant.loops import Progress
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from tinyprec.recipe import QuantConfig
 
 MODES = ("qat", "ptq")
+FLOAT_NAME = "model_float.pt"  # the QAT-trained float weights (the per-layer SQNR reference)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,23 @@ def _convert(prepared: fx.GraphModule, *, qat: bool) -> fx.GraphModule:
     if qat:
         fold_bn_qat(prepared)  # before convert_pt2e, whose own QAT fold is very slow (see bnfold)
     return tidy(convert_pt2e(prepared, fold_quantize=True))
+
+
+def float_twin_state(prepared: fx.GraphModule, model: torch.nn.Module) -> dict[str, Any] | None:
+    """The QAT-trained float weights and BN statistics of a prepared program, keyed as the state dict of
+    ``with_biases(model)`` without an output-softmax wrapper (None if a key is missing). Call before convert,
+    which folds BN into the weights."""
+    from tinyprec.quant.capture import _output_softmax_class, with_biases
+
+    inner = model.model if isinstance(model, _output_softmax_class()) else model
+    have = prepared.state_dict()
+    out: dict[str, Any] = {}
+    for key, value in with_biases(inner).state_dict().items():
+        found = next((have[c] for c in (key, "model." + key) if c in have and have[c].shape == value.shape), None)
+        if found is None:
+            return None
+        out[key] = found.detach().clone()
+    return out
 
 
 def layer_assignment(model: torch.nn.Module, example: torch.Tensor, cfg: QuantConfig,
@@ -190,6 +209,12 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     example = example_like(dataset.input_shape)
     exported = export_for_quant(model, example, train=False)
     check_graph(exported)  # refuse unsupported ops (and precisions, below) before training
+    search = None
+    if assignment is None and cfg.bits == "mixed":  # search once, then QAT once on the chosen assignment
+        from tinyprec.quant.search import search_assignment
+
+        search = search_assignment(model, dataset, cfg, progress=progress)
+        assignment = search.assignment
     layers = layer_assignment(model, example, cfg, assignment, exported=exported, dataset=dataset, progress=progress)
 
     task = dataset.task
@@ -213,6 +238,14 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
     else:
         program, fq_acc = ptq_program, ptq_acc
 
+    float_state = facts.pop("_float_state", None)
+    float_path = qdir / FLOAT_NAME
+    if float_state is not None and selected == "qat":
+        with _io.atomic_path(float_path) as tmp:
+            torch.save({"model": float_state}, tmp)
+        manifest.record(out_dir, {"quant_float": float_path})
+    else:
+        float_path.unlink(missing_ok=True)  # PTQ: the network's own float weights are stage 1's
     program_path = conv.save_program(program, example, qdir / conv.PROGRAM_NAME)
     table = conv.qparams_table(program)
     qparams_path = conv.write_json(qdir / conv.QPARAMS_NAME, {"tensors": table})
@@ -225,6 +258,8 @@ def quantize_model(model_fp32: torch.nn.Module, dataset: Dataset, cfg: QuantConf
         "input_qparams": list(in_q), "output_qparams": list(out_q), "test_samples": int(len(y_test)),
         "config": asdict(cfg), "layer_precision": {k: v.name for k, v in layers.items()}, **facts,
     }
+    if search is not None:
+        metrics["search"] = search.to_dict()
     metrics_path = conv.write_json(qdir / conv.METRICS_NAME, metrics)
     manifest.record(out_dir, {"quant_program": program_path, "quant_qparams": qparams_path,
                               "quant_metrics": metrics_path})
@@ -262,6 +297,7 @@ def _qat(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, example: to
         "qat_val_scores": list(log.val_scores), "qat_kept_epoch": log.best_epoch,
         "bn_frozen_at_epoch": log.bn_frozen_at, "observers_frozen_at_epoch": log.observers_frozen_at,
     }
+    facts["_float_state"] = float_twin_state(prepared, model)
     program = _convert(prepared, qat=True)
     if val is None:
         return program, precision, len(log.losses), "qat", facts

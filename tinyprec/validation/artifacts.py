@@ -62,6 +62,7 @@ def validate_artifacts(
         onnx_int8=onnx_int8.read_bytes() if onnx_int8.is_file() else None,
         onnx_fp32=onnx_fp32.read_bytes() if onnx_fp32.is_file() else None,
         torch_fp32=model_fp32.eval() if model_fp32 is not None else None, fake_quant=fake_quant,
+        torch_float=_float_twin(out, model_fp32),
         input_layout=LAYOUT_BY_RANK[len(dataset.input_shape) + 1],
         output_layout=graph.metadata.get("output_layout", "NF"), where=str(tflite_path),
         mcu=_mcu_options(cfg, settings.target, out),
@@ -71,6 +72,11 @@ def validate_artifacts(
     task = Task(dataset.task, labels, dataset.num_classes, tuple(dataset.class_labels))
     report, checks = evaluate(models, feed, task, settings, name=name, mode=mode, sources=sources,
                               progress=progress)
+    qmetrics = out / "quant" / "metrics.json"
+    if qmetrics.is_file():  # the precision search's trade-off curve, when stage 2 ran one
+        found = json.loads(qmetrics.read_text()).get("search")
+        if found:
+            report["search"] = found
     return _finish(report, checks, out)
 
 
@@ -81,6 +87,25 @@ def _mcu_options(cfg: "ValidateConfig", target: str, out: Path) -> Any:
     return options_from_env(getattr(cfg, "tflm_tree", None), target=target,
                             kernels=getattr(cfg, "mcu_kernels", "cmsis-nn"), bundle_dir=out / "firmware",
                             build_dir=out / "mcu")
+
+
+def _float_twin(out: Path, model_fp32: Any) -> Any:
+    """The network with its own (QAT-trained) float weights from quant/model_float.pt, or None (PTQ, or
+    a run from before the file existed): the per-layer SQNR reference."""
+    path = out / "quant" / "model_float.pt"
+    if model_fp32 is None or not path.is_file():
+        return None
+    import torch
+
+    from tinyprec.quant.capture import with_biases
+
+    twin = with_biases(model_fp32)
+    try:
+        twin.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    except (RuntimeError, OSError, KeyError, EOFError, ValueError) as err:
+        raise ModelFormatError(f"{path}: cannot load the QAT float weights ({str(err).splitlines()[0][:120]}); "
+                               "re-run `tinyprec qat`") from err
+    return twin.eval()
 
 
 def validate_model(

@@ -1,8 +1,10 @@
-"""Per-layer error: the int8 tensors the MCU computes against the FP32 model's activations.
+"""Per-layer error: the integer tensors the MCU computes against float activations.
 
-For each op of the int8 graph, its output tensor (from the emulator's or TFLM's taps) is dequantized
-and compared with the FP32 activation of the PyTorch module it came from (IR tensor ``source``, or
-model/ir_sources.json). The FP32 activation is taken after the module and the BatchNorm/activation
+For each op of the quantized graph, its output tensor (from the emulator's or TFLM's taps) is dequantized
+and compared with the float activation of the PyTorch module it came from (IR tensor ``source``, or
+model/ir_sources.json). The main reference is the same network's own float weights (after QAT: the
+fine-tuned float weights, so the error is quantization alone); a second reference, the stage-1 FP32
+model, adds the weight drift of fine-tuning and is reported beside it. The FP32 activation is taken after the module and the BatchNorm/activation
 modules that directly follow it (they are folded or fused into the int8 op), with the op's fused
 activation applied, and moved to the IR layout (NCHW -> NHWC).
 """
@@ -28,7 +30,12 @@ _SKIP_OPS = (OpType.QUANTIZE, OpType.DEQUANTIZE, OpType.PAD, OpType.RESHAPE)
 
 @dataclass(frozen=True)
 class LayerError:
-    """Error of one int8 tensor against FP32. LSB = the tensor's quantization step."""
+    """Error of one quantized tensor against float activations. LSB = the tensor's quantization step.
+
+    ``sqnr_db`` and the LSB errors are against the network's own float weights; ``sqnr_stage1_db``
+    against the stage-1 FP32 model (NaN when not measured). ``precision`` is "w<weight bits>a<output
+    activation bits>" (e.g. "w8a8", "w4a8", "w8a16"; "a8" for ops without weights).
+    """
 
     index: int
     op: str
@@ -38,13 +45,32 @@ class LayerError:
     sqnr_db: float
     max_err_lsb: float
     mean_err_lsb: float
+    sqnr_stage1_db: float = float("nan")
+    precision: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("sqnr_db", "max_err_lsb", "mean_err_lsb"):
+        for key in ("sqnr_db", "max_err_lsb", "mean_err_lsb", "sqnr_stage1_db"):
             v = d[key]
             d[key] = None if not np.isfinite(v) else round(float(v), 3)
         return d
+
+
+_WEIGHTED = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
+
+
+def _bits(dtype: DType) -> int:
+    return int(dtype.value[3:]) if dtype.value.startswith("int") else 32
+
+
+def op_precision(graph: Graph, op: Any) -> str:
+    """"w4a8" style label of an op: its constant weight's bits (if any) and its output's bits."""
+    out = graph.tensors[op.outputs[0]]
+    label = f"a{_bits(out.dtype)}"
+    weight = graph.tensors.get(op.inputs[1]) if len(op.inputs) > 1 and op.inputs[1] is not None else None
+    if weight is not None and weight.is_const and op.type in _WEIGHTED:
+        label = f"w{_bits(weight.dtype)}{label}"
+    return label
 
 
 def record_activations(model: Any, x: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
@@ -100,33 +126,52 @@ def per_layer_errors(
     taps: Mapping[str, np.ndarray],
     log: list[tuple[str, str, np.ndarray]],
     sources: Mapping[str, str | None] | None = None,
+    stage1_log: list[tuple[str, str, np.ndarray]] | None = None,
 ) -> list[LayerError]:
-    """One row per int8 op output with a known source module whose FP32 activation has the same size.
+    """One row per quantized op output with a known source module whose float activation has the same size.
 
-    When several ops come from one module, the last one (the module's final output) is kept.
+    ``log`` holds the activations of the network's own float weights, ``stage1_log`` (optional) those of
+    the stage-1 FP32 model. When several ops come from one module, the last one (the module's final
+    output) is kept.
     """
     rows: dict[str, LayerError] = {}
+    weighted: dict[str, str] = {}  # module -> its weighted op's precision (a split layer ends in a CONCATENATION)
+    for op in graph.ops:
+        module = (sources or {}).get(op.outputs[0]) or graph.tensors[op.outputs[0]].source or op.source
+        if op.type in _WEIGHTED and module:
+            weighted[module] = op_precision(graph, op)
     for index, op in enumerate(graph.ops):
         if op.type in _SKIP_OPS:
             continue
         name = op.outputs[0]
         t = graph.tensors[name]
         module = (sources or {}).get(name) or t.source or op.source
-        if module is None or name not in taps or t.qparams is None or t.dtype is not DType.INT8:
+        if module is None or name not in taps or t.qparams is None or t.dtype not in (DType.INT8, DType.INT16):
             continue
-        ref = _reference(log, module)
-        if ref is None:
-            continue
-        if ref.ndim in (3, 4):
-            ref = to_ir_layout(ref, LAYOUT_BY_RANK[ref.ndim])
         q = np.asarray(taps[name])
-        n = min(q.shape[0], ref.shape[0])
-        if ref[:n].size != q[:n].size or n == 0:
-            continue
         act = getattr(op.options, "activation", Activation.NONE)
-        ref_n = _apply_activation(ref[:n].reshape(q[:n].shape), act)
+        ref_n = _aligned(log, module, q, act)
+        if ref_n is None:
+            continue
+        n = ref_n.shape[0]
         deq = dequantize(q[:n], t.qparams)
         err_lsb = np.abs(deq.astype(np.float64) - ref_n) / float(t.qparams.scale[0])
+        stage1 = _aligned(stage1_log, module, q, act) if stage1_log is not None else None
         rows[module] = LayerError(index, op.type.value, name, module, tuple(int(d) for d in t.shape),
-                                  sqnr_db(ref_n, deq), float(err_lsb.max()), float(err_lsb.mean()))
+                                  sqnr_db(ref_n, deq), float(err_lsb.max()), float(err_lsb.mean()),
+                                  sqnr_db(stage1, deq) if stage1 is not None and stage1.shape == deq.shape
+                                  else float("nan"), weighted.get(module) or op_precision(graph, op))
     return sorted(rows.values(), key=lambda r: r.index)
+
+
+def _aligned(log: list[tuple[str, str, np.ndarray]], module: str, q: np.ndarray, act: Activation) -> np.ndarray | None:
+    """The float activation of ``module`` in the IR layout and shape of ``q``, with the fused activation."""
+    ref = _reference(log, module)
+    if ref is None:
+        return None
+    if ref.ndim in (3, 4):
+        ref = to_ir_layout(ref, LAYOUT_BY_RANK[ref.ndim])
+    n = min(q.shape[0], ref.shape[0])
+    if ref[:n].size != q[:n].size or n == 0:
+        return None
+    return _apply_activation(ref[:n].reshape(q[:n].shape), act)

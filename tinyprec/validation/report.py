@@ -67,15 +67,9 @@ def markdown(report: dict[str, Any]) -> str:
             continue
         lines.append(f"| {pair} | {_fmt(a['identical_outputs'])} | {_fmt(a['identical_top1'])} | {_fmt(a['max_abs_diff_lsb'])} |")
     if report.get("layers"):
-        lines += ["", f"## Per-layer error ({report.get('layers_taps', 'emulator')} taps vs FP32 activations)", "",
-                  "Each int8 op output, dequantized, against the FP32 model's activation of the PyTorch module it "
-                  "came from (after its folded BatchNorm and fused activation), in NHWC; LSB = that tensor's scale. "
-                  "The FP32 reference is the stage-1 model: after QAT the differences include the fine-tuning of "
-                  "the weights, not only rounding.", "",
-                  "| # | op | module | shape | SQNR (dB) | max err (LSB) | mean err (LSB) |", "|---|---|---|---|---|---|---|"]
-        for row in report["layers"]:
-            lines.append(f"| {row['index']} | {row['op']} | `{row['module']}` | {'x'.join(map(str, row['shape']))} | "
-                         f"{_fmt(row['sqnr_db'])} | {_fmt(row['max_err_lsb'])} | {_fmt(row['mean_err_lsb'], 3)} |")
+        lines += _layer_lines(report)
+    if report.get("search"):
+        lines += _search_lines(report)
     res = report["resources"]
     lines += ["", "## MCU resources", "",
               f"- flash: {_bytes(res['flash_bytes'])} = model {_bytes(res['model_bytes'])} + TFLM code "
@@ -125,6 +119,75 @@ def _measured_lines(m: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def _layer_lines(report: dict[str, Any]) -> list[str]:
+    own = report.get("layers_reference") or "stage-1 FP32 weights"
+    stage1 = any(r.get("sqnr_stage1_db") is not None for r in report["layers"]) and own == "QAT float weights"
+    lines = ["", f"## Per-layer error ({report.get('layers_taps', 'emulator')} taps vs float activations)", "",
+             "Each quantized op output, dequantized, against the float activation of the PyTorch module it came "
+             "from (after its folded BatchNorm and fused activation), in NHWC; LSB = that tensor's scale. "
+             f"Reference: the same network's own float weights ({own}), so the error is quantization alone."
+             + (" The stage-1 column compares with the FP32 model before QAT: it adds the fine-tuning's "
+                "weight drift to the quantization error." if stage1 else ""), ""]
+    head = "| # | op | module | precision | shape | SQNR (dB) |" + (" SQNR vs stage-1 FP32 (dB) |" if stage1 else "")
+    head += " max err (LSB) | mean err (LSB) |"
+    lines += [head, "|---" * (head.count("|") - 1) + "|"]
+    for row in report["layers"]:
+        extra = f" {_fmt(row.get('sqnr_stage1_db'))} |" if stage1 else ""
+        lines.append(f"| {row['index']} | {row['op']} | `{row['module']}` | {row.get('precision') or '-'} | "
+                     f"{'x'.join(map(str, row['shape']))} | {_fmt(row['sqnr_db'])} |{extra} "
+                     f"{_fmt(row['max_err_lsb'])} | {_fmt(row['mean_err_lsb'], 3)} |")
+    return lines
+
+
+def _search_lines(report: dict[str, Any]) -> list[str]:
+    s = report["search"]
+    lines = ["", "## Precision search (per-layer INT4 weights / int16 activations)", "",
+             f"Each candidate is the least-flash assignment under a bound on the summed per-layer output KL "
+             f"(sensitivity vs the model's own float weights) within the RAM budget "
+             f"({s['arena_budget']:,} B of TFLM arena; the all-int8 model measured {s['int8_arena_bytes']:,} B, "
+             f"{s['int8_file_bytes']:,} B file), PTQ-quantized and scored on the validation split "
+             f"(FP32 {s['fp32_val_accuracy']:.2f}). Chosen: the least flash within max_drop "
+             f"{s['max_drop']:.2f} points; QAT then ran once on it. Flash and arena are the budget model's "
+             f"estimates; the exported model's measured figures are under MCU resources. "
+             f"Search time {s['seconds']:.1f} s.", ""]
+    layers = list(s["candidates"][0]["assignment"]) if s["candidates"] else []
+    head = "| # | " + " | ".join(f"`{n}`" for n in layers) + " | est. file (B) | est. arena (B) | INT4 scratch (B) | val acc | drop | |"
+    lines += [head, "|---" * (head.count("|") - 1) + "|"]
+    for i, c in enumerate(s["candidates"]):
+        mark = "**chosen**" if i == s["chosen"] else ("" if c["fits"] else "over RAM budget")
+        lines.append(f"| {i} | " + " | ".join(c["assignment"][n] for n in layers) +
+                     f" | {c['flash_bytes']:,} | {c['arena_bytes']:,} | {c['int4_scratch_bytes']:,} | "
+                     f"{_fmt(c['val_accuracy'])} | {_fmt(c['val_drop'])} | {mark} |")
+    for note in s.get("notes") or []:
+        lines.append(f"- {note}")
+    return lines
+
+
+def _tradeoff_plot(report: dict[str, Any]) -> Any:
+    import matplotlib.pyplot as plt
+
+    s, res = report["search"], report["resources"]
+    cands = s["candidates"]
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    xs = [c["flash_bytes"] / 1024 for c in cands]
+    ys = [c["val_accuracy"] for c in cands]
+    sc = ax.scatter(xs, ys, c=[c["arena_bytes"] / 1024 for c in cands], cmap="viridis", s=45, zorder=3)
+    fig.colorbar(sc, ax=ax, label="est. arena (KiB)")
+    ch = cands[s["chosen"]]
+    ax.scatter([ch["flash_bytes"] / 1024], [ch["val_accuracy"]], s=180, facecolors="none", edgecolors="#c22",
+               zorder=4, label="chosen (PTQ, validation split)")
+    tflm = report["accuracy"].get("tflm")
+    if tflm is not None:
+        ax.scatter([res["model_bytes"] / 1024], [tflm], marker="*", s=160, color="#c22", zorder=5,
+                   label=f"exported after QAT: TFLM, test split, arena {res['arena_bytes']:,} B")
+    ax.axhline(s["fp32_val_accuracy"] - s["max_drop"], color="#999", ls="--", lw=1, label="FP32 val - max_drop")
+    ax.set_xlabel("model file (KiB)")
+    ax.set_ylabel(report["metric"])
+    ax.set_title(f"flash / RAM / accuracy trade-off (RAM budget {s['arena_budget']:,} B arena)")
+    ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
@@ -144,23 +207,39 @@ def plots(report: dict[str, Any]) -> dict[str, str]:
     out: dict[str, str] = {}
     acc = {k: v for k, v in report["accuracy"].items() if v is not None}
     if acc:
-        fig, ax = plt.subplots(figsize=(7, 3))
-        ax.bar(list(acc), list(acc.values()), color=["#777" if k == "fp32" else "#3a7" for k in acc])
-        lo = min(acc.values())
-        ax.set_ylim(max(0.0, lo - 5.0), max(acc.values()) + 1.0)
-        for i, v in enumerate(acc.values()):
-            ax.text(i, v, f"{v:.2f}", ha="center", va="bottom", fontsize=8)
-        ax.set_ylabel(report["metric"])
+        # Horizontal bars: runner names sit on the y axis, one per row, so long names never overlap.
+        names, values = list(acc)[::-1], list(acc.values())[::-1]
+        fig, ax = plt.subplots(figsize=(7, 0.38 * len(acc) + 1.1))
+        ax.barh(names, values, color=["#777" if k == "fp32" else "#3a7" for k in names])
+        lo, hi = min(values), max(values)
+        ax.set_xlim(max(0.0, lo - 5.0), hi + 0.12 * (hi - max(0.0, lo - 5.0)) + 0.5)
+        for i, v in enumerate(values):
+            ax.text(v, i, f" {v:.2f}", ha="left", va="center", fontsize=8)
+        ax.set_xlabel(report["metric"])
         ax.set_title(f"{report['metric']} per runner ({report['data']['samples']} held-out samples)")
-        ax.tick_params(axis="x", rotation=20)
         out["accuracy"] = _png(fig)
     layers = [r for r in report.get("layers") or [] if r["sqnr_db"] is not None]
     if layers:
-        fig, ax = plt.subplots(figsize=(7, 0.35 * len(layers) + 1))
-        ax.barh([f"{r['module']} ({r['op']})" for r in layers][::-1], [r["sqnr_db"] for r in layers][::-1], color="#37a")
+        import numpy as np
+
+        fig, ax = plt.subplots(figsize=(7, 0.45 * len(layers) + 1.2))
+        labels = [f"{r['module']} ({r['op']}{', ' + r['precision'] if r.get('precision') else ''})" for r in layers][::-1]
+        y = np.arange(len(layers))
+        stage1 = [r.get("sqnr_stage1_db") for r in layers][::-1]
+        two = report.get("layers_reference") == "QAT float weights" and any(v is not None for v in stage1)
+        h = 0.4 if two else 0.8
+        ax.barh(y + (h / 2 if two else 0), [r["sqnr_db"] for r in layers][::-1], height=h, color="#37a",
+                label="vs the network's own float weights (quantization error)")
+        if two:
+            ax.barh(y - h / 2, [np.nan if v is None else v for v in stage1], height=h, color="#bbb",
+                    label="vs stage-1 FP32 (adds QAT weight drift)")
+            ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.6 / (len(layers) + 2)))
+        ax.set_yticks(y, labels)
         ax.set_xlabel("SQNR (dB), higher is better")
-        ax.set_title(f"int8 ({report.get('layers_taps') or 'emulator'} taps) vs FP32 activations, per PyTorch module")
+        ax.set_title(f"per PyTorch module ({report.get('layers_taps') or 'emulator'} taps)")
         out["sqnr"] = _png(fig)
+    if report.get("search") and report["search"].get("candidates"):
+        out["tradeoff"] = _png(_tradeoff_plot(report))
     cm = report.get("confusion_matrix")
     if cm:
         n = len(cm["labels"])
@@ -194,14 +273,22 @@ def html_report(report: dict[str, Any], md: str) -> str:
     ]
     parts += [f"<li>{'ok' if c['passed'] else '<b>FAIL</b>'}: {html.escape(c['message'])}</li>" for c in gate["checks"]]
     parts.append("</ul>")
-    titles = {"accuracy": "Accuracy per runner", "sqnr": "Per-layer SQNR", "confusion": "Confusion matrix"}
+    titles = {"accuracy": "Accuracy per runner", "sqnr": "Per-layer SQNR", "tradeoff": "Precision search: trade-off",
+              "confusion": "Confusion matrix"}
     for key, title in titles.items():
         if key in images:
             parts.append(f"<h2>{title}</h2><img alt='{title}' src='data:image/png;base64,{images[key]}'>")
     parts.append("<h2>Details</h2>")
-    parts.append(_md_tables_to_html(md))
+    parts.append(_md_tables_to_html(_details(md)))
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _details(md: str) -> str:
+    """The Markdown after its title and gate lines, which the HTML page already shows at the top."""
+    lines = md.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("Data:")), 0)
+    return "\n".join(lines[start:])
 
 
 def _md_tables_to_html(md: str) -> str:

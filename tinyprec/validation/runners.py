@@ -89,6 +89,7 @@ class Models:
     onnx_int8: bytes | None = None
     onnx_fp32: bytes | None = None
     torch_fp32: Any = None  # torch.nn.Module
+    torch_float: Any = None  # the same network's own float weights after QAT (None: the stage-1 weights)
     fake_quant: Any = None  # torch.fx.GraphModule (converted)
     input_layout: str = "NF"
     output_layout: str = "NF"

@@ -193,7 +193,7 @@ def evaluate(
         if found is not None:
             checks.insert(0, GateCheck(*found))
 
-    layers, layer_taps = _layers(models, feed, sources, outputs, progress)
+    layers, layer_taps, layer_ref = _layers(models, feed, sources, outputs, progress)
     report: dict[str, Any] = {
         "model": {"name": name, "mode": mode, "file": models.where, "bytes": len(models.tflite),
                   "kind": models.graph.metadata.get("kind") or models.graph.quant_kind()},
@@ -208,6 +208,7 @@ def evaluate(
         "agreement": agreement,
         "layers": [row.to_dict() for row in layers],
         "layers_taps": layer_taps,
+        "layers_reference": layer_ref,
         "resources": {
             "flash_bytes": res.flash_bytes, "model_bytes": res.model_bytes,
             "runtime_code_bytes_estimate": res.runtime_code_bytes_estimate, "flash_note": FLASH_LABEL,
@@ -239,10 +240,12 @@ def evaluate(
 
 
 def _layers(models: Models, feed: Feed, sources: dict[str, str | None] | None,
-            outputs: dict[Runner, RunnerOutput], progress: Progress | None) -> tuple[list[Any], str | None]:
-    """Per-layer SQNR when there is an FP32 PyTorch model: emulator taps, else TFLM's own."""
+            outputs: dict[Runner, RunnerOutput], progress: Progress | None
+            ) -> tuple[list[Any], str | None, str | None]:
+    """Per-layer SQNR when there is an FP32 PyTorch model: emulator taps, else TFLM's own; against the
+    network's own float weights (the QAT-trained ones when there are), and against the stage-1 model."""
     if models.torch_fp32 is None or feed.float_torch is None:
-        return [], None
+        return [], None, None
     from tinyprec.validation.layers import per_layer_errors, record_activations
 
     n = min(LAYER_SAMPLES, feed.model_input.shape[0])
@@ -263,11 +266,13 @@ def _layers(models: Models, feed: Feed, sources: dict[str, str | None] | None,
         _, names = read_tflite_indexed(models.tflite, where=models.where)
         taps = run_tflm_with_taps(models.tflite, x, names=names, where=models.where)
         used = "TFLM"
-    log = record_activations(models.torch_fp32, feed.float_torch[:n])
-    rows = per_layer_errors(models.graph, taps, log, sources)
+    stage1 = record_activations(models.torch_fp32, feed.float_torch[:n])
+    own = stage1 if models.torch_float is None else record_activations(models.torch_float, feed.float_torch[:n])
+    rows = per_layer_errors(models.graph, taps, own, sources, stage1_log=stage1)
     if progress is not None:
         progress("layers", n, n)
-    return rows, used
+    reference = "stage-1 FP32 weights (not fine-tuned)" if models.torch_float is None else "QAT float weights"
+    return rows, used, reference
 
 
 def graph_with_sources(graph: Graph, sources: dict[str, str | None]) -> Graph:
