@@ -68,7 +68,7 @@ def test_user_architecture_runs_exact_through_the_api(tmp_path: Path, arch: str)
     model, shape = (MobileNetV3Block(), (1, 8, 8)) if arch == "mobilenet_v3_block" else (PermutedTCN(), (24, 6))
     data = _data(shape)
     out = tmp_path / arch
-    trained = tinyprec.train(model, data, config=TrainConfig(epochs=3, batch_size=32, autocast="fp32"), out_dir=out)
+    trained = tinyprec.train(model, data, config=TrainConfig(epochs=3, batch_size=32, precision="fp32"), out_dir=out)
     q = tinyprec.quantize(trained.model, data, out_dir=out,
                           config=QuantConfig(mode="qat", epochs=1, batch_size=32, autocast="fp32"))
     tinyprec.export(q, data, model_fp32=trained.model, out_dir=out)

@@ -51,7 +51,7 @@ def test_autoencoder_is_gated_on_reconstruction(tmp_path: Path, flags: bool) -> 
     torch.manual_seed(0)
     model = build(input_dim=32, hidden=32, bottleneck=4, depth=1)
     out = tmp_path / "ae"
-    trained = tinyprec.train(model, data, config=TrainConfig(epochs=30, batch_size=32, lr=3e-3, autocast="fp32"),
+    trained = tinyprec.train(model, data, config=TrainConfig(epochs=30, batch_size=32, lr=3e-3, precision="fp32"),
                              out_dir=out)
     q = tinyprec.quantize(trained.model, data, config=QuantConfig(mode="ptq", autocast="fp32"), out_dir=out)
     tinyprec.export(q, data, model_fp32=trained.model, out_dir=out)
