@@ -1,0 +1,284 @@
+"""``spoken_keywords``: MLPerf Tiny's 12 keyword-spotting classes, spoken by espeak-ng, generated offline.
+
+Labels in MLPerf's order: down, go, left, no, off, on, right, stop, up, yes, silence, unknown ("unknown" is
+one of 25 other words, those of Speech Commands; "silence" is background noise alone).
+
+Speakers: an espeak-ng English accent (8), a voice variant (about 100), pitch, pitch range, rate, volume and
+word gap. The variants are shuffled with the seed and divided 70/15/15 between train, validation and test, so
+test speakers use voice variants never heard in training. Every clip also jitters pitch and rate a little.
+
+Each clip (one second, 16 kHz, int16 as a microphone would deliver it): the word, resampled from espeak's
+22,050 Hz with scipy's polyphase resampler, optionally through a filter (low-pass, high-pass or telephone
+band-pass) and a synthetic room (exponentially decaying noise as the impulse response), placed at a random
+time, at a random level, with background noise (white, pink, brown or blue noise, or babble made of other
+words by speakers of the same split) at 5 to 30 dB SNR. Features: :mod:`tinyprec.data.mfcc` (MLPerf's MFCC).
+
+Generation is deterministic in the seed (one numpy generator per clip) and cached under
+``tinyprec.data.sources.cache_dir()``; the key covers the settings, the seed and the espeakng-loader version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tinyprec.data import Dataset
+from tinyprec.data.espeak import ENGLISH_VOICES, Voice, engine, version
+from tinyprec.data.mfcc import MLPERF_KWS, FrontEnd
+from tinyprec.errors import DataError
+
+LABELS: tuple[str, ...] = ("down", "go", "left", "no", "off", "on", "right", "stop", "up", "yes", "silence", "unknown")
+KEYWORDS = LABELS[:10]
+SILENCE, UNKNOWN = 10, 11
+UNKNOWN_WORDS: tuple[str, ...] = (
+    "backward", "bed", "bird", "cat", "dog", "eight", "five", "follow", "forward", "four", "happy", "house",
+    "learn", "marvin", "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "visual", "wow", "zero",
+)
+SPLITS = ("train", "val", "test")
+CACHE_VERSION = 1
+_FS = 16000
+_BABBLE_POOL = 48  # babble segments per split, reused with random shifts
+
+
+@dataclass(frozen=True)
+class SpeechConfig:
+    """How much to generate: speakers per split and clips per speaker and class."""
+
+    speakers: tuple[int, int, int] = (320, 48, 80)  # train, val, test
+    clips_per_class: int = 2
+    snr_db: tuple[float, float] = (5.0, 30.0)
+    noise_probability: float = 0.8
+
+    def check(self) -> None:
+        if len(self.speakers) != 3 or min(self.speakers) < 1:
+            raise DataError(f"data.speakers: give three positive counts [train, val, test], got {list(self.speakers)}")
+        if self.clips_per_class < 1:
+            raise DataError(f"spoken_keywords: clips_per_class must be >= 1, got {self.clips_per_class}")
+
+
+def split_variants(variants: tuple[str, ...], seed: int) -> dict[str, tuple[str, ...]]:
+    """Voice variants per split: shuffled with ``seed``, 70/15/15, disjoint."""
+    order = list(variants)
+    np.random.default_rng([seed, 7]).shuffle(order)
+    n = len(order)
+    a, b = int(round(0.7 * n)), int(round(0.85 * n))
+    return {"train": tuple(sorted(order[:a])), "val": tuple(sorted(order[a:b])), "test": tuple(sorted(order[b:]))}
+
+
+def make_speakers(split: str, count: int, variants: tuple[str, ...], seed: int) -> list[Voice]:
+    """``count`` distinct speakers of ``split`` drawn from its variants."""
+    rng = np.random.default_rng([seed, SPLITS.index(split), 11])
+    speakers: list[Voice] = []
+    seen: set[Voice] = set()
+    while len(speakers) < count:
+        v = Voice(accent=str(rng.choice(ENGLISH_VOICES)), variant=str(rng.choice(variants)),
+                  pitch=int(rng.integers(15, 86)), pitch_range=int(rng.integers(20, 91)),
+                  rate=int(rng.integers(120, 231)), volume=int(rng.integers(60, 151)),
+                  word_gap=int(rng.integers(0, 11)))
+        if v not in seen:
+            seen.add(v)
+            speakers.append(v)
+    return speakers
+
+
+def speaker_id(v: Voice) -> str:
+    return f"{v.accent}+{v.variant}/p{v.pitch}r{v.pitch_range}w{v.rate}v{v.volume}g{v.word_gap}"
+
+
+def _speak(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray:
+    """The word at 16 kHz, float in [-1, 1], trimmed of leading/trailing silence, pitch and rate jittered."""
+    from scipy.signal import resample_poly
+
+    jittered = Voice(voice.accent, voice.variant, int(np.clip(voice.pitch + rng.integers(-6, 7), 0, 99)),
+                     voice.pitch_range, int(np.clip(voice.rate * rng.uniform(0.9, 1.1), 80, 450)), voice.volume,
+                     voice.word_gap)
+    eng = engine()
+    pcm = eng.say(word, jittered).astype(np.float32) / 32768.0
+    x = resample_poly(pcm, 320, 441).astype(np.float32) if eng.sample_rate == 22050 else \
+        resample_poly(pcm, _FS, eng.sample_rate).astype(np.float32)
+    loud = np.flatnonzero(np.abs(x) > 0.02 * (np.abs(x).max() + 1e-9))
+    return x[loud[0]: loud[-1] + 1] if loud.size else x
+
+
+def _colour_noise(rng: np.random.Generator, n: int, exponent: float) -> np.ndarray:
+    """Noise with power spectrum ~ f**exponent (0 white, -1 pink, -2 brown, 1 blue), unit RMS."""
+    spec = np.fft.rfft(rng.standard_normal(n))
+    f = np.fft.rfftfreq(n)
+    f[0] = f[1]
+    x = np.fft.irfft(spec * f ** (exponent / 2.0), n)
+    return (x / (np.sqrt(np.mean(x**2)) + 1e-12)).astype(np.float32)
+
+
+def _room(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A filter (low-pass, high-pass or telephone band) and/or a synthetic room, each with probability 1/2."""
+    from scipy.signal import butter, fftconvolve, sosfilt
+
+    if rng.random() < 0.5:
+        kind = int(rng.integers(3))
+        if kind == 0:
+            sos = butter(2, rng.uniform(2500, 7000), "lowpass", fs=_FS, output="sos")
+        elif kind == 1:
+            sos = butter(2, rng.uniform(60, 400), "highpass", fs=_FS, output="sos")
+        else:
+            sos = butter(2, (rng.uniform(250, 400), rng.uniform(3000, 3800)), "bandpass", fs=_FS, output="sos")
+        x = sosfilt(sos, x).astype(np.float32)
+    if rng.random() < 0.5:
+        rt60 = rng.uniform(0.08, 0.5)
+        n = int(rt60 * _FS)
+        t = np.arange(n) / _FS
+        tail = rng.standard_normal(n) * np.exp(-6.9 * t / rt60) * rng.uniform(0.05, 0.4)
+        tail[0] = 1.0
+        x = fftconvolve(x, tail)[: len(x) + n // 4].astype(np.float32)
+    return x
+
+
+def _babble(rng: np.random.Generator, voices: list[Voice]) -> np.ndarray:
+    """Two to five other words by speakers of the same split, overlapping, unit RMS."""
+    out = np.zeros(_FS, np.float32)
+    for _ in range(int(rng.integers(2, 6))):
+        w = _speak(str(rng.choice(UNKNOWN_WORDS)), voices[int(rng.integers(len(voices)))], rng)[:_FS]
+        start = int(rng.integers(0, _FS - len(w) + 1))
+        out[start: start + len(w)] += w * rng.uniform(0.5, 1.0)
+    return out / (np.sqrt(np.mean(out**2)) + 1e-12)
+
+
+def _noise(rng: np.random.Generator, babble: list[np.ndarray]) -> np.ndarray:
+    kind = int(rng.integers(5))
+    if kind == 4:
+        return np.roll(babble[int(rng.integers(len(babble)))], int(rng.integers(_FS)))
+    return _colour_noise(rng, _FS, (0.0, -1.0, -2.0, 1.0)[kind])
+
+
+def make_clip(label: int, voice: Voice, rng: np.random.Generator, babble: list[np.ndarray],
+              cfg: SpeechConfig) -> np.ndarray:
+    """One second of int16 audio for class ``label`` spoken by ``voice``."""
+    clip = np.zeros(_FS, np.float32)
+    if label == SILENCE:
+        if rng.random() < 0.85:
+            clip += _noise(rng, babble) * np.float32(10 ** rng.uniform(-3.0, -0.7))
+        clip += rng.standard_normal(_FS).astype(np.float32) * np.float32(3e-5)  # a microphone's own hiss
+    else:
+        word = KEYWORDS[label] if label < len(KEYWORDS) else str(rng.choice(UNKNOWN_WORDS))
+        x = _room(_speak(word, voice, rng), rng)[:_FS]
+        x = x / (np.abs(x).max() + 1e-9) * np.float32(rng.uniform(0.1, 0.9))
+        start = int(rng.integers(0, _FS - len(x) + 1))
+        clip[start: start + len(x)] = x
+        if rng.random() < cfg.noise_probability:
+            rms = np.sqrt(np.mean(x**2))
+            snr = rng.uniform(*cfg.snr_db)
+            clip += _noise(rng, babble) * np.float32(rms / 10 ** (snr / 20))
+        clip += rng.standard_normal(_FS).astype(np.float32) * np.float32(3e-5)
+    pcm = np.clip(np.round(clip * 32767.0), -32768, 32767).astype(np.int16)
+    if pcm.max() <= 0:
+        pcm[0] = 1  # MLPerf's front end divides by the largest sample
+    return pcm
+
+
+def split_plan(cfg: SpeechConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, speaker index) of every clip of ``split``: each speaker says every class clips_per_class times."""
+    n_spk = cfg.speakers[SPLITS.index(split)]
+    labels = np.tile(np.repeat(np.arange(len(LABELS)), cfg.clips_per_class), n_spk)
+    speakers = np.repeat(np.arange(n_spk), len(LABELS) * cfg.clips_per_class)
+    return labels.astype(np.int64), speakers.astype(np.int64)
+
+
+def generate_audio(cfg: SpeechConfig, seed: int, split: str, indices: Any = None,
+                   progress: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Voice]]:
+    """int16 clips (N, 16000), labels, speaker indices and the split's speakers; ``indices`` selects clips."""
+    cfg.check()
+    variants = split_variants(engine().variants(), seed)[split]
+    voices = make_speakers(split, cfg.speakers[SPLITS.index(split)], variants, seed)
+    labels, spk = split_plan(cfg, split)
+    k = SPLITS.index(split)
+    brng = np.random.default_rng([seed, k, 23])
+    babble = [_babble(brng, voices) for _ in range(_BABBLE_POOL)]
+    idx = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
+    audio = np.zeros((len(idx), _FS), np.int16)
+    for j, i in enumerate(idx):
+        rng = np.random.default_rng([seed, k, int(i)])
+        audio[j] = make_clip(int(labels[i]), voices[int(spk[i])], rng, babble, cfg)
+        if progress is not None:
+            progress(1)
+    return audio, labels[idx], spk[idx], voices
+
+
+def cache_key(cfg: SpeechConfig, seed: int, fe: FrontEnd) -> str:
+    blob = json.dumps({"cfg": asdict(cfg), "seed": seed, "fe": fe.to_dict(), "espeak": version(),
+                       "v": CACHE_VERSION}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def generate(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, show_progress: bool = True) -> dict[str, np.ndarray]:
+    """Features, labels and speakers of all three splits (no cache)."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = sum(len(split_plan(cfg, s)[0]) for s in SPLITS)
+    out: dict[str, np.ndarray] = {}
+    with Progress(TextColumn("spoken_keywords: synthesising"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True,
+                  disable=not (show_progress and sys.stderr.isatty())) as bar:
+        task = bar.add_task("clips", total=total)
+        for split in SPLITS:
+            audio, labels, spk, voices = generate_audio(cfg, seed, split,
+                                                        progress=lambda n: bar.advance(task, n))
+            out[f"x_{split}"] = fe(audio)
+            out[f"y_{split}"] = labels
+            out[f"speaker_{split}"] = spk
+            out[f"speakers_{split}"] = np.array([speaker_id(v) for v in voices])
+            out[f"variants_{split}"] = np.array(sorted({v.variant for v in voices}))
+    return out
+
+
+def load_features(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, cache: Path | None = None) -> dict[str, np.ndarray]:
+    """The cached features (generated on first use)."""
+    from tinyprec._io import atomic_path
+    from tinyprec.data.sources import cache_dir
+
+    path = (cache or cache_dir()) / f"spoken_keywords_v{CACHE_VERSION}_{cache_key(cfg, seed, fe)}.npz"
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError):
+            pass  # a damaged cache is regenerated
+    arrays = generate(cfg, seed, fe)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+    return arrays
+
+
+def spoken_keywords(cfg: Any, seed: int, fe: FrontEnd = MLPERF_KWS) -> Dataset:
+    """The ``spoken_keywords`` Dataset of a recipe's [data] section: (1, 49, 10) MFCC, speaker-disjoint splits.
+
+    ``cfg.speakers`` sets the speakers per split ([train, val, test]); val_fraction/test_fraction do not apply.
+    """
+    from tinyprec.data import Preprocess, Split
+
+    if cfg.task != "classification":
+        raise DataError("data.task: spoken_keywords is a classification task; remove task or set 'classification'")
+    if cfg.num_classes not in (None, len(LABELS)):
+        raise DataError(f"data.num_classes: spoken_keywords has {len(LABELS)} classes, not {cfg.num_classes}")
+    labels = tuple(cfg.class_labels) if cfg.class_labels else LABELS
+    if len(labels) != len(LABELS):
+        raise DataError(f"data.class_labels: spoken_keywords needs {len(LABELS)} labels, got {len(labels)}")
+    sc = SpeechConfig(speakers=tuple(cfg.speakers)) if cfg.speakers is not None else SpeechConfig()  # type: ignore[arg-type]
+    sc.check()
+    a = load_features(sc, seed, fe)
+    splits = {s: Split(a[f"x_{s}"][:, None, :, :].astype(np.float32), a[f"y_{s}"].astype(np.int64)) for s in SPLITS}
+    if cfg.normalize:
+        x = splits["train"].x
+        mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
+        pre = Preprocess(mean=mean, std=std if std > 0 else 1.0, frontend=fe)
+    else:
+        pre = Preprocess(frontend=fe)
+    return Dataset(name="spoken_keywords", train=splits["train"], val=splits["val"], test=splits["test"],
+                   num_classes=len(LABELS), input_shape=(1, *fe.shape), preprocess=pre, class_labels=labels)
