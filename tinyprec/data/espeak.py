@@ -2,8 +2,9 @@
 
 espeak-ng is driven through its C API with ctypes: ``espeak_Initialize`` with synchronous output and a synth
 callback that collects 22,050 Hz int16 audio. The library keeps global state, so one process-wide
-:class:`Espeak` serialises every call behind a lock. The same text, voice and parameters give the same
-samples on every run (checked by tests/test_speech.py).
+:class:`Espeak` serialises every call behind a lock. Its output also depends on what it said before (noise
+generator, filter memories): the same sequence of requests in a fresh process gives the same samples, which
+is how tinyprec.data.speech generates (checked by tests/test_speech.py).
 """
 
 from __future__ import annotations
@@ -67,6 +68,8 @@ class Espeak:
             raise DataError(f"espeak-ng failed to initialise with data at {self.data_path}; reinstall espeakng-loader")
         self.sample_rate = int(rate)
         self.lib.espeak_SetSynthCallback(self._callback)
+        if hasattr(self.lib, "espeak_ng_SetRandSeed"):  # its noise generator; the rest of its state is history
+            self.lib.espeak_ng_SetRandSeed(ctypes.c_long(0))
         self.lock = threading.Lock()
         self._voice: str | None = None
 

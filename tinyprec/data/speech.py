@@ -13,7 +13,8 @@ band-pass) and a synthetic room (exponentially decaying noise as the impulse res
 time, at a random level, with background noise (white, pink, brown or blue noise, or babble made of other
 words by speakers of the same split) at 5 to 30 dB SNR. Features: :mod:`tinyprec.data.mfcc` (MLPerf's MFCC).
 
-Generation is deterministic in the seed (one numpy generator per clip) and cached under
+Generation is deterministic in the seed (one numpy generator per clip, each chunk of clips synthesised in a
+fresh process because espeak-ng's output depends on its history) and cached under
 ``tinyprec.data.sources.cache_dir()``; the key covers the settings, the seed and the espeakng-loader version.
 """
 
@@ -23,6 +24,7 @@ import hashlib
 import json
 import sys
 from dataclasses import asdict, dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -41,16 +43,16 @@ UNKNOWN_WORDS: tuple[str, ...] = (
     "learn", "marvin", "nine", "one", "seven", "sheila", "six", "three", "tree", "two", "visual", "wow", "zero",
 )
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _FS = 16000
-_BABBLE_POOL = 48  # babble segments per split, reused with random shifts
+_BABBLE_POOL = 48  # babble segments per split (fewer for a split of few speakers), reused with random shifts
 
 
 @dataclass(frozen=True)
 class SpeechConfig:
     """How much to generate: speakers per split and clips per speaker and class."""
 
-    speakers: tuple[int, int, int] = (320, 48, 80)  # train, val, test
+    speakers: tuple[int, int, int] = (250, 40, 80)  # train, val, test
     clips_per_class: int = 2
     snr_db: tuple[float, float] = (5.0, 30.0)
     noise_probability: float = 0.8
@@ -91,6 +93,22 @@ def speaker_id(v: Voice) -> str:
     return f"{v.accent}+{v.variant}/p{v.pitch}r{v.pitch_range}w{v.rate}v{v.volume}g{v.word_gap}"
 
 
+def _ratio(rate: int) -> tuple[int, int]:
+    from math import gcd
+
+    g = gcd(_FS, rate)
+    return _FS // g, rate // g
+
+
+@lru_cache(maxsize=4)
+def _antialias(up: int, down: int) -> np.ndarray:
+    """resample_poly's own default filter (Kaiser, beta 5), designed once instead of on every call."""
+    from scipy.signal import firwin
+
+    half = 10 * max(up, down)
+    return firwin(2 * half + 1, 1.0 / max(up, down), window=("kaiser", 5.0))
+
+
 def _speak(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray:
     """The word at 16 kHz, float in [-1, 1], trimmed of leading/trailing silence, pitch and rate jittered."""
     from scipy.signal import resample_poly
@@ -100,8 +118,8 @@ def _speak(word: str, voice: Voice, rng: np.random.Generator) -> np.ndarray:
                      voice.word_gap)
     eng = engine()
     pcm = eng.say(word, jittered).astype(np.float32) / 32768.0
-    x = resample_poly(pcm, 320, 441).astype(np.float32) if eng.sample_rate == 22050 else \
-        resample_poly(pcm, _FS, eng.sample_rate).astype(np.float32)
+    up, down = _ratio(eng.sample_rate)
+    x = resample_poly(pcm, up, down, window=_antialias(up, down)).astype(np.float32)
     loud = np.flatnonzero(np.abs(x) > 0.02 * (np.abs(x).max() + 1e-9))
     return x[loud[0]: loud[-1] + 1] if loud.size else x
 
@@ -197,7 +215,7 @@ def generate_audio(cfg: SpeechConfig, seed: int, split: str, indices: Any = None
     labels, spk = split_plan(cfg, split)
     k = SPLITS.index(split)
     brng = np.random.default_rng([seed, k, 23])
-    babble = [_babble(brng, voices) for _ in range(_BABBLE_POOL)]
+    babble = [_babble(brng, voices) for _ in range(min(_BABBLE_POOL, 4 * len(voices)))]
     idx = np.arange(len(labels)) if indices is None else np.asarray(indices, dtype=np.int64)
     audio = np.zeros((len(idx), _FS), np.int16)
     for j, i in enumerate(idx):
@@ -214,25 +232,73 @@ def cache_key(cfg: SpeechConfig, seed: int, fe: FrontEnd) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def generate(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, show_progress: bool = True) -> dict[str, np.ndarray]:
-    """Features, labels and speakers of all three splits (no cache)."""
+CHUNK = 2000  # clips synthesised by one fresh worker process
+
+
+def _run_workers(jobs: list[tuple[str, int, int]], cfg: SpeechConfig, seed: int, workers: int, folder: Path,
+                 done: Any) -> dict[tuple[str, int, int], np.ndarray]:
+    """Each job in a fresh ``python -m tinyprec.data.speech`` process, ``workers`` at a time."""
+    import os
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
+    pending, running, results = list(jobs), [], {}
+    while pending or running:
+        while pending and len(running) < workers:
+            job = pending.pop(0)
+            dst = folder / f"{job[0]}_{job[1]}.npy"
+            spec = json.dumps({"speakers": list(cfg.speakers), "clips_per_class": cfg.clips_per_class,
+                               "snr_db": list(cfg.snr_db), "noise_probability": cfg.noise_probability,
+                               "seed": seed, "split": job[0], "start": job[1], "stop": job[2], "out": str(dst)})
+            proc = subprocess.Popen([sys.executable, "-m", "tinyprec.data.speech", spec], env=env,
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+            running.append((job, dst, proc))
+        job, dst, proc = running.pop(0)
+        _, err = proc.communicate()
+        if proc.returncode != 0:
+            for _, _, other in running:
+                other.kill()
+            last = (err or "").strip().splitlines()[-1:] or ["no message"]
+            raise DataError(f"spoken_keywords: the speech worker for {job[0]} clips {job[1]}..{job[2]} failed "
+                            f"({last[0]}); check that espeakng-loader is installed")
+        results[job] = np.load(dst)
+        done(job[2] - job[1])
+    return results
+
+
+def generate(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, show_progress: bool = True,
+             workers: int | None = None) -> dict[str, np.ndarray]:
+    """Features, labels and speakers of all three splits (no cache).
+
+    espeak-ng keeps state between utterances (noise generators, filter memories), so identical output needs an
+    identical history: every chunk of CHUNK clips is synthesised in its own fresh process (at most ``workers``,
+    default 2, at a time), which makes the arrays depend only on the settings and the seed.
+    """
+    import os
+    import tempfile
+
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = sum(len(split_plan(cfg, s)[0]) for s in SPLITS)
-    out: dict[str, np.ndarray] = {}
-    with Progress(TextColumn("spoken_keywords: synthesising"), BarColumn(), MofNCompleteColumn(),
+    cfg.check()
+    plans = {s: split_plan(cfg, s) for s in SPLITS}
+    jobs = [(s, a, min(a + CHUNK, len(plans[s][0]))) for s in SPLITS for a in range(0, len(plans[s][0]), CHUNK)]
+    n_workers = workers or max(1, min(2, os.cpu_count() or 1))
+    with Progress(TextColumn("spoken_keywords: synthesising speech"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True,
-                  disable=not (show_progress and sys.stderr.isatty())) as bar:
-        task = bar.add_task("clips", total=total)
-        for split in SPLITS:
-            audio, labels, spk, voices = generate_audio(cfg, seed, split,
-                                                        progress=lambda n: bar.advance(task, n))
-            out[f"x_{split}"] = fe(audio)
-            out[f"y_{split}"] = labels
-            out[f"speaker_{split}"] = spk
-            out[f"speakers_{split}"] = np.array([speaker_id(v) for v in voices])
-            out[f"variants_{split}"] = np.array(sorted({v.variant for v in voices}))
+                  disable=not (show_progress and sys.stderr.isatty())) as bar, \
+            tempfile.TemporaryDirectory(prefix="tinyprec-speech-") as tmp:
+        task = bar.add_task("clips", total=sum(len(p[0]) for p in plans.values()))
+        chunks = _run_workers(jobs, cfg, seed, n_workers, Path(tmp), lambda n: bar.advance(task, n))
+    out: dict[str, np.ndarray] = {}
+    variants = split_variants(engine().variants(), seed)
+    for split in SPLITS:
+        voices = make_speakers(split, cfg.speakers[SPLITS.index(split)], variants[split], seed)
+        audio = np.concatenate([chunks[j] for j in jobs if j[0] == split])
+        out[f"x_{split}"] = fe(audio)
+        out[f"y_{split}"], out[f"speaker_{split}"] = plans[split]
+        out[f"speakers_{split}"] = np.array([speaker_id(v) for v in voices])
+        out[f"variants_{split}"] = np.array(sorted({v.variant for v in voices}))
     return out
 
 
@@ -282,3 +348,11 @@ def spoken_keywords(cfg: Any, seed: int, fe: FrontEnd = MLPERF_KWS) -> Dataset:
         pre = Preprocess(frontend=fe)
     return Dataset(name="spoken_keywords", train=splits["train"], val=splits["val"], test=splits["test"],
                    num_classes=len(LABELS), input_shape=(1, *fe.shape), preprocess=pre, class_labels=labels)
+
+
+if __name__ == "__main__":  # the worker of generate(): one chunk of clips in a fresh espeak-ng
+    _spec = json.loads(sys.argv[1])
+    _cfg = SpeechConfig(speakers=tuple(_spec["speakers"]), clips_per_class=_spec["clips_per_class"],
+                        snr_db=tuple(_spec["snr_db"]), noise_probability=_spec["noise_probability"])
+    _audio = generate_audio(_cfg, _spec["seed"], _spec["split"], indices=np.arange(_spec["start"], _spec["stop"]))[0]
+    np.save(_spec["out"], _audio)
