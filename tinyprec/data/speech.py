@@ -232,43 +232,57 @@ def cache_key(cfg: SpeechConfig, seed: int, fe: FrontEnd) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-CHUNK = 2000  # clips synthesised by one fresh worker process
+CHUNK = 2000  # at most this many clips are synthesised by one fresh worker process
 
 
-def _run_workers(jobs: list[tuple[str, int, int]], cfg: SpeechConfig, seed: int, workers: int, folder: Path,
+Job = tuple[tuple[str, int, int], ...]  # (split, first clip, end) ranges synthesised by one process
+
+
+def plan_jobs(cfg: SpeechConfig) -> list[Job]:
+    """Each split's clips cut into jobs of at most CHUNK (a fixed rule, so every clip has a fixed history)."""
+    jobs: list[Job] = []
+    for split in SPLITS:
+        n = len(split_plan(cfg, split)[0])
+        jobs += [((split, a, min(n, a + CHUNK)),) for a in range(0, n, CHUNK)]
+    return jobs
+
+
+def _run_workers(jobs: list[Job], cfg: SpeechConfig, seed: int, workers: int, folder: Path,
                  done: Any) -> dict[tuple[str, int, int], np.ndarray]:
     """Each job in a fresh ``python -m tinyprec.data.speech`` process, ``workers`` at a time."""
     import os
     import subprocess
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}
-    pending, running, results = list(jobs), [], {}
+    pending: list[tuple[int, Job]] = list(enumerate(jobs))
+    running: list[tuple[int, Job, Any]] = []
+    results: dict[tuple[str, int, int], np.ndarray] = {}
     while pending or running:
         while pending and len(running) < workers:
-            job = pending.pop(0)
-            dst = folder / f"{job[0]}_{job[1]}.npy"
+            k, job = pending.pop(0)
             spec = json.dumps({"speakers": list(cfg.speakers), "clips_per_class": cfg.clips_per_class,
                                "snr_db": list(cfg.snr_db), "noise_probability": cfg.noise_probability,
-                               "seed": seed, "split": job[0], "start": job[1], "stop": job[2], "out": str(dst)})
+                               "seed": seed, "ranges": [list(r) for r in job], "out": str(folder / f"job{k}")})
             proc = subprocess.Popen([sys.executable, "-m", "tinyprec.data.speech", spec], env=env,
                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-            running.append((job, dst, proc))
-        job, dst, proc = running.pop(0)
+            running.append((k, job, proc))
+        k, job, proc = running.pop(0)
         _, err = proc.communicate()
         if proc.returncode != 0:
             for _, _, other in running:
                 other.kill()
             last = (err or "").strip().splitlines()[-1:] or ["no message"]
-            raise DataError(f"spoken_keywords: the speech worker for {job[0]} clips {job[1]}..{job[2]} failed "
-                            f"({last[0]}); check that espeakng-loader is installed")
-        results[job] = np.load(dst)
-        done(job[2] - job[1])
+            raise DataError(f"spoken_keywords: speech worker {k} failed ({last[0]}); "
+                            "check that espeakng-loader is installed")
+        for i, r in enumerate(job):
+            results[r] = np.load(folder / f"job{k}_{i}.npy")
+            done(r[2] - r[1])
     return results
 
 
 def generate(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, show_progress: bool = True,
-             workers: int | None = None) -> dict[str, np.ndarray]:
-    """Features, labels and speakers of all three splits (no cache).
+             workers: int | None = None, splits: tuple[str, ...] = SPLITS) -> dict[str, np.ndarray]:
+    """Features, labels and speakers of ``splits`` (default all three; no cache).
 
     espeak-ng keeps state between utterances (noise generators, filter memories), so identical output needs an
     identical history: every chunk of CHUNK clips is synthesised in its own fresh process (at most ``workers``,
@@ -281,8 +295,10 @@ def generate(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, show_progr
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     cfg.check()
-    plans = {s: split_plan(cfg, s) for s in SPLITS}
-    jobs = [(s, a, min(a + CHUNK, len(plans[s][0]))) for s in SPLITS for a in range(0, len(plans[s][0]), CHUNK)]
+    if not splits or any(s not in SPLITS for s in splits):
+        raise DataError(f"spoken_keywords: splits must be among {', '.join(SPLITS)}, got {splits}")
+    plans = {s: split_plan(cfg, s) for s in splits}
+    jobs = [job for job in plan_jobs(cfg) if job[0][0] in splits]
     n_workers = workers or max(1, min(2, os.cpu_count() or 1))
     with Progress(TextColumn("spoken_keywords: synthesising speech"), BarColumn(), MofNCompleteColumn(),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True,
@@ -292,9 +308,9 @@ def generate(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, show_progr
         chunks = _run_workers(jobs, cfg, seed, n_workers, Path(tmp), lambda n: bar.advance(task, n))
     out: dict[str, np.ndarray] = {}
     variants = split_variants(engine().variants(), seed)
-    for split in SPLITS:
+    for split in splits:
         voices = make_speakers(split, cfg.speakers[SPLITS.index(split)], variants[split], seed)
-        audio = np.concatenate([chunks[j] for j in jobs if j[0] == split])
+        audio = np.concatenate([chunks[r] for job in jobs for r in job if r[0] == split])
         out[f"x_{split}"] = fe(audio)
         out[f"y_{split}"], out[f"speaker_{split}"] = plans[split]
         out[f"speakers_{split}"] = np.array([speaker_id(v) for v in voices])
@@ -350,9 +366,9 @@ def spoken_keywords(cfg: Any, seed: int, fe: FrontEnd = MLPERF_KWS) -> Dataset:
                    num_classes=len(LABELS), input_shape=(1, *fe.shape), preprocess=pre, class_labels=labels)
 
 
-if __name__ == "__main__":  # the worker of generate(): one chunk of clips in a fresh espeak-ng
+if __name__ == "__main__":  # the worker of generate(): one job of clip ranges in a fresh espeak-ng
     _spec = json.loads(sys.argv[1])
     _cfg = SpeechConfig(speakers=tuple(_spec["speakers"]), clips_per_class=_spec["clips_per_class"],
                         snr_db=tuple(_spec["snr_db"]), noise_probability=_spec["noise_probability"])
-    _audio = generate_audio(_cfg, _spec["seed"], _spec["split"], indices=np.arange(_spec["start"], _spec["stop"]))[0]
-    np.save(_spec["out"], _audio)
+    for _i, (_split, _a, _b) in enumerate(_spec["ranges"]):
+        np.save(f"{_spec['out']}_{_i}.npy", generate_audio(_cfg, _spec["seed"], _split, indices=np.arange(_a, _b))[0])

@@ -1,0 +1,48 @@
+"""The shortened keyword-spotting recipe end to end: spoken_keywords -> DS-CNN -> QAT -> int8 on TFLM, gate on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tinyprec.pipeline import run_recipe
+
+QUICK = Path(__file__).resolve().parents[1] / "models" / "kws_ds_cnn_quick.toml"
+
+
+@pytest.mark.slow
+def test_quick_kws_recipe_runs_gated_and_records_the_front_end(tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TINYPREC_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TINYPREC_CPU_BF16", "0")  # fp32 QAT too (the gate asserts accuracy)
+    out = tmp_path / "run"
+    result = run_recipe(QUICK, out_dir=out)
+    assert [o.status for o in result.stages] == ["ran"] * 4
+    report = json.loads((out / "report" / "report.json").read_text())
+    assert report["data"]["samples"] == 8 * 24
+    assert report["accuracy"]["fp32"] > 40.0  # chance is 8.3% (16 training speakers, 6 epochs)
+    assert report["agreement"]["tflm_vs_emulator"]["identical_outputs"] == 100.0
+    assert result.gate_passed is True, report["gate"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    fe = manifest["preprocess"]["frontend"]
+    assert (fe["sample_rate"], fe["window_samples"], fe["stride_samples"], fe["mel_bins"], fe["coefficients"],
+            fe["frames"]) == (16000, 480, 320, 40, 10, 49)
+    header = (out / "firmware" / "model_settings.h").read_text()
+    for line in ("constexpr int kFeatureSampleRate = 16000;", "constexpr int kFeatureMelBins = 40;",
+                 "constexpr float kFeatureLowerHz = 2e+01f;", "constexpr int kFeatureFrames = 49;",
+                 "constexpr bool kHasFeatureFrontEnd = true;"):
+        assert line in header, line
+    cxx = shutil.which("g++")
+    if cxx is not None:
+        src = tmp_path / "use.cc"
+        src.write_text('#include "model_settings.h"\nint main() { return kFeatureFrames * kFeatureCoefficients '
+                       "== kInputElements ? 0 : 1; }\n")
+        subprocess.run([cxx, "-std=c++17", "-Wall", "-Wextra", "-Werror", "-I", str(out / "firmware"), str(src),
+                        "-o", str(tmp_path / "use")], check=True)
+        assert subprocess.run([str(tmp_path / "use")]).returncode == 0
+    assert os.environ["TINYPREC_CACHE"] == str(tmp_path / "cache")
