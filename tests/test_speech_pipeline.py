@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -24,8 +25,10 @@ def test_quick_kws_recipe_runs_gated_and_records_the_front_end(tmp_path: Path,
     result = run_recipe(QUICK, out_dir=out)
     assert [o.status for o in result.stages] == ["ran"] * 4
     report = json.loads((out / "report" / "report.json").read_text())
-    assert report["data"]["samples"] == 8 * 24
-    assert report["accuracy"]["fp32"] > 40.0  # chance is 8.3% (16 training speakers, 6 epochs)
+    assert report["data"]["samples"] == 6 * 24
+    # Twelve training speakers and five epochs learn little (the full recipe: benchmarks/bench_kws.py), but
+    # clearly more than chance (8.3%).
+    assert report["accuracy"]["fp32"] > 16.7
     assert report["agreement"]["tflm_vs_emulator"]["identical_outputs"] == 100.0
     assert result.gate_passed is True, report["gate"]
     manifest = json.loads((out / "manifest.json").read_text())
@@ -33,10 +36,15 @@ def test_quick_kws_recipe_runs_gated_and_records_the_front_end(tmp_path: Path,
     assert (fe["sample_rate"], fe["window_samples"], fe["stride_samples"], fe["mel_bins"], fe["coefficients"],
             fe["frames"]) == (16000, 480, 320, 40, 10, 49)
     header = (out / "firmware" / "model_settings.h").read_text()
-    for line in ("constexpr int kFeatureSampleRate = 16000;", "constexpr int kFeatureMelBins = 40;",
-                 "constexpr float kFeatureLowerHz = 2e+01f;", "constexpr int kFeatureFrames = 49;",
-                 "constexpr bool kHasFeatureFrontEnd = true;"):
-        assert line in header, line
+    constants = dict(re.findall(r"constexpr (?:int|float|bool) (kFeature\w+) = ([^;]+);", header))
+    assert {k: float(v.rstrip("f")) for k, v in constants.items() if k in (
+        "kFeatureSampleRate", "kFeatureWindowSamples", "kFeatureStrideSamples", "kFeatureFftLength",
+        "kFeatureMelBins", "kFeatureLowerHz", "kFeatureUpperHz", "kFeatureCoefficients", "kFeatureFrames")} == {
+        "kFeatureSampleRate": 16000, "kFeatureWindowSamples": 480, "kFeatureStrideSamples": 320,
+        "kFeatureFftLength": 512, "kFeatureMelBins": 40, "kFeatureLowerHz": 20, "kFeatureUpperHz": 4000,
+        "kFeatureCoefficients": 10, "kFeatureFrames": 49}
+    assert float(constants["kFeatureLogOffset"].rstrip("f")) == pytest.approx(1e-6)
+    assert "constexpr bool kHasFeatureFrontEnd = true;" in header
     cxx = shutil.which("g++")
     if cxx is not None:
         src = tmp_path / "use.cc"

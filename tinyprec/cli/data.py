@@ -20,7 +20,7 @@ from tinyprec.cli.app import app, console
 
 @app.command("data")
 def data_command(
-    recipe: Path = typer.Argument(..., help="Recipe TOML whose [data] section to write (e.g. models/kws_ds_cnn.toml)."),
+    recipe: Path = typer.Argument(..., help="Recipe TOML whose data section to write (e.g. models/kws_ds_cnn.toml)."),
     split: str = typer.Option("test", "--split", help="train, val or test."),
     out: Path = typer.Option(..., "--out", help="The .npz to write."),
     raw: bool = typer.Option(False, "--raw", help="Leave out the recipe's normalization (mean/std)."),
