@@ -208,7 +208,11 @@ def split_plan(cfg: SpeechConfig, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def generate_audio(cfg: SpeechConfig, seed: int, split: str, indices: Any = None,
                    progress: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Voice]]:
-    """int16 clips (N, 16000), labels, speaker indices and the split's speakers; ``indices`` selects clips."""
+    """int16 clips (N, 16000), labels, speaker indices and the split's speakers; ``indices`` selects clips.
+
+    Synthesised in this process: the samples also depend on what espeak-ng said before in it. :func:`generate`
+    runs this in fresh worker processes, which makes its arrays reproducible bit for bit.
+    """
     cfg.check()
     variants = split_variants(engine().variants(), seed)[split]
     voices = make_speakers(split, cfg.speakers[SPLITS.index(split)], variants, seed)
