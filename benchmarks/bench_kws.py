@@ -67,7 +67,7 @@ def main() -> None:
         made = _cli("data", str(args.recipe), "--split", "test", "--raw", "--out", str(npz))
         if made.returncode != 0:
             raise SystemExit(made.stderr)
-        ref: dict[str, object] = {"model": str(REFERENCE.relative_to(ROOT.parent))}
+        ref: dict[str, object] = {"model": "shared/fixtures/mlperf_tiny/kws_ref_model.tflite"}
         if REFERENCE.is_file():
             checked = _cli("validate", "--tflite", str(REFERENCE), "--data", str(npz), "--out", str(work / "ref"))
             ref_report = json.loads((work / "ref" / "report" / "report.json").read_text())
@@ -93,7 +93,8 @@ def main() -> None:
 
     doc = {
         "benchmark": "kws_ds_cnn on spoken_keywords (espeak-ng speech, MLPerf Tiny MFCC)",
-        "recipe": str(args.recipe.relative_to(ROOT)),
+        "recipe": str(args.recipe.resolve().relative_to(ROOT)) if args.recipe.resolve().is_relative_to(ROOT)
+        else str(args.recipe),
         "seed": recipe.seed,
         "samples": {"train": len(dataset.train), "val": len(dataset.val), "test": len(dataset.test)},
         "data_seconds": round(data_s, 1) if not args.reuse_cache else None,
