@@ -47,7 +47,7 @@ class DataConfig:
     test_fraction: float = 0.2  # digits/npz/synthetic (mnist1d has its own test split)
     normalize: bool = True  # standardize with train mean/std (recorded for firmware)
     class_labels: tuple[str, ...] | None = None
-    speakers: tuple[int, ...] | None = None  # spoken_keywords: speakers in [train, val, test] (default 250, 40, 80)
+    speakers: tuple[int, ...] | None = None  # spoken_keywords: speakers in [train, val, test] (default 600, 40, 80)
 
 
 @dataclass(frozen=True)

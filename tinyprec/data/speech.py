@@ -52,7 +52,7 @@ _BABBLE_POOL = 48  # babble segments per split (fewer for a split of few speaker
 class SpeechConfig:
     """How much to generate: speakers per split and clips per speaker and class."""
 
-    speakers: tuple[int, int, int] = (250, 40, 80)  # train, val, test
+    speakers: tuple[int, int, int] = (600, 40, 80)  # train, val, test
     clips_per_class: int = 2
     snr_db: tuple[float, float] = (5.0, 30.0)
     noise_probability: float = 0.8
