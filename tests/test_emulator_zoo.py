@@ -35,7 +35,7 @@ def export_recipe(name: str) -> tuple[object, bytes]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("recipe", ["mnist1d_cnn", "kws_ds_cnn"])
+@pytest.mark.parametrize("recipe", ["mnist1d_cnn", "kws_ds_cnn_quick"])  # quick: same DS-CNN, a small data set
 def test_zoo_model_is_bit_exact_with_tflm(recipe: str) -> None:
     from tinyprec.emulator import Emulator
     from tinyprec.formats.tflite_reader import read_tflite

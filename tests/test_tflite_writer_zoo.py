@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("recipe_name", "fixture"), [("kws_ds_cnn", "kws_tflite"), ("ic_resnet8", "ic_tflite")])
+@pytest.mark.parametrize(("recipe_name", "fixture"), [("kws_ds_cnn_quick", "kws_tflite"), ("ic_resnet8", "ic_tflite")])
 def test_zoo_file_overhead_and_arena_within_the_reference(recipe_name: str, fixture: str,
                                                           request: pytest.FixtureRequest) -> None:
     sys.path.insert(0, str(ROOT / "benchmarks"))

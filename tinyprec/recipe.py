@@ -3,7 +3,7 @@
     name = "digits_cnn"          # optional, defaults to the file stem
     seed = 0
     [model]  arch = "digits_cnn"   (or module = "my_models.py:build")   [model.args] ...
-    [data]   name = "digits" | "mnist1d" | "npz" | "synthetic", ...
+    [data]   name = "digits" | "mnist1d" | "npz" | "synthetic" | "spoken_keywords", ...
     [train] [quant] [export] [validate]
 
 Every section is a frozen dataclass with defaults. Relative paths resolve against the recipe's folder.
@@ -37,7 +37,7 @@ class ModelConfig:
 class DataConfig:
     """Where the data comes from and how it is split and normalized."""
 
-    name: Literal["digits", "mnist1d", "npz", "synthetic"] = "digits"
+    name: Literal["digits", "mnist1d", "npz", "synthetic", "spoken_keywords"] = "digits"
     path: Path | None = None  # npz: arrays x, y (and optionally x_test, y_test, class_labels)
     shape: tuple[int, ...] | None = None  # synthetic: per-sample shape (C,H,W) | (C,L) | (F,)
     num_classes: int | None = None  # synthetic/npz; digits and mnist1d know theirs
@@ -47,6 +47,7 @@ class DataConfig:
     test_fraction: float = 0.2  # digits/npz/synthetic (mnist1d has its own test split)
     normalize: bool = True  # standardize with train mean/std (recorded for firmware)
     class_labels: tuple[str, ...] | None = None
+    speakers: tuple[int, ...] | None = None  # spoken_keywords: speakers in [train, val, test] (default 600, 40, 80)
 
 
 @dataclass(frozen=True)

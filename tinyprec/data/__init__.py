@@ -28,6 +28,9 @@ class Preprocess:
 
     mean: float = 0.0
     std: float = 1.0
+    # The feature extractor raw sensor data goes through before (mean, std), e.g. the MFCC front end of
+    # spoken_keywords (tinyprec.data.mfcc.FrontEnd); None when the raw values are the features.
+    frontend: Any = None
 
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Normalize raw values (any shape) to the model's float32 input."""
@@ -37,8 +40,11 @@ class Preprocess:
         """Map model inputs back to raw values."""
         return (np.asarray(x, dtype=np.float32) * np.float32(self.std) + np.float32(self.mean)).astype(np.float32)
 
-    def to_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "std": self.std}
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mean": self.mean, "std": self.std}
+        if self.frontend is not None:
+            out["frontend"] = self.frontend.to_dict()
+        return out
 
 
 @dataclass(frozen=True)
@@ -103,7 +109,7 @@ class Dataset:
 
 
 def load_dataset(cfg: DataConfig, seed: int = 0, base_dir: Path | None = None) -> Dataset:
-    """Load the dataset a recipe's [data] section names (digits, mnist1d, npz or synthetic).
+    """Load the dataset a recipe's [data] section names (digits, mnist1d, npz, synthetic, spoken_keywords).
 
     ``base_dir`` resolves a relative ``cfg.path`` (recipes already resolve theirs).
     """

@@ -1,4 +1,4 @@
-"""The dataset sources a recipe can name: digits, mnist1d, npz, synthetic (table keyed by name)."""
+"""The dataset sources a recipe can name: digits, mnist1d, npz, synthetic, spoken_keywords (table keyed by name)."""
 
 from __future__ import annotations
 
@@ -135,9 +135,16 @@ def _synthetic(cfg: DataConfig, seed: int, base: Path) -> Dataset:
     )
 
 
+def _spoken_keywords(cfg: DataConfig, seed: int, base: Path) -> Dataset:
+    from tinyprec.data.speech import spoken_keywords
+
+    return spoken_keywords(cfg, seed)
+
+
 LOADERS: dict[str, Callable[[DataConfig, int, Path], Dataset]] = {
     "digits": _digits,
     "mnist1d": _mnist1d,
     "npz": _npz,
     "synthetic": _synthetic,
+    "spoken_keywords": _spoken_keywords,
 }

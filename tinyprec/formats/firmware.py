@@ -217,9 +217,36 @@ def settings_header(graph: Graph, *, input_type: np.dtype, output_type: np.dtype
         "  return kOutputScale * static_cast<float>(static_cast<int>(q) - kOutputZeroPoint);",
         "}",
         "",
-        f"#endif  // {guard}",
     ]
+    lines += frontend_lines(getattr(preprocess, "frontend", None))
+    lines += [f"#endif  // {guard}"]
     return "\n".join(lines) + "\n"
+
+
+def frontend_lines(frontend: object) -> list[str]:
+    """The feature extractor's record (an object with ``to_dict``), as constants ``kFeature<Key>``.
+
+    Numbers become constexpr int/float, text a comment; nothing when the raw values are the features.
+    """
+    if frontend is None:
+        return []
+    record = frontend.to_dict()  # type: ignore[attr-defined]
+    lines = [
+        "// Feature front end applied to the raw signal before the preprocessing above; its output is the raw",
+        "// input of QuantizeInputBuffer (the model's NHWC input order). See tinyprec.data.mfcc for the steps.",
+        "constexpr bool kHasFeatureFrontEnd = true;",
+    ]
+    for key, value in record.items():
+        name = "kFeature" + "".join(part.capitalize() for part in str(key).split("_"))
+        if isinstance(value, bool):
+            lines.append(f"constexpr bool {name} = {'true' if value else 'false'};")
+        elif isinstance(value, int):
+            lines.append(f"constexpr int {name} = {value};")
+        elif isinstance(value, float):
+            lines.append(f"constexpr float {name} = {_f32(value)};")
+        else:
+            lines.append(f"// {key}: {str(value).replace(chr(10), ' ')}")
+    return lines + [""]
 
 
 def resolver_header(ops: Sequence[OpType]) -> str:
