@@ -31,6 +31,18 @@ def fail(op: Op, what: str) -> ModelFormatError:
     return ModelFormatError(f"{op.type.value} '{op.name}'{source}: {what}")
 
 
+def broadcast_check(op: Op, graph: Graph) -> None:
+    """A binary op's input shapes broadcast to its output shape (TFLM's Prepare), else ModelFormatError."""
+    a, b = (graph.tensors[n].shape for n in op.inputs[:2])  # type: ignore[index]
+    y = graph.tensors[op.outputs[0]].shape
+    try:
+        shape = np.broadcast_shapes(a, b)
+    except ValueError:
+        raise fail(op, f"input shapes {a} and {b} do not broadcast") from None
+    if tuple(shape) != tuple(y):
+        raise fail(op, f"output shape {y} is not the broadcast shape {tuple(shape)}")
+
+
 def per_tensor(op: Op, t: Tensor) -> tuple[float, int]:
     """(scale as float32 widened to float, zero point) of a per-tensor quantized tensor."""
     q = t.qparams

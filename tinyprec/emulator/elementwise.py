@@ -23,7 +23,7 @@ from collections.abc import Callable
 import numba as nb
 import numpy as np
 
-from tinyprec.emulator.common import Prepared, act_range, fail, per_tensor
+from tinyprec.emulator.common import Prepared, act_range, broadcast_check, fail, per_tensor
 from tinyprec.emulator.fixedpoint import mbqm, mbqm_smaller_than_one, wrap32
 from tinyprec.ir import Graph, Op, OpType, quantize_multiplier
 from tinyprec.ir.ops import StridedSliceOptions
@@ -165,17 +165,6 @@ def prepare_abs(op: Op, graph: Graph, single: bool) -> Prepared:
     return _lookup(abs_table(*_io(op, graph), single))
 
 
-def _broadcast(op: Op, graph: Graph) -> None:
-    a, b = (graph.tensors[n].shape for n in op.inputs[:2])  # type: ignore[index]
-    y = graph.tensors[op.outputs[0]].shape
-    try:
-        shape = np.broadcast_shapes(a, b)
-    except ValueError:
-        raise fail(op, f"input shapes {a} and {b} do not broadcast") from None
-    if tuple(shape) != tuple(y):
-        raise fail(op, f"output shape {y} is not the broadcast shape {tuple(shape)}")
-
-
 @nb.njit(cache=True, nogil=True)
 def _sub(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, m1: int, s1: int, m2: int, s2: int, mo: int,
          so: int, out_zp: int, lo: int, hi: int, single: bool) -> np.ndarray:  # pragma: no cover - numba
@@ -202,7 +191,7 @@ def prepare_sub(op: Op, graph: Graph, single: bool) -> Prepared:
         encoded.append(quantize_multiplier(real, single))
     (m1, sh1), (m2, sh2), (mo, sho) = encoded
     lo, hi = act_range(op, op.options.activation, so, zo)  # type: ignore[union-attr]
-    _broadcast(op, graph)
+    broadcast_check(op, graph)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(args[0].shape, args[1].shape)
@@ -223,7 +212,7 @@ def _prepare_extremum(is_max: bool) -> Callable[[Op, Graph, bool], Prepared]:
             if np.float32(s) != np.float32(so) or z != zo:
                 raise fail(op, f"input '{name}' has scale/zero point ({s:.6g}, {z}) but TFLM's int8 "
                                f"{op.type.value} compares raw values: it needs the output's ({so:.6g}, {zo})")
-        _broadcast(op, graph)
+        broadcast_check(op, graph)
         fn = np.maximum if is_max else np.minimum
         return Prepared(lambda args: fn(args[0], args[1]).astype(np.int8))
 
@@ -300,7 +289,7 @@ def prepare_prelu(op: Op, graph: Graph, single: bool) -> Prepared:
     so, zo = per_tensor(op, graph.tensors[op.outputs[0]])
     m1, s1 = quantize_multiplier(float(si) / float(so), single)
     m2, s2 = quantize_multiplier(float(si) * float(sa) / float(so), single)
-    _broadcast(op, graph)
+    broadcast_check(op, graph)
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(args[0].shape, args[1].shape)

@@ -17,6 +17,7 @@ from tinyprec.emulator import conv, int16, kernels, kernels16
 from tinyprec.emulator.common import (
     Prepared,
     act_range,
+    broadcast_check,
     fail,
     int_data,
     per_tensor,
@@ -77,7 +78,7 @@ def prepare_add(op: Op, graph: Graph, single: bool) -> Prepared:
         encoded.append(quantize_multiplier(real, single))
     (m1, sh1), (m2, sh2), (mo, sho) = encoded
     lo, hi = act_range(op, op.options.activation, so, zo, y.dtype)  # type: ignore[union-attr]
-    _broadcast_check(op, graph)
+    broadcast_check(op, graph)
     if wide:
 
         def run16(args: list[np.ndarray]) -> np.ndarray:
@@ -107,7 +108,7 @@ def prepare_mul(op: Op, graph: Graph, single: bool) -> Prepared:
     so, zo = per_tensor(op, y)
     mult, shift = quantize_multiplier(float(s1) * float(s2) / float(so), single)
     lo, hi = act_range(op, op.options.activation, so, zo, y.dtype)  # type: ignore[union-attr]
-    _broadcast_check(op, graph)
+    broadcast_check(op, graph)
     if y.dtype is DType.INT16:
         if (z1, z2, zo) != (0, 0, 0):
             raise fail(op, "int16 MUL needs zero points 0")
@@ -129,17 +130,6 @@ def prepare_mul(op: Op, graph: Graph, single: bool) -> Prepared:
         return kernels.mul(a, b, -z1, -z2, mult, shift, zo, lo, hi, single).reshape(shape)
 
     return Prepared(run)
-
-
-def _broadcast_check(op: Op, graph: Graph) -> None:
-    a, b = (graph.tensors[n].shape for n in op.inputs[:2])  # type: ignore[index]
-    y = graph.tensors[op.outputs[0]].shape
-    try:
-        shape = np.broadcast_shapes(a, b)
-    except ValueError:
-        raise fail(op, f"input shapes {a} and {b} do not broadcast") from None
-    if tuple(shape) != tuple(y):
-        raise fail(op, f"output shape {y} is not the broadcast shape {tuple(shape)}")
 
 
 def prepare_mean(op: Op, graph: Graph, single: bool) -> Prepared:

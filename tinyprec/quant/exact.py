@@ -349,6 +349,15 @@ def _build(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     return mods["mean"](zi, si / so, zo), [src]
 
 
+def install(gm: "fx.GraphModule", q: Any, module: Any, inputs: list[Any], name: str) -> None:
+    """Put ``module`` (fed ``inputs``) in place of the quantize node ``q``: its users read the module's output."""
+    gm.add_submodule(name, module)
+    with gm.graph.inserting_before(q):
+        new = gm.graph.call_module(name, tuple(inputs))
+    new.meta.update(q.meta)
+    q.replace_all_uses_with(new)
+
+
 def tflm_exact(converted_gm: "fx.GraphModule") -> "fx.GraphModule":
     """A copy of the converted program whose int8 results follow TFLM's integer kernels exactly.
 
@@ -379,14 +388,8 @@ def tflm_exact(converted_gm: "fx.GraphModule") -> "fx.GraphModule":
         built = _build(gm, n, act, _f32(q.args[1]), int(q.args[2]), mods)
         if built is None:
             continue
-        module, inputs = built
-        name = f"_tflm_exact_{count}"
+        install(gm, q, *built, f"_tflm_exact_{count}")
         count += 1
-        gm.add_submodule(name, module)
-        with gm.graph.inserting_before(q):
-            new = gm.graph.call_module(name, tuple(inputs))
-        new.meta.update(q.meta)
-        q.replace_all_uses_with(new)
     gm.graph.eliminate_dead_code()
     gm.recompile()
     return gm

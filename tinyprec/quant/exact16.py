@@ -191,7 +191,7 @@ def rewrite_wide(gm: "fx.GraphModule", base_mods: dict[str, type]) -> int:
     arithmetic. Returns the number of modules added (named ``_tflm_exact_<i>``)."""
     import torch
 
-    from tinyprec.quant.exact import _activation
+    from tinyprec.quant.exact import _activation, install
 
     qd = torch.ops.quantized_decomposed
     mods = _modules(base_mods)
@@ -220,12 +220,6 @@ def rewrite_wide(gm: "fx.GraphModule", base_mods: dict[str, type]) -> int:
                 built = _build16(gm, n, act or "none", so, mods)
         if built is None:
             continue
-        module, inputs = built
-        name = f"_tflm_exact_{count}"
+        install(gm, q, *built, f"_tflm_exact_{count}")
         count += 1
-        gm.add_submodule(name, module)
-        with gm.graph.inserting_before(q):
-            new = gm.graph.call_module(name, tuple(inputs))
-        new.meta.update(q.meta)
-        q.replace_all_uses_with(new)
     return count
