@@ -55,9 +55,37 @@ def _variant(model, dataset, cfg, work: Path, *, mode: str, seed: int, split: in
     if split is not None:
         graph = split_int4_layers(graph, split)
     tflite = write_tflite(graph)
-    return {"seed": seed, "tflm_accuracy": _tflm_accuracy(tflite, graph, dataset), "tflite_bytes": len(tflite),
-            "arena_bytes": tflm_arena_bytes(tflite), "fake_quant_accuracy": q.fake_quant_accuracy,
-            "selected": q.selected, "quant_seconds": round(quant_s, 1), "ops": len(graph.ops)}
+    row = {"seed": seed, "tflm_accuracy": _tflm_accuracy(tflite, graph, dataset), "tflite_bytes": len(tflite),
+           "arena_bytes": tflm_arena_bytes(tflite), "fake_quant_accuracy": q.fake_quant_accuracy,
+           "selected": q.selected, "quant_seconds": round(quant_s, 1), "ops": len(graph.ops)}
+    mcu = _on_cortex_m(tflite, graph, dataset, work / "mcu")
+    return {**row, "cortex_m4": mcu} if mcu else row
+
+
+MCU_SAMPLES = 100
+
+
+def _on_cortex_m(tflite: bytes, graph, dataset, work: Path) -> dict[str, object] | None:  # type: ignore[no-untyped-def]
+    """The file on the emulated Cortex-M4 (QEMU) with both TFLM kernel sets, when $TINYPREC_TFLM_TREE and the Arm
+    toolchain are there: arena used, instructions per inference, outputs vs host TFLM on the first test samples."""
+    from tinyprec.mcu.emulated import compare_with_host, measure, options_from_env, write_bundle_for_tflite
+    from tinyprec.validation.runners import LAYOUT_BY_RANK, Models, make_feed
+
+    if options_from_env(None).tree is None:
+        return None
+    models = Models(graph=graph, tflite=tflite, input_layout=LAYOUT_BY_RANK[len(dataset.input_shape) + 1])
+    x = make_feed(models, dataset.inputs("test")[:MCU_SAMPLES]).model_input
+    bundle = write_bundle_for_tflite(tflite, work / "bundle")
+    out: dict[str, object] = {}
+    for kernels in ("reference", "cmsis-nn"):
+        opts = options_from_env(None, kernels=kernels)
+        m = measure(bundle, x, tree=opts.tree, kernels=kernels, build_dir=work / kernels)  # type: ignore[arg-type]
+        same = compare_with_host(tflite, x, m.outputs)
+        out[kernels] = {"arena_used_bytes": m.arena_used_bytes, "instructions": m.instructions_per_inference,
+                        "golden_passed": m.golden_passed,
+                        "identical_to_host_tflm": f"{same.identical_samples}/{same.samples}",
+                        "differing_elements": same.differing_elements}
+    return out
 
 
 def _summary(runs: list[dict[str, object]]) -> dict[str, object]:

@@ -82,3 +82,20 @@ def test_int4_arena_from_the_int8_twin_matches_tflm() -> None:
     assert abs(est.flash_bytes - len(t4)) <= 16
     exact = budget.graph_budget(g4, rest_bytes=m8.arena_bytes - m8.head_bytes, file_bytes=len(t4))
     assert exact.head_bytes == m4.head_bytes and exact.arena_bytes == m4.arena_bytes
+
+
+def test_cmsis_nn_kernels_plan_no_unpack_scratch() -> None:
+    """CMSIS-NN reads INT4 weights packed: the same assignment costs the reference kernels the unpack scratch
+    and CMSIS-NN nothing (on the core: tests/test_mcu_lowbits.py); no split is planned for it either."""
+    g8, g4 = _fc256(8), _fc256(4)
+    t8 = write_tflite(g8)
+    m8 = tflm_arena_report(t8)
+    four = {"fc": SimpleNamespace(weight_bits=4, act_bits=8)}
+    kw = dict(rest_bytes=m8.arena_bytes - m8.head_bytes, file_bytes=len(t8), int4_max_scratch=4096)
+    ref = budget.assignment_budget(g8, four, **kw)  # type: ignore[arg-type]
+    cmsis = budget.assignment_budget(g8, four, kernels="cmsis-nn", **kw)  # type: ignore[arg-type]
+    assert ref.int4_scratch_bytes == 8192 and ref.flash_bytes > cmsis.flash_bytes  # split 8 ways (at most 10)
+    assert cmsis.int4_scratch_bytes == 0 and cmsis.arena_bytes == m8.arena_bytes
+    assert budget.int4_scratch_bytes(g4, "cmsis-nn") == 0 and budget.int4_scratch_bytes(g4) == 65536
+    with pytest.raises(ValueError, match="unknown TFLM kernel set 'cmsis'"):
+        budget.unpacks_int4("cmsis")

@@ -104,6 +104,21 @@ def test_refusals_happen_before_training(tmp_path: Path) -> None:
     assert not (tmp_path / "quant").exists()
 
 
+def test_int4_depthwise_that_cmsis_nn_gets_wrong_is_refused_before_training() -> None:
+    from torch import nn
+
+    from tinyprec.quant.capture import export_for_quant
+    from tinyprec.quant.quantizer import check_layer, layer_nodes
+
+    model = nn.Sequential(nn.Conv2d(3, 9, 3, groups=3), nn.ReLU(), nn.Conv2d(9, 9, 3, groups=9)).eval()
+    nodes = layer_nodes(export_for_quant(model, torch.zeros(1, 3, 8, 8), train=False))
+    with pytest.raises(QuantSpecError, match=r"layer '0' at w4a8: INT4 depthwise with 3 \(odd\) input channels and "
+                                             r"depth multiplier 3: CMSIS-NN"):
+        check_layer(nodes["0"], LayerPrecision(4, 8), per_channel=True)
+    check_layer(nodes["2"], LayerPrecision(4, 8), per_channel=True)  # multiplier 1: fine
+    check_layer(nodes["0"], LayerPrecision(8, 8), per_channel=True)  # int8: fine
+
+
 def test_int4_fully_connected_is_per_tensor_only() -> None:
     from tinyprec.quant.bits import layer_rule
 

@@ -101,6 +101,10 @@ class QuantConfig:
     # Split INT4 layers whose unpack scratch exceeds this many bytes into channel groups + CONCATENATION
     # at export (tinyprec.quant.lower_split; the search models it). None: no split.
     int4_max_scratch: int | None = None
+    # The TFLM kernels the RAM budget is for: "reference" unpacks INT4 weights into arena scratch,
+    # "cmsis-nn" (what Cortex-M products ship) reads them packed; the search confirms its choice on the
+    # emulated Cortex-M when a TFLM tree and the Arm toolchain are found (tinyprec.mcu), else estimates.
+    arena_kernels: Literal["reference", "cmsis-nn"] = "reference"
 
 
 @dataclass(frozen=True)
@@ -324,6 +328,9 @@ def parse_recipe(doc: dict[str, Any], *, where: str = "<recipe>", base: Path | N
     model = _check_model(sections.pop("model"), where, base)
     recipe = Recipe(name=top.get("name", default_name), path=None, model=model, seed=top.get("seed", 0), **sections)
     _check_data(recipe.data, where)
+    if recipe.quant.arena_kernels == "cmsis-nn" and recipe.quant.int4_max_scratch is not None:
+        raise RecipeError(f"{where}: 'quant.int4_max_scratch' splits INT4 layers for the reference kernels' unpack "
+                          "scratch; CMSIS-NN kernels need none: drop it or set quant.arena_kernels = \"reference\"")
     return recipe
 
 

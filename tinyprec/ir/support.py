@@ -8,6 +8,9 @@ CONV_2D, DEPTHWISE_CONV_2D and FULLY_CONNECTED. Measured on the pinned tflite-mi
   activations (TFLM refuses int16 + INT4: "Hybrid models are not supported on TFLite Micro.").
 - INT4 FULLY_CONNECTED is per-tensor only (lower the layer as CONV_2D for per-channel 4-bit weights).
 - QUANTIZE converts float -> int8/int16 and int8 <-> int16; DEQUANTIZE int8/int16 -> float.
+
+:func:`cmsis_nn_rule` adds what TFLM's reference kernels run but its CMSIS-NN kernels (what Cortex-M
+products ship) compute differently, found on the emulated Cortex-M4 (tests/test_mcu_lowbits.py).
 """
 
 from __future__ import annotations
@@ -117,4 +120,24 @@ def check_op_precision(op: Op, graph: Graph) -> str | None:
     want = BIAS_DTYPE.get(act)
     if b is not None and want is not None and b.dtype is not want:
         return f"bias '{b.name}' is {b.dtype.value}; {act.value} activations take a {want.value} bias"
+    return None
+
+
+def cmsis_nn_rule(op_type: OpType, weights: DType, in_channels: int, depth_multiplier: int) -> str | None:
+    """Why TFLM's CMSIS-NN kernels would compute a layer differently from its reference kernels, or None.
+
+    INT4 DEPTHWISE_CONV_2D with an odd number of input channels and a depth multiplier above 1: CMSIS-NN's
+    arm_depthwise_conv_s4 (as in ../shared/third_party/tflm) steps through the packed filter by
+    ``(in_channels // 2) * depth_multiplier`` bytes per kernel position, half a byte short, so it reads the
+    wrong nibbles (on the emulated Cortex-M4, e.g. 11 channels x 3: every output differs, up to 120 LSB).
+
+    >>> cmsis_nn_rule(OpType.DEPTHWISE_CONV_2D, DType.INT4, 11, 3) is not None
+    True
+    >>> cmsis_nn_rule(OpType.DEPTHWISE_CONV_2D, DType.INT4, 11, 1), cmsis_nn_rule(OpType.DEPTHWISE_CONV_2D, DType.INT8, 11, 3)
+    (None, None)
+    """
+    if op_type is OpType.DEPTHWISE_CONV_2D and weights is DType.INT4 and in_channels % 2 and depth_multiplier > 1:
+        return (f"INT4 depthwise with {in_channels} (odd) input channels and depth multiplier {depth_multiplier}: "
+                "CMSIS-NN's arm_depthwise_conv_s4 reads the wrong nibbles there (its results differ from TFLM's "
+                "reference kernels); keep this layer's weights int8")
     return None

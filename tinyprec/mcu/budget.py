@@ -12,10 +12,14 @@ QUANTIZE ops an assignment adds.
 
 Precision costs, as TFLM has them:
 
-* INT4 weights are stored packed (two per byte) but unpacked at run time into a scratch buffer of the
-  layer's weight count, requested by CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED for that op only
-  (kernels/conv_common.cc). All INT4 layers' scratch buffers share one region in time, so the head grows
-  by at most the largest INT4 layer's weight count, at that layer's place in the plan.
+* INT4 weights are stored packed (two per byte). TFLM's reference kernels unpack them at run time into a
+  scratch buffer of the layer's weight count, requested by CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED
+  for that op only (kernels/conv_common.cc). All INT4 layers' scratch buffers share one region in time,
+  so the head grows by at most the largest INT4 layer's weight count, at that layer's place in the plan.
+  TFLM's CMSIS-NN kernels (``kernels="cmsis-nn"``) read the packed weights directly (arm_convolve_s4,
+  arm_depthwise_conv_s4, arm_fully_connected_s4): no unpack scratch, so INT4 costs (almost) no RAM
+  there; only a 3x3 depthwise asks ``2 * 9 * C`` bytes its int8 kernel does without (measured on the
+  emulated Cortex-M4: tests/test_mcu_lowbits.py, benchmarks/results/lowbits.json).
 * int16 activations take two bytes per element; ops reading int16 take an INT64 bias.
 * Going from int8 to int16 or back is a QUANTIZE op with its own output tensor.
 
@@ -48,6 +52,8 @@ EXTRA_OP_FILE_BYTES = 144
 # choice on TFLM anyway).
 SPLIT_FILE_BYTES = 280
 SPLIT_REST_BYTES = 300
+# Kernel set -> whether its INT4 CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED unpack the weights into arena scratch.
+UNPACKS_INT4 = {"reference": True, "cmsis-nn": False}
 
 
 @dataclass(frozen=True)
@@ -128,9 +134,10 @@ def _weight(graph: Graph, op: Op) -> str | None:
     return op.inputs[1] if graph.tensors[op.inputs[1]].is_const else None
 
 
-def graph_buffers(graph: Graph) -> list[Buffer]:
+def graph_buffers(graph: Graph, kernels: str = "reference") -> list[Buffer]:
     """The planner's buffers for ``graph`` as TFLM lays them out: non-constant tensors with their
-    lifetimes (inputs from 0, outputs to the end), then one INT4 unpack scratch per INT4 layer."""
+    lifetimes (inputs from 0, outputs to the end), then one INT4 unpack scratch per INT4 layer (reference
+    kernels only)."""
     first: dict[str, int] = {n: 0 for n in graph.inputs}
     last: dict[str, int] = {n: 0 for n in graph.inputs}
     scratch: list[Buffer] = []
@@ -140,7 +147,7 @@ def graph_buffers(graph: Graph) -> list[Buffer]:
         for used in (*op.inputs, *op.outputs):
             if used is not None:
                 last[used] = i
-        scratch += [Buffer(size, i, i, what) for size, what in op_scratch(graph, op)]
+        scratch += [Buffer(size, i, i, what) for size, what in op_scratch(graph, op, kernels)]
     end = len(graph.ops)
     for name in graph.outputs:
         first.setdefault(name, end)
@@ -150,18 +157,46 @@ def graph_buffers(graph: Graph) -> list[Buffer]:
     return tensors + scratch
 
 
-def op_scratch(graph: Graph, op: Op) -> list[tuple[int, str]]:
-    """The scratch buffers (bytes, name) an op's Prepare requests in TFLM's reference kernels, in order:
-    the INT4 unpack buffer of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED, and MEAN's int32 accumulator,
-    input iterator and resolved axes (kernels/reduce_common.cc)."""
+def op_scratch(graph: Graph, op: Op, kernels: str = "reference") -> list[tuple[int, str]]:
+    """The scratch buffers (bytes, name) an op's Prepare requests in TFLM, in order: the INT4 unpack
+    buffer of CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED (reference kernels; CMSIS-NN reads INT4
+    packed, but its INT4 depthwise asks for a small buffer its int8 3x3 kernel does without), and MEAN's
+    int32 accumulator, input iterator and resolved axes (kernels/reduce_common.cc). With CMSIS-NN only what
+    INT4 adds over int8 is planned: the int8 model's own CMSIS-NN buffers are in its measured arena."""
     w = _weight(graph, op)
-    if w is not None and graph.tensors[w].dtype.value == "int4":
+    if w is not None and graph.tensors[w].dtype.value == "int4" and unpacks_int4(kernels):
         return [(int(math.prod(graph.tensors[w].shape)), f"{w}:unpacked")]
+    if w is not None and graph.tensors[w].dtype.value == "int4" and op.type is OpType.DEPTHWISE_CONV_2D:
+        extra = _cmsis_s4_depthwise_extra(graph, op, w)
+        return [(extra, f"{w}:cmsis-s4-buffer")] if extra else []
     if op.type is OpType.MEAN and op.inputs[0] is not None and len(op.inputs) > 1 and op.inputs[1] is not None:
         x, y, axes = (graph.tensors[n] for n in (op.inputs[0], op.outputs[0], op.inputs[1]))
         acc = [(4 * int(math.prod(y.shape)), "mean:acc")] if x.dtype.value in ("int8", "int16") else []
         return [*acc, (4 * len(x.shape), "mean:iter"), (4 * int(math.prod(axes.shape)), "mean:axes")]
     return []
+
+
+def _cmsis_s4_depthwise_extra(graph: Graph, op: Op, w: str) -> int:
+    """The scratch CMSIS-NN's INT4 depthwise requests where its int8 twin requests none (on a DSP core such as the
+    Cortex-M4/M7/M33): arm_depthwise_conv_wrapper_s4_get_buffer_size asks ``C * kh * kw`` int16 for every
+    multiplier-1, undilated, batch-1 layer, while the s8 wrapper's 3x3 kernel (padding <= 1) needs none."""
+    shape = graph.tensors[w].shape  # 1, kh, kw, C
+    x = graph.tensors[op.inputs[0]]  # type: ignore[index]
+    opts = op.options
+    plain = (getattr(opts, "depth_multiplier", 1) == 1 and getattr(opts, "dilation_h", 1) == 1
+             and getattr(opts, "dilation_w", 1) == 1 and x.shape[0] == 1 and x.shape[-1] == shape[-1])
+    return 2 * int(shape[1] * shape[2] * shape[3]) if plain and (shape[1], shape[2]) == (3, 3) else 0
+
+
+def unpacks_int4(kernels: str) -> bool:
+    """Whether TFLM's ``kernels`` ("reference" | "cmsis-nn") unpack INT4 weights into arena scratch.
+
+    >>> unpacks_int4("reference"), unpacks_int4("cmsis-nn")
+    (True, False)
+    """
+    if kernels not in UNPACKS_INT4:
+        raise ValueError(f"unknown TFLM kernel set '{kernels}': use one of {', '.join(UNPACKS_INT4)}")
+    return UNPACKS_INT4[kernels]
 
 
 def pieces_for(weights: int, channels: int, max_scratch: int) -> int:
@@ -172,9 +207,10 @@ def pieces_for(weights: int, channels: int, max_scratch: int) -> int:
     return next((k for k in ks if per_channel * (channels // k) <= max_scratch), ks[-1])
 
 
-def int4_scratch_bytes(graph: Graph) -> int:
-    """The largest INT4 layer's weight count: the unpack scratch TFLM needs (0 without INT4 weights)."""
-    return max((b.size for b in graph_buffers(graph) if b.name.endswith(":unpacked")), default=0)
+def int4_scratch_bytes(graph: Graph, kernels: str = "reference") -> int:
+    """The largest INT4 layer's weight count: the unpack scratch TFLM needs (0 without INT4 weights, or
+    with CMSIS-NN kernels)."""
+    return max((b.size for b in graph_buffers(graph, kernels) if b.name.endswith(":unpacked")), default=0)
 
 
 def const_bytes(graph: Graph) -> int:
@@ -200,14 +236,14 @@ class Budget:
         return self.head_bytes + self.rest_bytes
 
 
-def graph_budget(graph: Graph, *, rest_bytes: int, file_bytes: int | None = None) -> Budget:
+def graph_budget(graph: Graph, *, rest_bytes: int, file_bytes: int | None = None, kernels: str = "reference") -> Budget:
     """The budget of a lowered graph; ``rest_bytes`` (arena - head) from TFLM's measurement of it or of
     its int8 twin."""
-    buffers = graph_buffers(graph)
+    buffers = graph_buffers(graph, kernels)
     consts = const_bytes(graph)
     int16 = sum(b.size for b in buffers if b.name in graph.tensors and graph.tensors[b.name].dtype.value == "int16")
     return Budget(consts, consts if file_bytes is None else int(file_bytes), plan_head(buffers), int(rest_bytes),
-                  int4_scratch_bytes(graph), int16)
+                  int4_scratch_bytes(graph, kernels), int16)
 
 
 # ---- an assignment applied to the int8 graph, before lowering it ----------------------------------------
@@ -231,7 +267,7 @@ def weighted_layers(graph: Graph) -> dict[str, tuple[int, int]]:
 
 
 def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest_bytes: int,
-                      file_bytes: int, int4_max_scratch: int | None = None) -> Budget:
+                      file_bytes: int, int4_max_scratch: int | None = None, kernels: str = "reference") -> Budget:
     """The budget of the int8 ``graph`` (measured ``file_bytes`` and ``rest_bytes`` = arena - head) with each weighted
     layer at its assigned precision (module path -> weight_bits, act_bits; absent layers stay w8a8).
 
@@ -240,7 +276,9 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
     sits in front of it, as the lowering puts it. The exported file's own graph (:func:`graph_budget`) and
     TFLM's measurement are the final word. With ``int4_max_scratch``, INT4 layers over it are split into
     channel groups + CONCATENATION as :func:`tinyprec.quant.lower_split.split_int4_layers` does.
+    ``kernels="cmsis-nn"``: INT4 layers need no unpack scratch (and are never split).
     """
+    unpack = unpacks_int4(kernels)
     bits: dict[str, int] = {n: 8 for n in graph.tensors}
     steps: list[tuple[list[tuple[str, int]], list[tuple[str, int]], list[int]]] = []  # (inputs, outputs, scratch)
     consts = const_bytes(graph)
@@ -254,7 +292,7 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
         if w is None:  # ops without weights keep their input's width
             for n in outs:
                 bits[n] = in_bits
-            steps.append((_widths(ins, bits), [(n, in_bits) for n in outs], [b for b, _ in op_scratch(graph, op)]))
+            steps.append((_widths(ins, bits), [(n, in_bits) for n in outs], [b for b, _ in op_scratch(graph, op, kernels)]))
             continue
         prec = assignment.get(module or "") or _W8A8
         wcount = int(math.prod(graph.tensors[w].shape)) if w is not None else 0
@@ -270,7 +308,8 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
         if out_bits == 16:
             consts += 4 * _channels(graph, op)  # INT64 bias instead of INT32
         k = 1
-        if prec.weight_bits == 4 and int4_max_scratch is not None and wcount > int4_max_scratch and op.type in SPLITTABLE:
+        if (unpack and prec.weight_bits == 4 and int4_max_scratch is not None and wcount > int4_max_scratch
+                and op.type in SPLITTABLE):
             k = pieces_for(wcount, _channels(graph, op), int4_max_scratch)
         if k > 1:
             parts = [f"{outs[0]}:s{i}/{k}" for i in range(k)]  # one k-th of the output each
@@ -280,8 +319,8 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
             steps.append(([(part, out_bits) for part in parts], [(outs[0], out_bits)], []))
             splits += k
         else:
-            scratch = [wcount] if prec.weight_bits == 4 else []
-            int4 = max(int4, wcount if prec.weight_bits == 4 else 0)
+            scratch = [wcount] if prec.weight_bits == 4 and unpack else []
+            int4 = max(int4, wcount if prec.weight_bits == 4 and unpack else 0)
             steps.append((_widths(ins, bits), [(n, out_bits) for n in outs], scratch))
         for n in outs:
             bits[n] = out_bits

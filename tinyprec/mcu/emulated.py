@@ -199,6 +199,18 @@ def write_bundle_for_tflite(tflite_bytes: bytes, out_dir: Path, *, golden: int =
     return Path(out_dir)
 
 
+def mcu_arena_bytes(tflite_bytes: bytes, opts: McuOptions, work: Path, *, where: str = "<bytes>") -> int:
+    """TFLM's arena as used on the emulated core of ``opts`` (its kernels, 32-bit pointers): the file built
+    into the example app and run on one golden vector in QEMU (checked bit for bit)."""
+    if opts.tree is None:
+        raise TinyprecError(f"{where}: no emulated Cortex-M: {opts.off_reason}")
+    bundle = write_bundle_for_tflite(tflite_bytes, Path(work) / "bundle", golden=1, where=where)
+    m = measure(bundle, None, tree=opts.tree, target=opts.target, kernels=opts.kernels, build_dir=Path(work) / "build")
+    if not m.golden_passed:
+        raise TinyprecError(f"{where}: the golden vector differs on the emulated {opts.target} ({opts.kernels} kernels)")
+    return int(m.arena_used_bytes)
+
+
 def random_inputs(shape: tuple[int, ...], dtype: Any, n: int, seed: int) -> np.ndarray:
     """``n`` seeded inputs over the whole range of an integer type (standard normal for float)."""
     rng = np.random.default_rng(seed)

@@ -47,7 +47,7 @@ _K = "tensorflow/lite/micro/kernels/"
 # op -> kernel sources for the reference set; the CMSIS-NN set swaps in cmsis_nn/<file> where TFLM has one.
 OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.CONV_2D: ("conv.cc", "conv_common.cc"),
-    OpType.DEPTHWISE_CONV_2D: ("depthwise_conv.cc", "depthwise_conv_common.cc"),
+    OpType.DEPTHWISE_CONV_2D: ("depthwise_conv.cc", "depthwise_conv_common.cc", "conv_common.cc"),  # kConvInputTensor
     OpType.FULLY_CONNECTED: ("fully_connected.cc", "fully_connected_common.cc"),
     OpType.ADD: ("add.cc", "add_common.cc"),
     OpType.MUL: ("mul.cc", "mul_common.cc"),

@@ -265,9 +265,25 @@ def layer_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
     return found
 
 
+def node_rule(node: fx.Node, precision: LayerPrecision, *, per_channel: bool) -> str | None:
+    """The rule a layer at ``precision`` breaks: TFLM's precision table (tinyprec/ir/support.py), or a
+    CMSIS-NN kernel that computes it differently from TFLM's reference kernels; None when it runs."""
+    from tinyprec.ir import DType, OpType
+    from tinyprec.ir.support import cmsis_nn_rule
+
+    op_type = lowered_op_type(node)
+    rule = layer_rule(op_type, precision, per_channel=per_channel)
+    if rule is not None or op_type != "DEPTHWISE_CONV_2D":
+        return rule
+    w = node.args[1].meta.get("val") if isinstance(node.args[1], fx.Node) else None
+    groups = int(node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1))
+    weights = DType.INT4 if precision.weight_bits == 4 else DType.INT8
+    return cmsis_nn_rule(OpType.DEPTHWISE_CONV_2D, weights, groups, int(w.shape[0]) // groups) if w is not None else None
+
+
 def check_layer(node: fx.Node, precision: LayerPrecision, *, per_channel: bool) -> None:
     """Refuse (before any training) a layer precision TFLM cannot run, naming the layer and the rule."""
-    rule = layer_rule(lowered_op_type(node), precision, per_channel=per_channel)
+    rule = node_rule(node, precision, per_channel=per_channel)
     if rule is not None:
         raise QuantSpecError(f"layer '{module_path(node) or node.name}' at {precision.name}: {rule}")
 

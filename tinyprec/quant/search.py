@@ -18,6 +18,12 @@
    with the least flash whose validation accuracy drop (vs the FP32 model) is within ``search_max_drop``.
    QAT then runs once, on that assignment (:func:`tinyprec.quant.stage.quantize_model`). One more point,
    the least flash without the RAM bound, shows what the budget costs (marked as not fitting).
+
+The arena is TFLM's for the kernels the model will ship with (``cfg.arena_kernels``): the reference
+kernels unpack INT4 weights into arena scratch, CMSIS-NN's read them packed. With "cmsis-nn" the int8
+baseline and the chosen candidate are measured on the emulated Cortex-M (:func:`tinyprec.mcu.emulated.
+mcu_arena_bytes`) when a TFLM tree and the Arm toolchain are found; otherwise the budget model's estimate
+stands, and the result says so.
 """
 
 from __future__ import annotations
@@ -74,6 +80,8 @@ class SearchResult:
     fp32_val_accuracy: float
     seconds: float
     notes: tuple[str, ...] = field(default_factory=tuple)
+    arena_kernels: str = "reference"
+    arena_measured_on: str = "host TFLM (reference kernels)"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -155,11 +163,12 @@ def _fused_outputs(model: torch.nn.Module, x: torch.Tensor, layers: list[str]) -
     return out
 
 
-def sensitivity(model: torch.nn.Module, x: np.ndarray, layers: Mapping[str, str], *, per_channel: bool = True
-                ) -> list[LayerSensitivity]:
+def sensitivity(model: torch.nn.Module, x: np.ndarray, layers: Mapping[str, str], *, per_channel: bool = True,
+                allowed: Mapping[str, tuple[bool, bool]] | None = None) -> list[LayerSensitivity]:
     """Per-layer output KL of int8 / int4 weights and int8 output activation, one layer at a time.
 
-    ``layers``: module path -> the TFLite op it lowers to ("CONV_2D", "DEPTHWISE_CONV_2D", ...).
+    ``layers``: module path -> the TFLite op it lowers to ("CONV_2D", "DEPTHWISE_CONV_2D", ...);
+    ``allowed``: module path -> whether (w4a8, a16w8) may be used there (default: the op type's TFLM rules).
     """
     import torch
 
@@ -193,9 +202,10 @@ def sensitivity(model: torch.nn.Module, x: np.ndarray, layers: Mapping[str, str]
             kl_a8 = _kl(ref, model(xt))
         h.remove()
         channels = int(w.shape[0])
-        rows.append(LayerSensitivity(
-            name, op, int(w.numel()), channels, kl[8], kl[4], kl_a8,
-            layer_rule(op, W4, per_channel=per_channel) is None, layer_rule(op, A16, per_channel=per_channel) is None))
+        w4_ok, a16_ok = (allowed[name] if allowed is not None and name in allowed else
+                         (layer_rule(op, W4, per_channel=per_channel) is None,
+                          layer_rule(op, A16, per_channel=per_channel) is None))
+        rows.append(LayerSensitivity(name, op, int(w.numel()), channels, kl[8], kl[4], kl_a8, w4_ok, a16_ok))
     return rows
 
 
@@ -216,7 +226,7 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
     from tinyprec.quant.capture import example_like, export_for_quant
     from tinyprec.quant.loops import evaluate
     from tinyprec.quant.lower import lower_to_ir
-    from tinyprec.quant.quantizer import layer_nodes, lowered_op_type
+    from tinyprec.quant.quantizer import layer_nodes, lowered_op_type, node_rule
     from tinyprec.quant.stage import ptq
     from tinyprec.runtimes.tflm import tflm_arena_report
 
@@ -240,11 +250,18 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
     tflite = write_tflite(graph)
     report = tflm_arena_report(tflite)
     rest = report.arena_bytes - report.head_bytes
-    arena_budget = int(cfg.arena_budget if cfg.arena_budget is not None else cfg.arena_budget_ratio * report.arena_bytes)
+    kernels = cfg.arena_kernels
+    on_target, measured_on = _arena_meter(kernels, notes)
+    int8_arena = report.arena_bytes if kernels == "reference" or on_target is None else on_target(tflite)
+    arena_budget = int(cfg.arena_budget if cfg.arena_budget is not None else cfg.arena_budget_ratio * int8_arena)
+    shift = int8_arena - report.arena_bytes  # the budget model works on the host's figures: translate
+    est_budget = arena_budget - shift
 
     say(f"search: sensitivity of {len(ops)} layers")
-    sens = sensitivity(model, x_val[:256], ops, per_channel=cfg.per_channel)
-    profile = _live_profile(graph, list(ops), cfg.int4_max_scratch)
+    allowed = {name: (node_rule(node, W4, per_channel=cfg.per_channel) is None,
+                      node_rule(node, A16, per_channel=cfg.per_channel) is None) for name, node in nodes.items()}
+    sens = sensitivity(model, x_val[:256], ops, per_channel=cfg.per_channel, allowed=allowed)
+    profile = _live_profile(graph, list(ops), cfg.int4_max_scratch, kernels)
     deltas = sorted(d for d in (max(s.kl_w4 - s.kl_w8, 0.0) for s in sens if s.w4_allowed) if d > 0)
     total = sum(deltas)
     bounds = [0.0] + ([total * (0.5 ** k) for k in range(CURVE_POINTS - 1, -1, -1)] if total > 0 else []) + [math.inf]
@@ -253,7 +270,7 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
     seen: dict[tuple[str, ...], Candidate] = {}
     programs: dict[tuple[str, ...], Any] = {}
     for bound in bounds:
-        found, est = _fit(sens, bound, arena_budget, graph, rest, len(tflite), profile, cfg.int4_max_scratch)
+        found, est = _fit(sens, bound, est_budget, graph, rest, len(tflite), profile, cfg.int4_max_scratch, kernels)
         if found is None:
             continue
         key = tuple(found[s.layer].name for s in sens)
@@ -264,25 +281,30 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
         acc = evaluate(programs[key], x_val, y_val, task=task)
         drop = acc - fp32_val if task == "autoencoder" else fp32_val - acc
         seen[key] = Candidate({s.layer: found[s.layer].name for s in sens}, bound, _kl_proxy(sens, found),
-                              est.flash_bytes, est.arena_bytes, est.int4_scratch_bytes, acc, drop,
-                              est.arena_bytes <= arena_budget)
+                              est.flash_bytes, est.arena_bytes + shift, est.int4_scratch_bytes, acc, drop,
+                              est.arena_bytes <= est_budget)
     free = solve(sens, kl_bound=math.inf, head_budget=None, profile=None)  # the curve past the RAM budget
     if free is not None and tuple(free[s.layer].name for s in sens) not in seen:
         est = budget.assignment_budget(graph, free, rest_bytes=rest, file_bytes=len(tflite),
-                                       int4_max_scratch=cfg.int4_max_scratch)
+                                       int4_max_scratch=cfg.int4_max_scratch, kernels=kernels)
         acc = evaluate(ptq(model, dataset, cfg, assignment=free), x_val, y_val, task=task)
         seen[("free",)] = Candidate({s.layer: free[s.layer].name for s in sens}, math.inf, _kl_proxy(sens, free),
-                                    est.flash_bytes, est.arena_bytes, est.int4_scratch_bytes, acc,
+                                    est.flash_bytes, est.arena_bytes + shift, est.int4_scratch_bytes, acc,
                                     acc - fp32_val if task == "autoencoder" else fp32_val - acc,
-                                    est.arena_bytes <= arena_budget)
-    base = budget.assignment_budget(graph, int8, rest_bytes=rest, file_bytes=len(tflite))
+                                    est.arena_bytes <= est_budget)
+    base = budget.assignment_budget(graph, int8, rest_bytes=rest, file_bytes=len(tflite), kernels=kernels)
     candidates = sorted(seen.values(), key=lambda c: (c.flash_bytes, c.val_drop))
     chosen = None
     for i, c in enumerate(candidates):  # least flash first; confirmed by TFLM's measured arena of the file
         if not (c.fits and c.val_drop <= cfg.search_max_drop + 1e-9):
             continue
         key = tuple(c.assignment[s.layer] for s in sens)
-        file_bytes, arena = _measure(programs[key], x_val[:2], cfg.int4_max_scratch)
+        split = cfg.int4_max_scratch if budget.unpacks_int4(kernels) else None
+        file_bytes, arena = _measure(programs[key], x_val[:2], split, on_target)
+        if arena is None:  # no emulated core for these kernels: the estimate stands
+            candidates[i] = replace(c, measured_file_bytes=file_bytes)
+            chosen = i
+            break
         candidates[i] = replace(c, measured_file_bytes=file_bytes, measured_arena_bytes=arena,
                                 fits=arena <= arena_budget)
         if arena <= arena_budget:
@@ -295,29 +317,56 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
     else:
         notes.append("no candidate met max_drop within the RAM budget: all int8")
         acc = evaluate(program, x_val, y_val, task=task)
-        candidates.append(Candidate({k: "int8" for k in ops}, 0.0, 0.0, base.flash_bytes, base.arena_bytes, 0, acc,
-                                    acc - fp32_val if task == "autoencoder" else fp32_val - acc, True,
-                                    len(tflite), report.arena_bytes))
+        candidates.append(Candidate({k: "int8" for k in ops}, 0.0, 0.0, base.flash_bytes, base.arena_bytes + shift, 0,
+                                    acc, acc - fp32_val if task == "autoencoder" else fp32_val - acc, True,
+                                    len(tflite), int8_arena))
         chosen, assignment = len(candidates) - 1, int8
-    return SearchResult(assignment, chosen, tuple(candidates), tuple(sens), len(tflite), report.arena_bytes,
+    return SearchResult(assignment, chosen, tuple(candidates), tuple(sens), len(tflite), int8_arena,
                         arena_budget, float(cfg.search_max_drop), fp32_val, round(time.perf_counter() - t0, 2),
-                        tuple(notes))
+                        tuple(notes), kernels, measured_on)
 
 
-def _measure(program: Any, x: np.ndarray, int4_max_scratch: int | None) -> tuple[int, int]:
-    """File bytes and TFLM's measured arena of a converted program, lowered as export lowers it."""
+def _arena_meter(kernels: str, notes: list[str]) -> tuple[Callable[[bytes], int] | None, str]:
+    """How the search measures an arena for ``kernels``: a function of the .tflite bytes (host TFLM for the
+    reference kernels, the emulated Cortex-M for CMSIS-NN) or None (no emulated core: estimates only);
+    and a label saying which."""
+    if kernels == "reference":
+        from tinyprec.runtimes.tflm import tflm_arena_bytes
+
+        return tflm_arena_bytes, "host TFLM (reference kernels)"
+    import tempfile
+    from pathlib import Path
+
+    from tinyprec.mcu.emulated import mcu_arena_bytes, options_from_env
+
+    opts = options_from_env(None, kernels=kernels)
+    if opts.tree is None:
+        notes.append(f"arena for {kernels} kernels estimated, not measured ({opts.off_reason}); the `mcu` validation "
+                     "runner measures it")
+        return None, f"estimate ({kernels} kernels; host TFLM's plan without INT4 unpack scratch)"
+
+    def meter(tflite: bytes) -> int:
+        with tempfile.TemporaryDirectory(prefix="tinyprec-search-") as tmp:
+            return mcu_arena_bytes(tflite, opts, Path(tmp), where="search candidate")
+
+    return meter, f"emulated {opts.target} ({kernels} kernels, QEMU)"
+
+
+def _measure(program: Any, x: np.ndarray, int4_max_scratch: int | None,
+             on_target: Callable[[bytes], int] | None) -> tuple[int, int | None]:
+    """File bytes and the measured arena (``on_target``; None without a meter: the estimate stands) of a
+    converted program, lowered as export lowers it."""
     import torch
 
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.lower import lower_to_ir
     from tinyprec.quant.lower_split import split_int4_layers
-    from tinyprec.runtimes.tflm import tflm_arena_bytes
 
     graph = lower_to_ir(program, torch.from_numpy(x), name="candidate")
     if int4_max_scratch is not None:
         graph = split_int4_layers(graph, int4_max_scratch)
     tflite = write_tflite(graph)
-    return len(tflite), tflm_arena_bytes(tflite)
+    return len(tflite), None if on_target is None else on_target(tflite)
 
 
 def choose_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig, *,

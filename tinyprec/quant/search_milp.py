@@ -33,12 +33,13 @@ class LayerSensitivity:
 # ---- the assignment: a MILP over (w4, a16) per layer ------------------------------------------------------
 
 
-def _live_profile(graph: Any, layers: list[str], int4_max_scratch: int | None = None
+def _live_profile(graph: Any, layers: list[str], int4_max_scratch: int | None = None, kernels: str = "reference"
                   ) -> tuple[list[int], list[dict[str, int]], list[dict[str, int]]]:
     """Per op of the int8 graph: live bytes (inputs, outputs, longer-lived tensors, fixed scratch), the extra
     bytes each layer's int16 choice adds there (tensors whose width that layer sets), and what each layer's
     INT4 choice adds at its op (the unpack scratch; split: a piece's scratch plus the pieces kept for the
-    CONCATENATION). Same lifetimes as TFLM's planner (:func:`tinyprec.mcu.budget.graph_buffers`)."""
+    CONCATENATION; nothing with CMSIS-NN kernels, which read INT4 packed). Same lifetimes as TFLM's planner
+    (:func:`tinyprec.mcu.budget.graph_buffers`)."""
     from tinyprec.mcu import budget
 
     buffers = budget.graph_buffers(graph)
@@ -63,7 +64,7 @@ def _live_profile(graph: Any, layers: list[str], int4_max_scratch: int | None = 
     for i, op in enumerate(graph.ops, start=1):
         module = budget.op_module(graph, op)
         w = budget._weight(graph, op)
-        if w is not None and module in layers:
+        if w is not None and module in layers and budget.unpacks_int4(kernels):
             wc, k = int(math.prod(graph.tensors[w].shape)), _pieces(graph, op, int4_max_scratch)
             out = budget.align(budget.tensor_bytes(graph, op.outputs[0]))
             scratch[i][module] = budget.align(wc // k) + (out if k > 1 else 0)
@@ -79,9 +80,13 @@ def _pieces(graph: Any, op: Any, int4_max_scratch: int | None) -> int:
     return budget.pieces_for(wc, budget._channels(graph, op), int4_max_scratch)
 
 
-def _split_costs(graph: Any, sens: list[LayerSensitivity], int4_max_scratch: int | None) -> tuple[np.ndarray, np.ndarray]:
+def _split_costs(graph: Any, sens: list[LayerSensitivity], int4_max_scratch: int | None, kernels: str = "reference"
+                 ) -> tuple[np.ndarray, np.ndarray]:
     """Per layer, what its INT4 choice adds to the file and to the arena's rest when it is split."""
     from tinyprec.mcu import budget
+
+    if not budget.unpacks_int4(kernels):
+        int4_max_scratch = None  # nothing to split for: no unpack scratch
 
     pieces = {budget.op_module(graph, op): _pieces(graph, op, int4_max_scratch) for op in graph.ops
               if budget._weight(graph, op) is not None}
@@ -174,18 +179,19 @@ def _kl_proxy(sens: list[LayerSensitivity], assignment: Mapping[str, LayerPrecis
 
 
 def _fit(sens: list[LayerSensitivity], kl_bound: float, arena_budget: int, graph: Any, rest: int, file_bytes: int,
-         profile: Any, int4_max_scratch: int | None) -> tuple[dict[str, LayerPrecision] | None, Any]:
+         profile: Any, int4_max_scratch: int | None, kernels: str = "reference"
+         ) -> tuple[dict[str, LayerPrecision] | None, Any]:
     """Solve, check with TFLM's greedy plan of the changed graph, tighten the head bound until it fits."""
     from tinyprec.mcu import budget
 
     head_budget = arena_budget - rest
-    split = _split_costs(graph, sens, int4_max_scratch)
+    split = _split_costs(graph, sens, int4_max_scratch, kernels)
     for _ in range(6):
         found = solve(sens, kl_bound=kl_bound, head_budget=head_budget, profile=profile, split=split)
         if found is None:
             return None, None
         est = budget.assignment_budget(graph, found, rest_bytes=rest, file_bytes=file_bytes,
-                                       int4_max_scratch=int4_max_scratch)
+                                       int4_max_scratch=int4_max_scratch, kernels=kernels)
         if est.arena_bytes <= arena_budget:
             return found, est
         head_budget -= est.arena_bytes - arena_budget
