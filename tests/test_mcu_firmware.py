@@ -184,11 +184,19 @@ def test_validation_runs_the_mcu_runner_when_a_tree_is_found(digits_run, monkeyp
     assert measured["flash"]["model_bytes"] >= report["resources"]["model_bytes"]
     assert measured["ram"]["arena_used_bytes"] <= measured["ram"]["arena_bytes"]
     assert "Measured on cortex-m4" in (out / "report" / "report.md").read_text()
+    # the board gate checks the measured firmware image, and says so
+    board = report["resources"]["board"]
+    assert board["summary"].startswith(f"{board['name']}: fits: RAM {measured['ram']['total_bytes']}/")
+    assert f"flash {measured['flash']['total_bytes']}/" in board["summary"]
+    assert report["resources"]["gate_source"].startswith("measured: firmware image on the emulated cortex-m4")
+    fit = next(c for c in report["gate"]["checks"] if c["name"] == "board_fit")
+    assert fit["passed"] and "(measured: firmware image" in fit["message"]
     monkeypatch.delenv(firmware_build.TREE_ENV)
     run_recipe(recipe, out_dir=out, stages="validate", force=True)
     report = json.loads((out / "report" / "report.json").read_text())
     assert not report["runners"]["mcu"]["ran"] and "TINYPREC_TFLM_TREE" in report["runners"]["mcu"]["note"]
-    assert "measured" not in report["resources"]
+    assert "measured" not in report["resources"] and report["resources"]["gate_source"] == "estimated"
+    assert f"RAM {report['resources']['ram_bytes']}/" in report["resources"]["board"]["summary"]
 
 
 @_NO_TOOLS

@@ -206,6 +206,12 @@ def _run_validate(ctx: _Context, hooks: Hooks, resume: bool) -> tuple[list[Path]
         "board": res.get("board", {}).get("summary"), "latency_ms": res.get("latency_ms"),
         "agreement": rep.get("agreement", {}),
     }
+    m = res.get("measured")
+    if m:  # the firmware image built and run on the emulated core (the `mcu` runner)
+        summary["measured"] = {"target": m["target"], "kernels": m["kernels"], "flash_bytes": m["flash"]["total_bytes"],
+                               "ram_bytes": m["ram"]["total_bytes"], "arena_used_bytes": m["ram"]["arena_used_bytes"],
+                               "instructions": m["instructions"]["per_inference"],
+                               "latency_ms": (m.get("latency_estimate") or {}).get("ms")}
     return list(r.paths.values()), summary
 
 

@@ -19,6 +19,20 @@ def _fmt_bytes(value: Any) -> str:
     return "-" if value is None else f"{int(value):,} B"
 
 
+def _measured_rows(m: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """Rows for what the `mcu` runner measured on the emulated core (none when it did not run)."""
+    if not m:
+        return []
+    where = f"{m['target']}, {m['kernels']}"
+    rows = [(f"flash of the firmware image ({where}, measured)", _fmt_bytes(m["flash_bytes"])),
+            (f"RAM of the firmware image ({where}, measured)", _fmt_bytes(m["ram_bytes"])),
+            (f"TFLM arena used on the core ({where}, measured)", _fmt_bytes(m["arena_used_bytes"])),
+            (f"instructions per inference ({where}, measured)", f"{m['instructions']:,}")]
+    if m.get("latency_ms") is not None:
+        rows.append((f"latency from instructions ({where}, estimate)", f"~{m['latency_ms']:.1f} ms"))
+    return rows
+
+
 def _print_table(result: Any) -> None:
     from rich.table import Table
 
@@ -42,6 +56,7 @@ def _print_table(result: Any) -> None:
         ("model file", _fmt_bytes(s.get("tflite_bytes"))),
         ("flash (model + TFLM code estimate)", _fmt_bytes(s.get("flash_bytes"))),
         ("TFLM arena (measured)", _fmt_bytes(s.get("arena_bytes"))),
+        *_measured_rows(s.get("measured")),
         ("board", s.get("board") or "-"),
         ("gate", {True: "passed", False: "FAILED", None: "-"}[s.get("gate_passed")]),
     ]

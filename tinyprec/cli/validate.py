@@ -33,6 +33,12 @@ def _print_summary(result: Any) -> None:
                   f"{res['io_buffer_bytes']:,})")
     for tgt, ms in res["latency_ms"].items():
         console.print(f"latency ~{ms:.1f} ms on {tgt} [dim](estimate)[/dim]")
+    m = res.get("measured")
+    if m:
+        console.print(f"measured on the emulated {m['target']} ({m['kernels']} kernels): flash {m['flash']['total_bytes']:,} B, "
+                      f"RAM {m['ram']['total_bytes']:,} B (arena {m['ram']['arena_used_bytes']:,} B used), "
+                      f"{m['instructions']['per_inference']:,} instructions per inference")
+    console.print(f"[dim]gate resources: {res.get('gate_source', 'estimated')}[/dim]")
     for check in result.checks:
         mark = "[green]ok[/green]" if check.passed else "[red]FAIL[/red]"
         console.print(f"{mark} {check.message}")

@@ -80,7 +80,7 @@ def markdown(report: dict[str, Any]) -> str:
               f"- MACs per inference: {res['macs']:,}"]
     for tgt, ms in res["latency_ms"].items():
         lines.append(f"- latency on {tgt}: ~{ms:.1f} ms ({res['latency_label']})")
-    lines.append(f"- board: {res['board']['summary']}")
+    lines.append(f"- board: {res['board']['summary']} (gate resources: {res.get('gate_source', 'estimated')})")
     lines += _measured_lines(res.get("measured"))
     cm = report.get("confusion_matrix")
     if cm:

@@ -113,7 +113,17 @@ def _score(task: Task, out: RunnerOutput, feed: Feed) -> dict[str, Any]:
     return {"metric": metrics.top1_percent(pred, task.labels), "pred": pred}
 
 
-def _gate(settings: GateSettings, acc: dict[str, float | None], res: Any, verdict: Any, metric: str) -> list[GateCheck]:
+def _needs(res: Any, measured: dict[str, Any] | None) -> tuple[int, int, str]:
+    """RAM and flash the gate checks, and where they come from: the firmware image measured on the
+    emulated core when the `mcu` runner built one (.data + .bss + stack; text + data), else the estimate."""
+    if measured is None:
+        return res.ram_bytes, res.flash_bytes, "estimated"
+    return (int(measured["ram"]["total_bytes"]), int(measured["flash"]["total_bytes"]),
+            f"measured: firmware image on the emulated {measured['target']}, {measured['kernels']} kernels")
+
+
+def _gate(settings: GateSettings, acc: dict[str, float | None], needs: tuple[int, int, str], verdict: Any,
+          metric: str) -> list[GateCheck]:
     checks = []
     base, mcu = acc.get("fp32"), acc.get("tflm")
     if base is not None and mcu is not None:
@@ -123,16 +133,16 @@ def _gate(settings: GateSettings, acc: dict[str, float | None], res: Any, verdic
         msg = (f"{detail} within max_drop {settings.max_drop:.2f}" if ok else
                f"{detail} exceeds max_drop {settings.max_drop:.2f} by {drop - settings.max_drop:.2f} points")
         checks.append(GateCheck("accuracy_drop", ok, msg, drop, settings.max_drop))
-    for name, need, budget in (("ram_budget", res.ram_bytes, settings.ram_budget),
-                               ("flash_budget", res.flash_bytes, settings.flash_budget)):
+    ram, flash, source = needs
+    for name, need, budget in (("ram_budget", ram, settings.ram_budget), ("flash_budget", flash, settings.flash_budget)):
         if budget is None:
             continue
         ok = need <= budget
         what = name.split("_")[0].upper() if name.startswith("ram") else "flash"
         msg = (f"{what} {need:,} B within budget {budget:,} B" if ok else
-               f"{what} {need:,} B exceeds budget {budget:,} B by {need - budget:,} B")
+               f"{what} {need:,} B exceeds budget {budget:,} B by {need - budget:,} B") + f" ({source})"
         checks.append(GateCheck(name, ok, msg, float(need), float(budget)))
-    checks.append(GateCheck("board_fit", verdict.fits, verdict.summary()))
+    checks.append(GateCheck("board_fit", verdict.fits, f"{verdict.summary()} ({source})"))
     return checks
 
 
@@ -177,13 +187,17 @@ def evaluate(
     arena = tflm_arena_bytes(models.tflite, where=models.where)
     res = resources(models.graph, len(models.tflite), arena)
     board = get_board(settings.board)
-    verdict = check_fit(board, res.ram_bytes, res.flash_bytes)
+    from tinyprec.mcu.emulated import measured_resources
+
+    measured = measured_resources(models.mcu)
+    needs = _needs(res, measured)
+    verdict = check_fit(board, needs[0], needs[1])
     latency = {}
     for spec in dict.fromkeys((board.target, target_for(settings.target))):
         est = estimate_latency(models.graph, spec)
         latency[est.target] = est.ms
     metric_name = "top-1 accuracy (%)" if task.kind == "classification" else "ROC AUC x100 (reconstruction error)"
-    checks = _gate(settings, acc, res, verdict, "accuracy" if task.kind == "classification" else "AUC")
+    checks = _gate(settings, acc, needs, verdict, "accuracy" if task.kind == "classification" else "AUC")
     recon = None
     if task.kind == "autoencoder":
         from tinyprec.validation.recon import reconstruction_check, reconstruction_summary
@@ -223,9 +237,7 @@ def evaluate(
                  "ram_budget": settings.ram_budget, "flash_budget": settings.flash_budget,
                  "checks": [c.__dict__ for c in checks]},
     }
-    from tinyprec.mcu.emulated import measured_resources
-
-    measured = measured_resources(models.mcu)
+    report["resources"]["gate_source"] = needs[2]
     if measured is not None:
         report["resources"]["measured"] = measured
     ref = Runner.TFLM if Runner.TFLM in scored else next(iter(scored), None)
