@@ -13,6 +13,12 @@ vectors on the core, N random samples compared with host TFLM, instructions per 
 The published MLPerf Tiny figures (Nucleo-L4R5ZI, Cortex-M4 @ 120 MHz) were built with CMSIS-NN, so the
 cycles-per-instruction fit uses the CMSIS-NN counts; the MAC-based estimate (tinyprec.mcu.latency) is
 listed beside it.
+
+With the optional `tinyprec[trace]` extra (unicorn, capstone) each CMSIS-NN image is also traced exactly on
+the Unicorn engine (tinyprec.mcu.trace): instructions by class, documented Cortex-M4 cycles, taken branches,
+executed code bytes and flash data reads of one inference (golden vector 0; its instruction total is set
+beside QEMU's). The instruction-mix latency models (tinyprec.mcu.latency.MIX_MODELS) are fitted on KWS + IC
+and checked on VWW + AD beside the single-CPI model, under "latency_models".
 """
 
 from __future__ import annotations
@@ -50,6 +56,23 @@ def _fully_connected_variant(run: Path) -> Path:
     graph = lower_to_ir(load_converted(run), torch.zeros(1, 640), name="ad_autoencoder_fc", linear_as_conv=False)
     path.write_bytes(write_tflite(graph))
     return path
+
+
+def _trace_mix(elf: Path) -> dict[str, object] | None:
+    """The exact instruction mix of golden vector 0 on Unicorn, or None without the trace extra."""
+    try:
+        import capstone  # noqa: F401
+        import unicorn  # noqa: F401
+    except ImportError:
+        print("no unicorn/capstone (pip install 'tinyprec[trace]'): instruction-mix models skipped", flush=True)
+        return None
+    from tinyprec.mcu.trace import instruction_mix, trace_invokes
+
+    t0 = time.perf_counter()
+    traces, _ = trace_invokes(elf, flash_reads=True)
+    mix = instruction_mix(traces[0]).as_dict()
+    mix["trace_seconds"] = round(time.perf_counter() - t0, 1)
+    return mix
 
 
 def model_files(zoo: Path) -> dict[str, Path]:
@@ -98,6 +121,10 @@ def main() -> None:
             print(key, kernels, m.instructions_per_inference, d["flash"]["total_bytes"], d["ram"]["total_bytes"],
                   row[kernels]["identical_to_host_tflm"], flush=True)  # type: ignore[index]
         rows[key] = row
+        mix = _trace_mix(work / key / "cmsis-nn" / "app.elf")
+        if mix is not None:
+            row["instruction_mix"] = mix
+            print(key, "traced", mix["instructions"], "documented cycles", mix["base_cycles"], flush=True)
     instr = {k: float(r["cmsis-nn"]["instructions"]) for k, r in rows.items()}  # type: ignore[index]
     fit = latency.fit_cpi(instr, {**latency.PUBLISHED_MS, "ad_conv2d": latency.PUBLISHED_MS["ad"]})
     for key, row in rows.items():
@@ -108,10 +135,21 @@ def main() -> None:
         row["instruction_estimate_error"] = fit["relative_error"][key]  # type: ignore[index]
         row["mac_estimate_error"] = float(row["mac_estimate_ms"]) / published - 1  # type: ignore[arg-type]
         row["cmsis_speedup"] = row["reference"]["instructions"] / row["cmsis-nn"]["instructions"]  # type: ignore[index]
+    published = {**latency.PUBLISHED_MS, "ad_conv2d": latency.PUBLISHED_MS["ad"]}
+    models: dict[str, object] = {"cpi": {"parameter": fit["cpi"], "form": "cycles = CPI x instructions (QEMU -icount)",
+                                         "predicted_ms": fit["predicted_ms"], "relative_error": fit["relative_error"]}}
+    mixes = {k: r["instruction_mix"] for k, r in rows.items() if "instruction_mix" in r}
+    if all(k in mixes for k in latency.FITTED_ON):
+        for name in latency.MIX_MODELS:
+            models[name] = latency.fit_mix_model(mixes, name, published)  # type: ignore[arg-type]
+        models["documented_cpi"] = {k: m["base_cycles"] / m["instructions"] for k, m in mixes.items()}  # type: ignore[index,operator]
+        models["needed_cpi"] = {k: published[k] * latency.PUBLISHED_MHZ * 1e3 / m["instructions"]  # type: ignore[index,operator]
+                                for k, m in mixes.items()}
     result = {
         "target": "cortex-m4 (QEMU mps2-an386, -icount shift=0)", "published_at": "Nucleo-L4R5ZI, Cortex-M4 @ 120 MHz, CMSIS-NN",
         "cpi_fit": fit["cpi"], "cpi_in_code": latency.CPI_M4_CMSIS_NN, "fitted_on": list(latency.FITTED_ON),
         "held_out": list(latency.HELD_OUT), "samples_per_model": args.samples, "models": rows,
+        "latency_models": models, "mix_refill_cycles": latency.MIX_REFILL_CYCLES,
         "host": platform.machine(),
     }
     out = Path(args.out)
@@ -120,6 +158,9 @@ def main() -> None:
     print(json.dumps({k: {"role": r["role"], "published": r["published_ms"], "est": round(r["instruction_estimate_ms"], 2),
                           "err": round(r["instruction_estimate_error"], 3)} for k, r in rows.items()}, indent=1))
     print("cpi", fit["cpi"])
+    for name, m in models.items():
+        if isinstance(m, dict) and "relative_error" in m:
+            print(name, round(float(m["parameter"]), 4), {k: round(v, 3) for k, v in m["relative_error"].items()})
 
 
 if __name__ == "__main__":
