@@ -69,8 +69,9 @@ def _trace_mix(elf: Path) -> dict[str, object] | None:
     from tinyprec.mcu.trace import instruction_mix, trace_invokes
 
     t0 = time.perf_counter()
-    traces, _ = trace_invokes(elf, flash_reads=True)
+    traces, console = trace_invokes(elf, flash_reads=True, run_to_end=True)
     mix = instruction_mix(traces[0]).as_dict()
+    mix["golden_passed_on_unicorn"] = "output elements differ -> PASS" in console
     mix["trace_seconds"] = round(time.perf_counter() - t0, 1)
     return mix
 
@@ -135,15 +136,15 @@ def main() -> None:
         row["instruction_estimate_error"] = fit["relative_error"][key]  # type: ignore[index]
         row["mac_estimate_error"] = float(row["mac_estimate_ms"]) / published - 1  # type: ignore[arg-type]
         row["cmsis_speedup"] = row["reference"]["instructions"] / row["cmsis-nn"]["instructions"]  # type: ignore[index]
-    published = {**latency.PUBLISHED_MS, "ad_conv2d": latency.PUBLISHED_MS["ad"]}
+    published_all = {**latency.PUBLISHED_MS, "ad_conv2d": latency.PUBLISHED_MS["ad"]}
     models: dict[str, object] = {"cpi": {"parameter": fit["cpi"], "form": "cycles = CPI x instructions (QEMU -icount)",
                                          "predicted_ms": fit["predicted_ms"], "relative_error": fit["relative_error"]}}
     mixes = {k: r["instruction_mix"] for k, r in rows.items() if "instruction_mix" in r}
     if all(k in mixes for k in latency.FITTED_ON):
         for name in latency.MIX_MODELS:
-            models[name] = latency.fit_mix_model(mixes, name, published)  # type: ignore[arg-type]
+            models[name] = latency.fit_mix_model(mixes, name, published_all)  # type: ignore[arg-type]
         models["documented_cpi"] = {k: m["base_cycles"] / m["instructions"] for k, m in mixes.items()}  # type: ignore[index,operator]
-        models["needed_cpi"] = {k: published[k] * latency.PUBLISHED_MHZ * 1e3 / m["instructions"]  # type: ignore[index,operator]
+        models["needed_cpi"] = {k: published_all[k] * latency.PUBLISHED_MHZ * 1e3 / m["instructions"]  # type: ignore[index,operator]
                                 for k, m in mixes.items()}
     result = {
         "target": "cortex-m4 (QEMU mps2-an386, -icount shift=0)", "published_at": "Nucleo-L4R5ZI, Cortex-M4 @ 120 MHz, CMSIS-NN",
@@ -158,9 +159,9 @@ def main() -> None:
     print(json.dumps({k: {"role": r["role"], "published": r["published_ms"], "est": round(r["instruction_estimate_ms"], 2),
                           "err": round(r["instruction_estimate_error"], 3)} for k, r in rows.items()}, indent=1))
     print("cpi", fit["cpi"])
-    for name, m in models.items():
-        if isinstance(m, dict) and "relative_error" in m:
-            print(name, round(float(m["parameter"]), 4), {k: round(v, 3) for k, v in m["relative_error"].items()})
+    for name, mdl in models.items():
+        if isinstance(mdl, dict) and "relative_error" in mdl:
+            print(name, round(float(mdl["parameter"]), 4), {k: round(v, 3) for k, v in mdl["relative_error"].items()})
 
 
 if __name__ == "__main__":

@@ -87,3 +87,17 @@ def test_trace_rejects_a_file_that_is_not_an_arm_elf(tmp_path) -> None:  # noqa:
     bad.write_bytes(b"not an elf at all")
     with pytest.raises(DataError, match="ELF|unicorn"):
         trace_invokes(bad)
+
+
+def test_fitted_constants_match_the_benchmark_results() -> None:
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "mcu.json").read_text())
+    fits = doc.get("latency_models", {})
+    if not all(name in fits for name in latency.MIX_MODELS):
+        pytest.skip("results/mcu.json was written without the trace extra")
+    for name in latency.MIX_MODELS:
+        assert latency.MIX_FITTED[name] == pytest.approx(fits[name]["parameter"], abs=5e-4)
+        assert fits[name]["role"]["kws"] == "fitted" and fits[name]["role"]["ad"] == "held out"
+    assert latency.CPI_M4_CMSIS_NN == pytest.approx(doc["cpi_fit"], abs=5e-4)

@@ -87,7 +87,7 @@ def test_unicorn_trace_counts_what_qemu_counts(kws_runs, kws_folder: Path) -> No
     pytest.importorskip("capstone")
     from tinyprec.mcu.trace import instruction_mix, trace_invokes
 
-    traces, console = trace_invokes(kws_folder / "cmsis-nn" / "app.elf", flash_reads=True)
+    traces, console = trace_invokes(kws_folder / "cmsis-nn" / "app.elf", flash_reads=True, run_to_end=True)
     mix = instruction_mix(traces[0])
     qemu = kws_runs["cmsis-nn"][0].instructions
     assert "golden vectors: 4 checked, 0 output elements differ -> PASS" in console

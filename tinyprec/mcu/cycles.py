@@ -39,7 +39,6 @@ CLASS_CYCLES: dict[str, float] = {
     "branch": 1.0, "table_branch": 2.0,
     "fp": 1.0, "fp_mac": 3.0, "fp_div": 14.0, "barrier": 3.0,
 }
-CLASSES = tuple(CLASS_CYCLES)
 
 _CONDS = ("eq", "ne", "cs", "hs", "cc", "lo", "mi", "pl", "vs", "vc", "hi", "ls", "ge", "lt", "gt", "le", "al")
 _EXACT: dict[str, str] = {
@@ -65,7 +64,6 @@ _FAMILIES: tuple[tuple[re.Pattern[str], str], ...] = (
 _WIDTH = re.compile(r"\.(w|n)$")
 _REG = re.compile(r"\b(r1[0-5]|r[0-9]|sb|sl|fp|ip|sp|lr|pc)\b")
 _ALIAS = {"sb": "r9", "sl": "r10", "fp": "r11", "ip": "r12", "r13": "sp", "r14": "lr", "r15": "pc"}
-_VREG = re.compile(r"\b([sd])([0-9]+)\b")
 
 
 def _base(mnemonic: str) -> tuple[str, str, bool]:

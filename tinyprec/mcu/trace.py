@@ -66,10 +66,11 @@ def _elf_segments_and_symbols(elf: bytes, where: str) -> tuple[list[tuple[int, b
     return segments, symbols
 
 
-def trace_invokes(elf_path: Path, *, flash_reads: bool = False, max_invokes: int = 1,
+def trace_invokes(elf_path: Path, *, flash_reads: bool = False, max_invokes: int = 1, run_to_end: bool = False,
                   timeout_s: float = 1800.0) -> tuple[list[InvokeTrace], str]:
     """Run ``elf_path`` (an M4 app built for mps2-an386) under Unicorn; the first ``max_invokes``
-    inferences as :class:`InvokeTrace`, and the console text."""
+    inferences as :class:`InvokeTrace`, and the console text. With ``run_to_end`` the program then runs on
+    untraced to its exit (the console then holds the golden-vector verdict)."""
     try:
         from unicorn import UC_ARCH_ARM, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_MODE_MCLASS, UC_MODE_THUMB, Uc
         from unicorn import arm_const as A
@@ -85,6 +86,9 @@ def trace_invokes(elf_path: Path, *, flash_reads: bool = False, max_invokes: int
     uc.mem_map(*FLASH)
     uc.mem_map(*RAM)
     for addr, data in segments:
+        if not any(lo <= addr and addr + len(data) <= lo + size for lo, size in (FLASH, RAM)):
+            raise DataError(f"{path}: a segment at {addr:#x} lies outside the Cortex-M4 board's memory (mps2-an386: "
+                            "code at 0, RAM at 0x20000000); the trace runs images built with --target cortex-m4")
         uc.mem_write(addr, data)
     registers: dict[int, int] = {}
     tick = [0xFFFFFF]
@@ -156,15 +160,19 @@ def trace_invokes(elf_path: Path, *, flash_reads: bool = False, max_invokes: int
         edges.clear()
         reads.clear()
         if len(traces) >= max_invokes:
-            uc.emu_stop()
+            if not run_to_end:
+                uc.emu_stop()
+                return
+            for handle in hooks:
+                uc.hook_del(handle)
 
     def flash_read(_uc: object, _access: int, addr: int, _size: int, _value: int, _ud: object) -> None:
         if state["active"]:
             reads.append(addr)
 
-    uc.hook_add(UC_HOOK_BLOCK, block)
+    hooks = [uc.hook_add(UC_HOOK_BLOCK, block)]
     if flash_reads:
-        uc.hook_add(UC_HOOK_MEM_READ, flash_read, begin=FLASH[0], end=FLASH[0] + FLASH[1] - 1)
+        hooks.append(uc.hook_add(UC_HOOK_MEM_READ, flash_read, begin=FLASH[0], end=FLASH[0] + FLASH[1] - 1))
     sp, reset = struct.unpack("<II", bytes(uc.mem_read(0, 8)))
     uc.reg_write(A.UC_ARM_REG_SP, sp)
     start = time.perf_counter()
