@@ -69,7 +69,7 @@ def _trace_mix(elf: Path) -> dict[str, object] | None:
     from tinyprec.mcu.trace import instruction_mix, trace_invokes
 
     t0 = time.perf_counter()
-    traces, console = trace_invokes(elf, flash_reads=True, run_to_end=True)
+    traces, console = trace_invokes(elf, flash_reads=True, unaligned=True, run_to_end=True)
     mix = instruction_mix(traces[0]).as_dict()
     mix["golden_passed_on_unicorn"] = "output elements differ -> PASS" in console
     mix["trace_seconds"] = round(time.perf_counter() - t0, 1)

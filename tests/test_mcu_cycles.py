@@ -101,3 +101,10 @@ def test_fitted_constants_match_the_benchmark_results() -> None:
         assert latency.MIX_FITTED[name] == pytest.approx(fits[name]["parameter"], abs=5e-4)
         assert fits[name]["role"]["kws"] == "fitted" and fits[name]["role"]["ad"] == "held out"
     assert latency.CPI_M4_CMSIS_NN == pytest.approx(doc["cpi_fit"], abs=5e-4)
+
+
+def test_unaligned_accesses_add_their_documented_cycles() -> None:
+    block = _block(("ldr", "r0, [r1]", 2))
+    aligned = mix_from_blocks({0x100: block}, {(0, 0x100): 4})
+    mix = mix_from_blocks({0x100: block}, {(0, 0x100): 4}, unaligned={(4, 1): 1, (4, 2): 1, (2, 1): 1})
+    assert aligned.base_cycles == 8 and mix.base_cycles == 8 + 2 + 1 + 1 and mix.unaligned_accesses == 3

@@ -15,7 +15,9 @@ timings") gives cycles per instruction class on zero-wait-state memory:
 - load/store multiple (LDM, STM, PUSH, POP, VLDM, VSTM, VPUSH, VPOP): 1 + N registers;
 - branches: 1 not taken, 1 + P taken; TBB/TBH 2 + P; any write of the PC adds P;
 - FPU: VADD/VSUB/VMUL/VCVT/VMOV/VCMP 1, VMOV to/from two core registers 2, VMLA/VMLS/VFMA/VFMS/
-  VNMLA/VNMLS 3, VDIV/VSQRT 14.
+  VNMLA/VNMLS 3, VDIV/VSQRT 14;
+- unaligned data accesses: a halfword at an odd address or a word at 2 mod 4 adds 1, a word at 1 or 3
+  mod 4 adds 2 (:func:`unaligned_cycles`; the trace counts them).
 
 P, the pipeline refill after a taken branch, is 1-3 cycles on zero-wait memory and longer when the
 target must come from flash with wait states: it is left as a parameter. So is the extra cost of data
@@ -171,11 +173,21 @@ def block_cost(instrs: Sequence[Instr], address: int = 0) -> BlockCost:
     return BlockCost(cycles, len(instrs), dict(by_class), refills, ends_in_branch, address + sum(x.size for x in instrs))
 
 
+def unaligned_cycles(counts: Mapping[tuple[int, int], int]) -> float:
+    """Extra cycles of unaligned accesses, ``(access bytes, address % bytes) -> count``.
+
+    >>> unaligned_cycles({(2, 1): 10, (4, 2): 5, (4, 3): 1})
+    17.0
+    """
+    return float(sum(n * (2 if width == 4 and offset % 2 else 1) for (width, offset), n in counts.items() if offset))
+
+
 @dataclass(frozen=True)
 class InstructionMix:
     """One inference: instructions by class, their documented cycles (:data:`CLASS_CYCLES`, no P, no wait
-    states), pipeline refills (taken branches, other PC writes), executed code bytes (what the core
-    fetched) and data reads from flash (weights, literal pools; where the trace recorded them)."""
+    states; with the unaligned-access penalties where the trace counted them), pipeline refills (taken
+    branches, other PC writes), executed code bytes (what the core fetched) and data reads from flash
+    (weights, literal pools; where the trace recorded them)."""
 
     instructions: int
     by_class: Mapping[str, int]
@@ -183,6 +195,7 @@ class InstructionMix:
     refills: int
     code_bytes: int
     flash_reads: int = 0
+    unaligned_accesses: int = 0
 
     def cycles(self, refill: float = 2.0) -> float:
         """Documented cycles on zero-wait-state memory with a refill penalty P of ``refill`` cycles.
@@ -194,11 +207,12 @@ class InstructionMix:
 
     def as_dict(self) -> dict[str, object]:
         return {"instructions": self.instructions, "by_class": dict(self.by_class), "base_cycles": self.base_cycles,
-                "refills": self.refills, "code_bytes": self.code_bytes, "flash_reads": self.flash_reads}
+                "refills": self.refills, "code_bytes": self.code_bytes, "flash_reads": self.flash_reads,
+                "unaligned_accesses": self.unaligned_accesses}
 
 
 def mix_from_blocks(blocks: Mapping[int, Sequence[Instr]], edges: Mapping[tuple[int, int], int],
-                    flash_reads: int = 0) -> InstructionMix:
+                    flash_reads: int = 0, unaligned: Mapping[tuple[int, int], int] | None = None) -> InstructionMix:
     """Sum block costs over the executed ``edges`` ((from block, to block) -> count; from 0 = entry); a
     block's final branch counts as taken when the next block is not its fall-through."""
     costs = {a: block_cost(ins, a) for a, ins in blocks.items()}
@@ -216,4 +230,6 @@ def mix_from_blocks(blocks: Mapping[int, Sequence[Instr]], edges: Mapping[tuple[
         s = costs.get(src)
         if s is not None and s.ends_in_branch and dst != s.end_address:
             refills += n
-    return InstructionMix(instructions, dict(by_class), base, refills, code_bytes, flash_reads)
+    misaligned = dict(unaligned or {})
+    return InstructionMix(instructions, dict(by_class), base + unaligned_cycles(misaligned), refills, code_bytes,
+                          flash_reads, sum(n for (_, offset), n in misaligned.items() if offset))

@@ -263,14 +263,14 @@ MIX_REFILL_CYCLES = 2.0
 MIX_MODELS: tuple[str, ...] = ("trm_scaled", "trm_fetch")
 # Their parameters as fit_mix_model() found them on KWS + IC (bench_mcu.py -> results/mcu.json). Neither
 # beats the single CPI on the held-out AD (+43%, +46% against +40%): see the README's latency section.
-MIX_FITTED: dict[str, float] = {"trm_scaled": 2.329, "trm_fetch": 4.036}
+MIX_FITTED: dict[str, float] = {"trm_scaled": 2.324, "trm_fetch": 4.030}
 
 
 def estimate_from_mix(mix: dict[str, float], model: str = "trm_scaled", mhz: float = PUBLISHED_MHZ) -> float:
     """ms per inference on a Cortex-M4 at ``mhz`` for a traced mix (InstructionMix.as_dict()), CMSIS-NN.
 
     >>> round(estimate_from_mix({"base_cycles": 1.2e6, "refills": 0, "code_bytes": 0}), 3)
-    23.29
+    23.24
     """
     fixed, coefficient = _mix_terms(mix, model)
     return (fixed + MIX_FITTED[model] * coefficient) / (mhz * 1e3)

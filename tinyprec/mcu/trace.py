@@ -41,6 +41,7 @@ class InvokeTrace:
     edges: dict[tuple[int, int], int]
     code: dict[int, bytes]
     flash_reads: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint32))  # byte addresses, in order
+    unaligned: dict[tuple[int, int], int] = field(default_factory=dict)  # (access bytes, address % bytes) -> count
 
 
 def _elf_segments_and_symbols(elf: bytes, where: str) -> tuple[list[tuple[int, bytes]], dict[str, int]]:
@@ -66,13 +67,16 @@ def _elf_segments_and_symbols(elf: bytes, where: str) -> tuple[list[tuple[int, b
     return segments, symbols
 
 
-def trace_invokes(elf_path: Path, *, flash_reads: bool = False, max_invokes: int = 1, run_to_end: bool = False,
+def trace_invokes(elf_path: Path, *, flash_reads: bool = False, unaligned: bool = False, max_invokes: int = 1,
+                  run_to_end: bool = False,
                   timeout_s: float = 1800.0) -> tuple[list[InvokeTrace], str]:
     """Run ``elf_path`` (an M4 app built for mps2-an386) under Unicorn; the first ``max_invokes``
     inferences as :class:`InvokeTrace`, and the console text. With ``run_to_end`` the program then runs on
-    untraced to its exit (the console then holds the golden-vector verdict)."""
+    untraced to its exit (the console then holds the golden-vector verdict). ``unaligned`` counts the
+    halfword and word data accesses at unaligned addresses (a Python call per data access: slower)."""
     try:
-        from unicorn import UC_ARCH_ARM, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_MODE_MCLASS, UC_MODE_THUMB, Uc
+        from unicorn import (UC_ARCH_ARM, UC_HOOK_BLOCK, UC_HOOK_INTR, UC_HOOK_MEM_READ, UC_HOOK_MEM_WRITE, UC_MODE_MCLASS,
+                             UC_MODE_THUMB, Uc)
         from unicorn import arm_const as A
     except ImportError as err:
         raise DataError("the instruction trace needs the Unicorn engine: pip install 'tinyprec[trace]'") from err
@@ -136,6 +140,7 @@ def trace_invokes(elf_path: Path, *, flash_reads: bool = False, max_invokes: int
     edges: Counter[tuple[int, int]] = Counter()
     sizes: dict[int, int] = {}
     reads: list[int] = []
+    misaligned: Counter[tuple[int, int]] = Counter()
     state = {"prev": 0, "active": False, "ret": -1}
 
     def block(_uc: object, addr: int, size: int, _ud: object) -> None:
@@ -156,9 +161,10 @@ def trace_invokes(elf_path: Path, *, flash_reads: bool = False, max_invokes: int
     def _close() -> None:
         kept = {k: v for k, v in edges.items() if v}
         code = {a: bytes(uc.mem_read(a, sizes[a])) for _, a in kept}
-        traces.append(InvokeTrace(kept, code, np.asarray(reads, np.uint32)))
+        traces.append(InvokeTrace(kept, code, np.asarray(reads, np.uint32), dict(misaligned)))
         edges.clear()
         reads.clear()
+        misaligned.clear()
         if len(traces) >= max_invokes:
             if not run_to_end:
                 uc.emu_stop()
@@ -170,7 +176,15 @@ def trace_invokes(elf_path: Path, *, flash_reads: bool = False, max_invokes: int
         if state["active"]:
             reads.append(addr)
 
+    def data_access(_uc: object, _access: int, addr: int, size: int, _value: int, _ud: object) -> None:
+        width = min(size, 4)  # LDRD/STRD and multiples need word alignment only
+        if state["active"] and width > 1 and addr % width:
+            misaligned[(width, addr % width)] += 1
+
     hooks = [uc.hook_add(UC_HOOK_BLOCK, block)]
+    if unaligned:
+        for lo, span in (FLASH, RAM):
+            hooks.append(uc.hook_add(UC_HOOK_MEM_READ | UC_HOOK_MEM_WRITE, data_access, begin=lo, end=lo + span - 1))
     if flash_reads:
         hooks.append(uc.hook_add(UC_HOOK_MEM_READ, flash_read, begin=FLASH[0], end=FLASH[0] + FLASH[1] - 1))
     sp, reset = struct.unpack("<II", bytes(uc.mem_read(0, 8)))
@@ -201,4 +215,4 @@ def disassemble(code: dict[int, bytes]) -> dict[int, list[Instr]]:
 
 def instruction_mix(trace: InvokeTrace) -> InstructionMix:
     """The :class:`~tinyprec.mcu.cycles.InstructionMix` of one traced inference."""
-    return mix_from_blocks(disassemble(trace.code), trace.edges, len(trace.flash_reads))
+    return mix_from_blocks(disassemble(trace.code), trace.edges, len(trace.flash_reads), trace.unaligned)
