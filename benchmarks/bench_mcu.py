@@ -1,14 +1,15 @@
 """The firmware on an emulated Cortex-M4: measured instructions, flash and RAM per model and kernel set,
 and the instruction-based latency model fitted on MLPerf Tiny KWS + IC, checked on VWW + AD (held out).
 
-Usage: python benchmarks/bench_mcu.py [--tree DIR] [--zoo DIR] [--samples N] [OUT.json]
+Usage: python benchmarks/bench_mcu.py [--tree DIR] [--zoo DIR] [--samples N] [--mlperf-tiny DIR] [OUT.json]
 (default tree ../shared/third_party/tflm, OUT benchmarks/results/mcu.json)
 
 Models: the MLPerf Tiny reference KWS and IC files (../shared/fixtures/mlperf_tiny) and our zoo exports of
 the VWW (mobilenet_v1, alpha 0.25, 96x96x3) and AD (fc_autoencoder, 640) architectures, same shapes as
 MLPerf's (AD lowered with FULLY_CONNECTED as MLPerf's file has it; our default CONV_2D lowering is listed as
 ad_conv2d, not part of the check); the zoo exports are made with `tinyprec run models/<recipe>.toml --stages train,qat,export`
-into --zoo (default export/) when missing. Each model runs with reference and CMSIS-NN kernels: golden
+into --zoo (default export/) when missing. Given a clone of mlcommons/tiny (--mlperf-tiny), MLPerf's own VWW
+and AD files (vww_96_int8.tflite, ad01_int8.tflite) run too, held out as vww_mlperf and ad_mlperf. Each model runs with reference and CMSIS-NN kernels: golden
 vectors on the core, N random samples compared with host TFLM, instructions per inference (QEMU -icount).
 The published MLPerf Tiny figures (Nucleo-L4R5ZI, Cortex-M4 @ 120 MHz) were built with CMSIS-NN, so the
 cycles-per-instruction fit uses the CMSIS-NN counts; the MAC-based estimate (tinyprec.mcu.latency) is
@@ -76,7 +77,11 @@ def _trace_mix(elf: Path) -> dict[str, object] | None:
     return mix
 
 
-def model_files(zoo: Path) -> dict[str, Path]:
+MLPERF_FILES = {"vww_mlperf": "benchmark/training/visual_wake_words/trained_models/vww_96_int8.tflite",
+                "ad_mlperf": "benchmark/training/anomaly_detection/trained_models/ad01_int8.tflite"}
+
+
+def model_files(zoo: Path, mlperf_tiny: Path | None = None) -> dict[str, Path]:
     files = {"kws": FIXTURES / "kws_ref_model.tflite", "ic": FIXTURES / "pretrainedResnet_quant.tflite"}
     for key, recipe in RECIPES.items():
         path = zoo / recipe / "model" / "model_int8.tflite"
@@ -87,6 +92,11 @@ def model_files(zoo: Path) -> dict[str, Path]:
         files[key] = path
     files["ad_conv2d"] = files["ad"]
     files["ad"] = _fully_connected_variant(zoo / RECIPES["ad"])
+    for key, rel in MLPERF_FILES.items():
+        if mlperf_tiny is not None:
+            if not (mlperf_tiny / rel).is_file():
+                raise SystemExit(f"--mlperf-tiny {mlperf_tiny}: no {rel}; give a clone of github.com/mlcommons/tiny")
+            files[key] = mlperf_tiny / rel
     return files
 
 
@@ -96,11 +106,12 @@ def main() -> None:
     ap.add_argument("--tree", default=str(SHARED / "third_party" / "tflm"))
     ap.add_argument("--zoo", default=str(ROOT / "export"))
     ap.add_argument("--samples", type=int, default=5)
+    ap.add_argument("--mlperf-tiny", default=None, help="a clone of mlcommons/tiny: also run MLPerf's own VWW and AD files")
     ap.add_argument("--work", default=str(ROOT / "export" / "bench_mcu"))
     args = ap.parse_args()
     work = Path(args.work)
     rows: dict[str, dict[str, object]] = {}
-    for key, path in model_files(Path(args.zoo)).items():
+    for key, path in model_files(Path(args.zoo), Path(args.mlperf_tiny) if args.mlperf_tiny else None).items():
         data = path.read_bytes()
         graph = read_tflite(data)
         inp = graph.tensors[graph.inputs[0]]
@@ -127,7 +138,9 @@ def main() -> None:
             row["instruction_mix"] = mix
             print(key, "traced", mix["instructions"], "documented cycles", mix["base_cycles"], flush=True)
     instr = {k: float(r["cmsis-nn"]["instructions"]) for k, r in rows.items()}  # type: ignore[index]
-    fit = latency.fit_cpi(instr, {**latency.PUBLISHED_MS, "ad_conv2d": latency.PUBLISHED_MS["ad"]})
+    published_all = {**latency.PUBLISHED_MS, "ad_conv2d": latency.PUBLISHED_MS["ad"],
+                     **{k: latency.PUBLISHED_MS[v] for k, v in latency.HELD_OUT_FILES.items()}}
+    fit = latency.fit_cpi(instr, published_all)
     for key, row in rows.items():
         published = latency.PUBLISHED_MS[key.split("_")[0]]
         row["published_ms"] = published
@@ -136,7 +149,6 @@ def main() -> None:
         row["instruction_estimate_error"] = fit["relative_error"][key]  # type: ignore[index]
         row["mac_estimate_error"] = float(row["mac_estimate_ms"]) / published - 1  # type: ignore[arg-type]
         row["cmsis_speedup"] = row["reference"]["instructions"] / row["cmsis-nn"]["instructions"]  # type: ignore[index]
-    published_all = {**latency.PUBLISHED_MS, "ad_conv2d": latency.PUBLISHED_MS["ad"]}
     models: dict[str, object] = {"cpi": {"parameter": fit["cpi"], "form": "cycles = CPI x instructions (QEMU -icount)",
                                          "predicted_ms": fit["predicted_ms"], "relative_error": fit["relative_error"]}}
     mixes = {k: r["instruction_mix"] for k, r in rows.items() if "instruction_mix" in r}
@@ -149,7 +161,7 @@ def main() -> None:
     result = {
         "target": "cortex-m4 (QEMU mps2-an386, -icount shift=0)", "published_at": "Nucleo-L4R5ZI, Cortex-M4 @ 120 MHz, CMSIS-NN",
         "cpi_fit": fit["cpi"], "cpi_in_code": latency.CPI_M4_CMSIS_NN, "fitted_on": list(latency.FITTED_ON),
-        "held_out": list(latency.HELD_OUT), "samples_per_model": args.samples, "models": rows,
+        "held_out": [*latency.HELD_OUT, *(k for k in latency.HELD_OUT_FILES if k in rows)], "samples_per_model": args.samples, "models": rows,
         "latency_models": models, "mix_refill_cycles": latency.MIX_REFILL_CYCLES,
         "host": platform.machine(),
     }
