@@ -72,6 +72,9 @@ def test_mix_model_fits_one_parameter_on_the_fitted_models_only() -> None:
     scaled = latency.fit_mix_model(mixes, "trm_scaled", pub, fitted_on=("kws", "ic"))
     assert scaled["relative_error"]["ad"] < -0.5  # type: ignore[index,operator]  # a pure scale misses the fetch-bound one
     assert scaled["role"] == {"kws": "fitted", "ic": "fitted", "ad": "held out"}
+    both = latency.fit_mix_model({**mixes, "ad_mlperf": mixes["ad"], "ad_conv2d": mixes["ad"]}, "trm_scaled",
+                                 {**pub, "ad_mlperf": pub["ad"], "ad_conv2d": pub["ad"]})
+    assert both["role"]["ad_mlperf"] == "held out" and both["role"]["ad_conv2d"] == "extra"  # type: ignore[index]
     pub["ad"] *= 10
     assert latency.fit_mix_model(mixes, "trm_fetch", pub, fitted_on=("kws", "ic"))["parameter"] == pytest.approx(5.0)
     with pytest.raises(DataError, match="unknown instruction-mix model"):
