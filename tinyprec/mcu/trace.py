@@ -7,8 +7,9 @@ the command line (no sample files: golden vectors only); SysTick reads return a 
 hook counts, for every ``Invoke()`` of the interpreter, how often control passed from one translated
 block to the next; the blocks are disassembled with capstone. That is an exact dynamic instruction
 trace (which instructions ran, how often, which branches were taken), from which
-:func:`tinyprec.mcu.cycles.mix_from_trace` counts instructions by class. Optionally the addresses of
-every data read from flash (the model's weights, literal pools) are recorded too.
+:func:`instruction_mix` counts instructions by class and costs them (:mod:`tinyprec.mcu.cycles`).
+Optionally the addresses of every data read from flash (the model's weights, literal pools) and the
+unaligned halfword/word data accesses are recorded too.
 
 The instruction total of an inference is cross-checked against QEMU's count in the benchmark.
 """
@@ -68,8 +69,7 @@ def _elf_segments_and_symbols(elf: bytes, where: str) -> tuple[list[tuple[int, b
 
 
 def trace_invokes(elf_path: Path, *, flash_reads: bool = False, unaligned: bool = False, max_invokes: int = 1,
-                  run_to_end: bool = False,
-                  timeout_s: float = 1800.0) -> tuple[list[InvokeTrace], str]:
+                  run_to_end: bool = False, timeout_s: float = 1800.0) -> tuple[list[InvokeTrace], str]:
     """Run ``elf_path`` (an M4 app built for mps2-an386) under Unicorn; the first ``max_invokes``
     inferences as :class:`InvokeTrace`, and the console text. With ``run_to_end`` the program then runs on
     untraced to its exit (the console then holds the golden-vector verdict). ``unaligned`` counts the
