@@ -50,8 +50,13 @@ def _check_measurement(m: McuMeasurement, n_ops: int, model_bytes: int) -> None:
 
 
 @pytest.fixture(scope="module")
-def kws_runs(kws_tflite: bytes, tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[McuMeasurement, np.ndarray]]:
-    folder = tmp_path_factory.mktemp("mcu_kws")
+def kws_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mcu_kws")
+
+
+@pytest.fixture(scope="module")
+def kws_runs(kws_tflite: bytes, kws_folder: Path) -> dict[str, tuple[McuMeasurement, np.ndarray]]:
+    folder = kws_folder
     bundle = write_bundle_for_tflite(kws_tflite, folder / "bundle", golden=4, where="kws_ref_model.tflite")
     x = random_inputs((49, 10, 1), np.int8, SAMPLES, seed=7)
     return {k: (measure(bundle, x, tree=TREE, target="cortex-m4", kernels=k, build_dir=folder / k), x) for k in KERNELS}
@@ -74,6 +79,22 @@ def test_cmsis_nn_runs_fewer_instructions_and_the_library_is_cached(kws_runs) ->
     assert cmsis.instructions_per_inference * 3 < ref.instructions_per_inference
     assert cmsis.sizes.flash_tflm > ref.sizes.flash_tflm  # CMSIS-NN code comes on top of the shared core
     assert "cmsis_nn" in cmsis.sizes.flash_tflm_by_class and "cmsis_nn" not in ref.sizes.flash_tflm_by_class
+
+
+@needs_firmware
+def test_unicorn_trace_counts_what_qemu_counts(kws_runs, kws_folder: Path) -> None:  # noqa: ANN001
+    pytest.importorskip("unicorn")
+    pytest.importorskip("capstone")
+    from tinyprec.mcu.trace import instruction_mix, trace_invokes
+
+    traces, console = trace_invokes(kws_folder / "cmsis-nn" / "app.elf", flash_reads=True, run_to_end=True)
+    mix = instruction_mix(traces[0])
+    qemu = kws_runs["cmsis-nn"][0].instructions
+    assert "golden vectors: 4 checked, 0 output elements differ -> PASS" in console
+    assert abs(mix.instructions - np.median(qemu)) < 0.002 * mix.instructions  # golden vector 0 vs random samples
+    assert mix.by_class["mul"] > 2_656_768 / 2 * 0.9  # CMSIS-NN: one SMLAD per two of KWS's 2.66 M MACs
+    assert mix.instructions < mix.base_cycles < 1.5 * mix.instructions
+    assert 0 < mix.refills < mix.by_class["branch"] and mix.flash_reads > 0
 
 
 @needs_firmware
