@@ -91,7 +91,8 @@ def _on_cortex_m(tflite: bytes, graph, dataset, work: Path) -> dict[str, object]
 def _summary(runs: list[dict[str, object]]) -> dict[str, object]:
     acc = [float(r["tflm_accuracy"]) for r in runs]  # type: ignore[arg-type]
     first = runs[0]
-    return {"tflm_accuracy_mean": round(float(np.mean(acc)), 3), "tflm_accuracy_min": min(acc),
+    m4 = next((r["cortex_m4"] for r in runs if r.get("cortex_m4")), None)  # the same graph for every seed
+    return {**({"cortex_m4": m4} if m4 else {}),"tflm_accuracy_mean": round(float(np.mean(acc)), 3), "tflm_accuracy_min": min(acc),
             "tflm_accuracy_max": max(acc), "spread": round(max(acc) - min(acc), 3), "seeds": len(runs),
             "tflite_bytes": first["tflite_bytes"], "arena_bytes": first["arena_bytes"],
             "tflite_bytes_all": sorted({r["tflite_bytes"] for r in runs}),  # type: ignore[type-var]
@@ -179,9 +180,15 @@ def finish(result: dict[str, object]) -> dict[str, object]:
         v.update(_summary(v["runs"]))
     i8, mx = variants.get("int8 QAT"), variants.get(MIXED)  # type: ignore[union-attr]
     if i8 and mx:
+        i8_m4 = next((v["cortex_m4"] for v in variants.values() if v.get("cortex_m4")  # type: ignore[union-attr]
+                      and v["tflite_bytes"] == i8["tflite_bytes"]), None)  # any int8 variant: the same graph
+        mx_m4 = mx.get("cortex_m4")
         result["mixed_vs_int8"] = {
             "file_ratio": round(mx["tflite_bytes"] / i8["tflite_bytes"], 3),
             "arena_ratio": round(mx["arena_bytes"] / i8["arena_bytes"], 3),
+            "cortex_m4_cmsis_nn_arena_ratio": (round(mx_m4["cmsis-nn"]["arena_used_bytes"]
+                                                     / i8_m4["cmsis-nn"]["arena_used_bytes"], 3)
+                                               if i8_m4 and mx_m4 else None),
             "accuracy_drop_vs_fp32": round(float(result["fp32_accuracy"]) - mx["tflm_accuracy_mean"], 3),  # type: ignore[arg-type]
         }
     return result

@@ -96,17 +96,28 @@ def lowbits() -> list[str]:
     for r in d["results"]:
         lines += [f"**{r['recipe']}** (FP32 {r['fp32_accuracy']:.2f} %, {r['test_samples']} test samples: one is "
                   f"{r['resolution_points']:.2f} points)", "",
-                  "| variant | TFLM top-1 % | .tflite bytes | TFLM arena bytes | search s |", "|---|---|---|---|---|"]
+                  "| variant | TFLM top-1 % | .tflite bytes | TFLM arena bytes (host, reference kernels) | "
+                  "Cortex-M4 arena used: reference / CMSIS-NN | M4 instructions: reference / CMSIS-NN | search s |",
+                  "|---|---|---|---|---|---|---|"]
         for label, v in r["variants"].items():
             acc = (f"{v['tflm_accuracy_mean']:.2f}" if v["seeds"] == 1 else
                    f"{v['tflm_accuracy_mean']:.2f} [{v['tflm_accuracy_min']:.2f}, {v['tflm_accuracy_max']:.2f}]"
                    + (f" ({v['seeds']} seeds)" if v["seeds"] < len(d["seeds"]) and "QAT" in label else ""))
-            lines.append(f"| {label} | {acc} | {v['tflite_bytes']:,} | {v['arena_bytes']:,} | "
+            m4 = v.get("cortex_m4") or {}
+            arena = " / ".join(f"{m4[k]['arena_used_bytes']:,}" for k in ("reference", "cmsis-nn")) if m4 else "-"
+            instr = " / ".join(f"{m4[k]['instructions'] / 1e6:.2f} M" for k in ("reference", "cmsis-nn")) if m4 else "-"
+            lines.append(f"| {label} | {acc} | {v['tflite_bytes']:,} | {v['arena_bytes']:,} | {arena} | {instr} | "
                          f"{v.get('search_seconds', '-')} |")
         m = r["mixed_vs_int8"]
-        lines += ["", f"Mixed vs our int8 QAT: file {m['file_ratio']:.2f}x, arena {m['arena_ratio']:.2f}x, TFLM drop vs "
-                  f"FP32 {m['accuracy_drop_vs_fp32']:.2f} points (assignment: "
+        m4 = (f", Cortex-M4 CMSIS-NN arena {m['cortex_m4_cmsis_nn_arena_ratio']:.2f}x"
+              if m.get("cortex_m4_cmsis_nn_arena_ratio") is not None else "")
+        lines += ["", f"Mixed vs our int8: file {m['file_ratio']:.2f}x, host arena {m['arena_ratio']:.2f}x{m4}, "
+                  f"TFLM drop vs FP32 {m['accuracy_drop_vs_fp32']:.2f} points (assignment: "
                   + ", ".join(f"`{k}` {v}" for k, v in r["variants"]["mixed (searched, QAT)"]["assignment"].items()) + ").", ""]
+        same = [f"{label} {k} {v['cortex_m4'][k]['identical_to_host_tflm']}" for label, v in r["variants"].items()
+                if v.get("cortex_m4") for k in ("reference", "cmsis-nn")]
+        if same:
+            lines += ["Outputs on the emulated Cortex-M4 identical to host TFLM (test samples): " + "; ".join(same) + ".", ""]
     return lines
 
 
