@@ -32,6 +32,7 @@ from tinyprec.ir.ops import (
     SoftmaxOptions,
     StridedSliceOptions,
 )
+from tinyprec.ir.ops import ResizeOptions
 
 # TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
 TENSOR_TYPE: dict[DType, int] = {
@@ -232,6 +233,22 @@ def _o_strided_slice(s: Any, o: StridedSliceOptions, op: Op) -> Any:
     return opts
 
 
+def _o_resize(kind: str) -> Callable[[Any, ResizeOptions, Op], Any]:
+    def options(s: Any, o: ResizeOptions, op: Op) -> Any:
+        opts = getattr(s, kind + "T")()
+        opts.alignCorners, opts.halfPixelCenters = bool(o.align_corners), bool(o.half_pixel_centers)
+        return opts
+
+    return options
+
+
+def _v_resize(op: Op, g: Graph) -> int:
+    """op_version.cc: 3 with align_corners (nearest only) or half_pixel_centers, else 2 for int8."""
+    o = op.options
+    flags = o.half_pixel_centers or (op.type is OpType.RESIZE_NEAREST_NEIGHBOR and o.align_corners)  # type: ignore[union-attr]
+    return 3 if flags else 2 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
+
+
 def _o_none(s: Any, o: object, op: Op) -> Any:
     return None
 
@@ -274,4 +291,7 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.TRANSPOSE: _OpSpec(39, "NONE", _o_none, _v_int8_2),
     OpType.STRIDED_SLICE: _OpSpec(45, "StridedSliceOptions", _o_strided_slice, _v_int8_2),
     OpType.PRELU: _OpSpec(54, "NONE", _o_none, _v_one),  # TF Lite registers PRELU version 1 only
+    OpType.RESIZE_NEAREST_NEIGHBOR: _OpSpec(97, "ResizeNearestNeighborOptions",
+                                            _o_resize("ResizeNearestNeighborOptions"), _v_resize),
+    OpType.RESIZE_BILINEAR: _OpSpec(23, "ResizeBilinearOptions", _o_resize("ResizeBilinearOptions"), _v_resize),
 }

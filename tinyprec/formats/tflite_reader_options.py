@@ -146,6 +146,14 @@ def _strided_slice(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
     return StridedSliceOptions(int(o.BeginMask()), int(o.EndMask()), int(o.ShrinkAxisMask()))
 
 
+def _resize(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    from tinyprec.ir.ops import ResizeOptions
+
+    if o is None:
+        return ResizeOptions()
+    return ResizeOptions(bool(o.AlignCorners()), bool(o.HalfPixelCenters()))
+
+
 def _none(*_: Any) -> OpOptions:
     return NoOptions()
 
@@ -177,4 +185,6 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.TRANSPOSE: (None, _none, True),
     OpType.STRIDED_SLICE: ("StridedSliceOptions", _strided_slice, True),
     OpType.PRELU: (None, _none, True),
+    OpType.RESIZE_NEAREST_NEIGHBOR: ("ResizeNearestNeighborOptions", _resize, True),
+    OpType.RESIZE_BILINEAR: ("ResizeBilinearOptions", _resize, True),
 }

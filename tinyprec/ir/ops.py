@@ -37,6 +37,9 @@ class OpType(enum.Enum):
     TRANSPOSE = "TRANSPOSE"
     STRIDED_SLICE = "STRIDED_SLICE"
     PRELU = "PRELU"
+    # issue 11: shape / upsampling ops
+    RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
+    RESIZE_BILINEAR = "RESIZE_BILINEAR"
 
 
 class Padding(enum.Enum):
@@ -145,6 +148,15 @@ class StridedSliceOptions:
 
 
 @dataclass(frozen=True)
+class ResizeOptions:
+    """RESIZE_NEAREST_NEIGHBOR / RESIZE_BILINEAR: inputs (x NHWC, size: int32 constant (out_h, out_w));
+    TFLM refuses both flags at once."""
+
+    align_corners: bool = False
+    half_pixel_centers: bool = False
+
+
+@dataclass(frozen=True)
 class NoOptions:
     """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE, HARD_SWISH, MAXIMUM,
     MINIMUM, ABS."""
@@ -162,6 +174,7 @@ OpOptions = (
     | SoftmaxOptions
     | LeakyReluOptions
     | StridedSliceOptions
+    | ResizeOptions
     | NoOptions
 )
 
@@ -191,4 +204,6 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.TRANSPOSE: NoOptions,  # inputs (x, perm int32 constant)
     OpType.STRIDED_SLICE: StridedSliceOptions,
     OpType.PRELU: NoOptions,  # inputs (x, alpha: int8 constant with its own qparams, broadcast over x)
+    OpType.RESIZE_NEAREST_NEIGHBOR: ResizeOptions,
+    OpType.RESIZE_BILINEAR: ResizeOptions,
 }

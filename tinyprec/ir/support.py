@@ -59,6 +59,8 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     OpType.TRANSPOSE: OpSupport(_A8),
     OpType.STRIDED_SLICE: OpSupport(_A8),
     OpType.PRELU: OpSupport(_A8),  # the slope is an int8 input, not a weight
+    OpType.RESIZE_NEAREST_NEIGHBOR: OpSupport(_A8),
+    OpType.RESIZE_BILINEAR: OpSupport(_A8),
 }
 
 # Weighted ops: the bias type each activation type takes.

@@ -62,6 +62,9 @@ OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.TANH: ("tanh.cc", "activations_common.cc"),
     OpType.QUANTIZE: ("quantize.cc", "quantize_common.cc"),
     OpType.DEQUANTIZE: ("dequantize.cc", "dequantize_common.cc"),
+    # issue 11's shape ops
+    OpType.RESIZE_NEAREST_NEIGHBOR: ("resize_nearest_neighbor.cc",),
+    OpType.RESIZE_BILINEAR: ("resize_bilinear.cc",),
 }
 _ALWAYS_KERNELS = ("kernel_util.cc",)
 # CMSIS-NN source folders the optimized kernel of each op calls into.

@@ -47,6 +47,8 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.TRANSPOSE: ("AddTranspose", 1_500),
     OpType.STRIDED_SLICE: ("AddStridedSlice", 2_000),
     OpType.PRELU: ("AddPrelu", 2_500),
+    OpType.RESIZE_NEAREST_NEIGHBOR: ("AddResizeNearestNeighbor", 1_500),
+    OpType.RESIZE_BILINEAR: ("AddResizeBilinear", 2_500),
 }
 
 

@@ -69,6 +69,8 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.TRANSPOSE: 6.0,
     OpType.STRIDED_SLICE: 4.0,
     OpType.PRELU: 40.0,
+    OpType.RESIZE_NEAREST_NEIGHBOR: 6.0,  # estimates (not calibrated): a copy per output element
+    OpType.RESIZE_BILINEAR: 40.0,  # four int64 multiply-adds per output element
 }
 _PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
 _PER_OP_OVERHEAD = 2000.0

@@ -93,6 +93,8 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.TRANSPOSE: _nothing,
     OpType.STRIDED_SLICE: _nothing,
     OpType.PRELU: _per_output,
+    OpType.RESIZE_NEAREST_NEIGHBOR: _nothing,
+    OpType.RESIZE_BILINEAR: _per_output,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).

@@ -29,6 +29,7 @@ from tinyprec.ir import (
 )
 from tinyprec.quant.lower import Lowering, Value, qparams_of
 from tinyprec.quant.lower_more import MORE_LOWERINGS
+from tinyprec.quant.lower_shape import SHAPE_LOWERINGS
 from tinyprec.quant.optable import OPS, supported_summary
 from tinyprec.quant.lower_layout import ir_shape, storage_order
 from tinyprec.quant.lower_ops import (
@@ -278,6 +279,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "tanh": _unary(OpType.TANH),
     "identity": _identity,
     **MORE_LOWERINGS,  # issue 11's ops (quant/lower_more.py)
+    **SHAPE_LOWERINGS,  # issue 11's shape ops (quant/lower_shape.py)
 }
 
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from tinyprec.quant import optable_shape as _shape_checks
 from tinyprec.quant.roles import Fixed, Role
 
 Check = Callable[[Any], "str | None"]
@@ -336,6 +337,19 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
         _R.FOLDED, None, "(BatchNorm in eval)", "(folded)", check=_check_batch_norm),
     "aten.sym_size.int": OpRow(_R.META, None, "(dynamic batch size)", ""),
     "<built-in function getitem>": OpRow(_R.META, None, "(tuple item)", ""),
+    # issue 11: shape / upsampling ops (checks in quant/optable_shape.py)
+    "aten.upsample_nearest2d.vec": OpRow(_R.SHARED, "resize_nearest", "Upsample(mode='nearest'), F.interpolate",
+                                         "RESIZE_NEAREST_NEIGHBOR",
+                                         "refused where PyTorch and TFLM would pick different pixels",
+                                         check=_shape_checks.check_nearest),
+    "aten._upsample_nearest_exact2d.vec": OpRow(_R.SHARED, "resize_nearest", "F.interpolate(mode='nearest-exact')",
+                                                "RESIZE_NEAREST_NEIGHBOR (half-pixel centres)",
+                                                "refused where PyTorch and TFLM would pick different pixels",
+                                                check=_shape_checks.check_nearest),
+    "aten.upsample_bilinear2d.vec": OpRow(_R.SHARED, "resize_bilinear", "Upsample(mode='bilinear'), F.interpolate",
+                                          "RESIZE_BILINEAR (align_corners, or half-pixel centres)",
+                                          "TFLM's 10-bit weights: within 1 LSB of PyTorch's float; no antialias",
+                                          check=_shape_checks.check_bilinear),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
@@ -349,7 +363,6 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "matmul": "use Linear layers (matmul between activations is not lowered yet)",
     "bmm": "use Linear layers (bmm is not lowered yet)",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
-    "upsample_nearest2d": "Upsample is not lowered yet; a stride-1 conv on a zero-padded map is the workaround",
     "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
     "amax": "use AdaptiveAvgPool or MaxPool with the full window (amax is not lowered yet)",
     "zeros": "create constants as registered buffers, not inside forward",

@@ -1,0 +1,62 @@
+"""Issue 11's shape ops from PyTorch: each through the product quantizer, the lowering, the .tflite (written and
+read back), the QDQ ONNX, the emulator and the tflm_exact program, with TFLM == emulator == tflm_exact ==
+TF Lite reference on every element (ONNX Runtime, in float, within 2 LSB at the output)."""
+
+from __future__ import annotations
+
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+F = torch.nn.functional
+
+from _ops_e2e import assert_exact, run_everywhere  # noqa: E402
+
+from tinyprec.errors import UnsupportedOpsError  # noqa: E402
+
+
+class Up(nn.Module):
+    """conv -> upsample -> conv, so the resize sits between two quantized layers as in a decoder."""
+
+    def __init__(self, up) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.a, self.up, self.b = nn.Conv2d(2, 4, 3, padding=1), up, nn.Conv2d(4, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.up(self.a(x)))
+
+
+class Interp(nn.Module):
+    def __init__(self, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.kwargs = kwargs
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, **self.kwargs)
+
+
+CASES = {
+    "upsample_nearest_x2": (lambda: nn.Upsample(scale_factor=2), "RESIZE_NEAREST_NEIGHBOR"),
+    "nearest_size": (lambda: Interp(size=(9, 15), mode="nearest"), "RESIZE_NEAREST_NEIGHBOR"),
+    "nearest_exact": (lambda: Interp(scale_factor=3, mode="nearest-exact"), "RESIZE_NEAREST_NEIGHBOR"),
+    "bilinear_x2": (lambda: nn.Upsample(scale_factor=2, mode="bilinear"), "RESIZE_BILINEAR"),
+    "bilinear_align_corners": (lambda: Interp(size=(9, 13), mode="bilinear", align_corners=True),
+                               "RESIZE_BILINEAR"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_resize_end_to_end_exact(case: str) -> None:
+    build, op = CASES[case]
+    torch.manual_seed(0)
+    out = run_everywhere(Up(build()), (2, 5, 6))
+    assert op in out.op_types(), out.op_types()
+    assert_exact(out, onnx_lsb=2)
+
+
+def test_nearest_that_tflm_cannot_match_is_refused_before_training() -> None:
+    from tinyprec.quant.capture import check_graph, example_like, export_for_quant
+
+    model = Up(Interp(scale_factor=1.7, mode="nearest")).eval()
+    with pytest.raises(UnsupportedOpsError, match="different source pixels"):
+        check_graph(export_for_quant(model, example_like((2, 5, 6)), train=False))

@@ -1,0 +1,68 @@
+"""Issue 11's shape ops as one-op micro-models: emulator == TFLM == TF Lite reference kernels, exactly, on
+random and extreme int8 inputs: RESIZE_NEAREST_NEIGHBOR (floor, half-pixel, align_corners; up and down)
+and RESIZE_BILINEAR (half-pixel and align_corners; up, down and non-integer ratios)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests._micro import MicroBuilder, run_tf, run_tflm
+from tinyprec.emulator import Emulator
+from tinyprec.errors import ModelFormatError
+from tinyprec.formats.tflite_reader import read_tflite
+from tinyprec.formats.tflite_writer import write_tflite
+from tinyprec.ir import DType, Graph, OpType
+from tinyprec.ir.ops import ResizeOptions
+
+
+def _resize(op_type: OpType, in_hw: tuple[int, int], out_hw: tuple[int, int], align: bool, half: bool,
+            out_qp: tuple[float, int] = (0.02, -7)) -> Graph:
+    b = MicroBuilder(np.random.default_rng(8), op_type.value.lower())
+    x = b.input("x", (1, *in_hw, 3), scale=0.02, zp=-7)
+    size = b.const("size", np.array(out_hw, np.int32), DType.INT32)
+    y = b.act("y", (1, *out_hw, 3), *out_qp)
+    b.op(op_type, (x, size), (y,), ResizeOptions(align, half))
+    return b.graph([y])
+
+
+_N, _B = OpType.RESIZE_NEAREST_NEIGHBOR, OpType.RESIZE_BILINEAR
+CASES = {
+    "nearest_x2": lambda: _resize(_N, (4, 5), (8, 10), False, False),
+    "nearest_up_odd": lambda: _resize(_N, (3, 5), (7, 12), False, False),
+    "nearest_down": lambda: _resize(_N, (9, 8), (4, 3), False, False),
+    "nearest_half_pixel": lambda: _resize(_N, (3, 5), (7, 12), False, True),
+    "nearest_align_corners": lambda: _resize(_N, (3, 5), (7, 12), True, False),
+    "bilinear_half_pixel_x2": lambda: _resize(_B, (4, 5), (8, 10), False, True),
+    "bilinear_half_pixel_odd": lambda: _resize(_B, (3, 5), (7, 12), False, True),
+    "bilinear_align_corners": lambda: _resize(_B, (3, 5), (7, 12), True, False),
+    "bilinear_down": lambda: _resize(_B, (9, 8), (4, 3), False, True),
+    "bilinear_asymmetric": lambda: _resize(_B, (3, 5), (7, 9), False, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_shape_op_matches_tflm_and_tflite_exactly(case: str) -> None:
+    graph = CASES[case]()
+    data = write_tflite(graph)
+    shape = graph.tensors[graph.inputs[0]].shape[1:]
+    xs = [np.random.default_rng(3).integers(-128, 128, size=(6, *shape)).astype(np.int8)]
+    xs[0][1], xs[0][2] = -128, 127
+    want = run_tflm(data, xs)
+    np.testing.assert_array_equal(Emulator(graph).run_all(xs)[0], want)
+    reread = read_tflite(data, where=case)
+    assert [op.type for op in reread.ops] == [op.type for op in graph.ops]
+    assert reread.ops[0].options == graph.ops[0].options
+    np.testing.assert_array_equal(Emulator(reread).run_all(xs)[0], want)
+    np.testing.assert_array_equal(run_tf(data, xs), want)
+
+
+def test_resize_refuses_rescaling() -> None:
+    graph = _resize(_B, (4, 5), (8, 10), False, True, out_qp=(0.03, -7))
+    with pytest.raises(ModelFormatError, match="input's scale and zero point"):
+        Emulator(graph)
+
+
+def test_resize_refuses_both_flags() -> None:
+    with pytest.raises(ModelFormatError, match="cannot both be set"):
+        Emulator(_resize(_N, (4, 5), (8, 10), True, True))

@@ -1,0 +1,128 @@
+"""Issue 11's shape ops: RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR, bit-exact with TFLM's int8 kernels.
+
+Both copy or blend raw int8 values, so the output keeps the input's scale and zero point (the lowering
+asks the quantizer to share them). Nearest picks source rows/columns in float32 as TFLM's
+GetNearestNeighbor does (floor, or round half away from zero with align_corners; half-pixel centres
+offset by 0.5); bilinear is TFLM's integer kernel (ResizeBilinearInteger): a 10-bit fixed-point scale,
+corner weights in units of 2**-10, the int64 sum rounded at 2**20 (half away from zero, or half up in the
+single-rounding build). Registered into :data:`tinyprec.emulator.ops.PREPARE`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from tinyprec.emulator.common import Prepared, fail, int_data, per_tensor
+from tinyprec.ir import DType, Graph, Op, OpType
+from tinyprec.ir.ops import ResizeOptions
+
+
+def nearest_indices(in_size: int, out_size: int, align_corners: bool, half_pixel: bool) -> np.ndarray:
+    """TFLM GetNearestNeighbor for every output position, in float32 as on the MCU.
+
+    >>> nearest_indices(3, 6, False, False).tolist()
+    [0, 0, 1, 1, 2, 2]
+    >>> nearest_indices(2, 5, True, False).tolist()
+    [0, 0, 1, 1, 1]
+    """
+    f32 = np.float32
+    if align_corners and out_size > 1:
+        scale = f32(in_size - 1) / f32(out_size - 1)
+    else:
+        scale = f32(in_size) / f32(out_size)
+    pos = (np.arange(out_size).astype(f32) + f32(0.5 if half_pixel else 0.0)) * f32(scale)
+    if align_corners:
+        idx = (np.sign(pos) * np.floor(np.abs(pos) + f32(0.5))).astype(np.int64)  # TfLiteRound: half away
+    else:
+        idx = np.floor(pos).astype(np.int64)
+    idx = np.minimum(idx, in_size - 1)
+    return np.maximum(idx, 0) if half_pixel else idx
+
+
+def _trunc_div(a: np.ndarray, b: int) -> np.ndarray:
+    """C integer division (towards zero) of an int64 array by a positive int."""
+    return np.sign(a) * (np.abs(a) // b)
+
+
+def bilinear_taps(in_size: int, out_size: int, align_corners: bool,
+                  half_pixel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(lower index, upper index, weight of the upper one in units of 2**-10) per output position, as
+    TFLM's ComputeInterpolationValuesInteger; the lower index weighs 1024 minus that.
+
+    >>> [t.tolist() for t in bilinear_taps(2, 4, False, True)]
+    [[0, 0, 0, 1], [0, 1, 1, 1], [-256, 256, 768, 256]]
+    """
+    scale_10 = ((1 << 10) * in_size + out_size // 2) // out_size
+    if align_corners and out_size > 1:
+        scale_10 = ((1 << 10) * (in_size - 1) + (out_size - 1) // 2) // (out_size - 1)
+    pos = np.arange(out_size, dtype=np.int64) * scale_10
+    if half_pixel:
+        pos = pos + scale_10 // 2 - (1 << 9)
+    lower = np.maximum(_trunc_div(pos, 1 << 10), 0)
+    upper = np.minimum(_trunc_div(pos + (1 << 10) - 1, 1 << 10), in_size - 1)
+    return lower, upper, pos - (1 << 10) * lower
+
+
+def bilinear_round(total: np.ndarray, single: bool) -> np.ndarray:
+    """The int64 sum (units of 2**-20) to int8 as TFLM: (sum + 2**19) >> 20 single, else half away from zero,
+    then the static_cast's wrap."""
+    if single:
+        v = (total + (1 << 19)) >> 20
+    else:
+        v = _trunc_div(total + np.where(total > 0, 1 << 19, -(1 << 19)), 1 << 20)
+    return (((v + 128) & 0xFF) - 128).astype(np.int8)
+
+
+def _resize_common(op: Op, graph: Graph) -> tuple[tuple[int, ...], int, int, ResizeOptions]:
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]  # type: ignore[index]
+    if len(x.shape) != 4:
+        raise fail(op, f"input shape {x.shape} must be 4-D (NHWC)")
+    if x.dtype is not DType.INT8:
+        raise fail(op, f"{x.dtype.value} input is not emulated (int8 only)")
+    size = int_data(op, graph, 1).reshape(-1)
+    if size.size != 2 or np.any(size <= 0):
+        raise fail(op, f"size must be two positive int32 values, got {size.tolist()}")
+    out_h, out_w = int(size[0]), int(size[1])
+    if tuple(y.shape) != (x.shape[0], out_h, out_w, x.shape[3]):
+        raise fail(op, f"output shape {y.shape} is not the resized shape {(x.shape[0], out_h, out_w, x.shape[3])}")
+    s_in, s_out = per_tensor(op, x), per_tensor(op, y)
+    if np.float32(s_in[0]) != np.float32(s_out[0]) or s_in[1] != s_out[1]:
+        raise fail(op, "int8 resize copies raw values: the output needs the input's scale and zero point")
+    o = op.options
+    assert isinstance(o, ResizeOptions)
+    if o.align_corners and o.half_pixel_centers:
+        raise fail(op, "align_corners and half_pixel_centers cannot both be set (TFLM refuses it)")
+    return x.shape, out_h, out_w, o
+
+
+def prepare_resize_nearest(op: Op, graph: Graph, single: bool) -> Prepared:
+    shape, out_h, out_w, o = _resize_common(op, graph)
+    rows = nearest_indices(shape[1], out_h, o.align_corners, o.half_pixel_centers)
+    cols = nearest_indices(shape[2], out_w, o.align_corners, o.half_pixel_centers)
+    return Prepared(lambda args: np.ascontiguousarray(args[0][:, rows][:, :, cols]))
+
+
+def prepare_resize_bilinear(op: Op, graph: Graph, single: bool) -> Prepared:
+    shape, out_h, out_w, o = _resize_common(op, graph)
+    y0, y1, wy = bilinear_taps(shape[1], out_h, o.align_corners, o.half_pixel_centers)
+    x0, x1, wx = bilinear_taps(shape[2], out_w, o.align_corners, o.half_pixel_centers)
+    one = 1 << 10
+    wy1, wy0 = wy[None, :, None, None], (one - wy)[None, :, None, None]
+    wx1, wx0 = wx[None, None, :, None], (one - wx)[None, None, :, None]
+
+    def run(args: list[np.ndarray]) -> np.ndarray:
+        v = args[0].astype(np.int64)
+        top, bottom = v[:, y0], v[:, y1]
+        total = (top[:, :, x0] * wy0 * wx0 + bottom[:, :, x0] * wy1 * wx0
+                 + top[:, :, x1] * wy0 * wx1 + bottom[:, :, x1] * wy1 * wx1)
+        return bilinear_round(total, single)
+
+    return Prepared(run, scratch_per_sample=out_h * out_w * shape[3] * 8 * 6)
+
+
+PREPARE_SHAPE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
+    OpType.RESIZE_NEAREST_NEIGHBOR: prepare_resize_nearest,
+    OpType.RESIZE_BILINEAR: prepare_resize_bilinear,
+}

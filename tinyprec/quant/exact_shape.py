@@ -1,0 +1,78 @@
+"""tflm_exact for issue 11's shape ops: RESIZE_BILINEAR in TFLM's integer arithmetic.
+
+Nearest-neighbour resizing needs nothing (a copy with shared qparams; the lowering checks that PyTorch
+and TFLM pick the same source pixels). Bilinear blends raw int8 values with TFLM's 10-bit weights
+(:func:`tinyprec.emulator.shape_ops.bilinear_taps`), where the float graph uses exact float weights.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import fx
+
+
+def shape_modules() -> dict[str, type]:
+    """The exact modules of this file by name (values of exact_table.EXACT_BY_OPTYPE)."""
+    import torch
+
+    class ExactResizeBilinear(torch.nn.Module):
+        """TFLM int8 RESIZE_BILINEAR on NCHW int8 values (output qparams = input's); the output size is the
+        exported op's (``size``, or floor(input * scale factor) as PyTorch computes it)."""
+
+        def __init__(self, size: tuple[int, int] | None, scales: tuple[float, float] | None,
+                     align_corners: bool) -> None:
+            super().__init__()
+            self.size, self.scales, self.align = size, scales, align_corners
+
+        def _taps(self, n_in: int, axis: int, like: "torch.Tensor") -> list["torch.Tensor"]:
+            from tinyprec.emulator.shape_ops import bilinear_taps
+
+            if self.size is not None:
+                n_out = int(self.size[axis])
+            else:
+                n_out = int(math.floor(n_in * self.scales[axis]))  # type: ignore[index]
+            return [torch.from_numpy(np.asarray(v, np.int64)).to(like.device)
+                    for v in bilinear_taps(n_in, n_out, self.align, not self.align)]
+
+        def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
+            v = xq.to(torch.int64)
+            one = 1 << 10
+            ylo, yhi, wy = self._taps(v.shape[-2], 0, v)
+            xlo, xhi, wx = self._taps(v.shape[-1], 1, v)
+            wy1, wx1 = wy.view(1, 1, -1, 1), wx.view(1, 1, 1, -1)
+            wy0, wx0 = one - wy1, one - wx1
+            top, bottom = v[:, :, ylo], v[:, :, yhi]
+            total = (top[..., xlo] * wy0 * wx0 + bottom[..., xlo] * wy1 * wx0
+                     + top[..., xhi] * wy0 * wx1 + bottom[..., xhi] * wy1 * wx1)
+            half = torch.where(total > 0, 1 << 19, -(1 << 19))
+            out = torch.div(total + half, 1 << 20, rounding_mode="trunc")
+            return (((out + 128) & 0xFF) - 128).to(torch.int8)
+
+    return {"resize_bilinear": ExactResizeBilinear}
+
+
+def build_shape(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int) -> tuple[Any, list[Any]] | None:
+    """(exact module, its int8 input nodes) for one of this file's ops quantized to (so, zo), else None."""
+    import torch
+
+    from tinyprec.quant.exact import _act_qparams
+
+    if n.target is not torch.ops.aten.upsample_bilinear2d.vec or act != "none":
+        return None
+    x = _act_qparams(n.args[0])
+    if x is None or x[1] != so or x[2] != zo:
+        return None  # TFLM blends raw values: only shared qparams are TFLM's arithmetic
+    size = n.args[1] if len(n.args) > 1 and n.args[1] is not None else None
+    scales = n.args[3] if len(n.args) > 3 and n.args[3] is not None else None
+    if size is None and scales is None:
+        return None
+    align = bool(n.args[2]) if len(n.args) > 2 else False
+    module = shape_modules()["resize_bilinear"](None if size is None else tuple(int(s) for s in size),
+                                                None if scales is None else tuple(float(s) for s in scales), align)
+    return module, [x[0]]
