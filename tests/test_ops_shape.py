@@ -60,3 +60,47 @@ def test_nearest_that_tflm_cannot_match_is_refused_before_training() -> None:
     model = Up(Interp(scale_factor=1.7, mode="nearest")).eval()
     with pytest.raises(UnsupportedOpsError, match="different source pixels"):
         check_graph(export_for_quant(model, example_like((2, 5, 6)), train=False))
+
+
+class Deconv(nn.Module):
+    """conv -> ConvTranspose2d [-> ReLU] -> conv, as a decoder stage."""
+
+    def __init__(self, relu: bool = False, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.a, self.b = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(3, 2, 1)
+        self.up = nn.ConvTranspose2d(4, 3, **kwargs)
+        self.relu = relu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.up(self.a(x))
+        return self.b(torch.relu(y) if self.relu else y)
+
+
+DECONV = {
+    "k2s2": (dict(kernel_size=2, stride=2), ["TRANSPOSE_CONV"]),
+    "k4s2p1": (dict(kernel_size=4, stride=2, padding=1), ["TRANSPOSE_CONV"]),
+    "k3s2p1_output_padding": (dict(kernel_size=3, stride=2, padding=1, output_padding=1),
+                              ["TRANSPOSE_CONV", "STRIDED_SLICE"]),
+    "k3s1p1_relu_no_bias": (dict(kernel_size=3, padding=1, bias=False, relu=True), ["TRANSPOSE_CONV"]),
+    "k3s2_output_padding_past_scatter": (dict(kernel_size=3, stride=2, output_padding=1),
+                                         ["TRANSPOSE_CONV"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(DECONV))
+def test_conv_transpose_end_to_end_exact(case: str) -> None:
+    kwargs, ops = DECONV[case]
+    torch.manual_seed(0)
+    out = run_everywhere(Deconv(**kwargs), (2, 5, 6))
+    assert all(op in out.op_types() for op in ops), out.op_types()
+    if "relu" in case:
+        assert out.op_types() == ["CONV_2D", "TRANSPOSE_CONV", "CONV_2D"]  # the ReLU fused
+    assert_exact(out, onnx_lsb=2)
+
+
+def test_grouped_conv_transpose_is_refused_before_training() -> None:
+    from tinyprec.quant.capture import check_graph, example_like, export_for_quant
+
+    model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2)).eval()
+    with pytest.raises(UnsupportedOpsError, match="grouped ConvTranspose2d"):
+        check_graph(export_for_quant(model, example_like((2, 5, 6)), train=False))

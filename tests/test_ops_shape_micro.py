@@ -12,8 +12,8 @@ from tinyprec.emulator import Emulator
 from tinyprec.errors import ModelFormatError
 from tinyprec.formats.tflite_reader import read_tflite
 from tinyprec.formats.tflite_writer import write_tflite
-from tinyprec.ir import DType, Graph, OpType
-from tinyprec.ir.ops import ResizeOptions
+from tinyprec.ir import Activation, DType, Graph, OpType, Padding
+from tinyprec.ir.ops import ResizeOptions, TransposeConvOptions
 
 
 def _resize(op_type: OpType, in_hw: tuple[int, int], out_hw: tuple[int, int], align: bool, half: bool,
@@ -26,6 +26,20 @@ def _resize(op_type: OpType, in_hw: tuple[int, int], out_hw: tuple[int, int], al
     return b.graph([y])
 
 
+def _transpose_conv(in_hw: tuple[int, int], k: int, stride: int, out_hw: tuple[int, int], padding: Padding,
+                    bias: bool = True, act: Activation = Activation.NONE, per_channel: bool = True) -> Graph:
+    b = MicroBuilder(np.random.default_rng(9), "transpose_conv")
+    x = b.input("x", (1, *in_hw, 3), scale=0.03, zp=5)
+    w = b.weights("w", (4, k, k, 3), axis=0 if per_channel else None)
+    fan_in = 3 * max(1, (k // stride) ** 2)
+    bias_name = b.bias("b", x, w, 4, fan_in) if bias else None
+    y = b.out_for_accumulator("y", (1, *out_hw, 4), x, w, fan_in)
+    shape = b.const("output_shape", np.array((1, *out_hw, 4), np.int32), DType.INT32)
+    b.op(OpType.TRANSPOSE_CONV, (shape, w, x, bias_name), (y,), TransposeConvOptions(padding, stride, stride, act))
+    return b.graph([y])
+
+
+_T, _S, _V = OpType.TRANSPOSE_CONV, Padding.SAME, Padding.VALID
 _N, _B = OpType.RESIZE_NEAREST_NEIGHBOR, OpType.RESIZE_BILINEAR
 CASES = {
     "nearest_x2": lambda: _resize(_N, (4, 5), (8, 10), False, False),
@@ -38,6 +52,11 @@ CASES = {
     "bilinear_align_corners": lambda: _resize(_B, (3, 5), (7, 12), True, False),
     "bilinear_down": lambda: _resize(_B, (9, 8), (4, 3), False, True),
     "bilinear_asymmetric": lambda: _resize(_B, (3, 5), (7, 9), False, False),
+    "transpose_conv_k2s2": lambda: _transpose_conv((3, 4), 2, 2, (6, 8), _V),
+    "transpose_conv_k4s2_same": lambda: _transpose_conv((3, 4), 4, 2, (6, 8), _S),
+    "transpose_conv_k3s1_same_relu": lambda: _transpose_conv((5, 4), 3, 1, (5, 4), _S, act=Activation.RELU),
+    "transpose_conv_k3s2_valid_no_bias": lambda: _transpose_conv((3, 4), 3, 2, (7, 9), _V, bias=False),
+    "transpose_conv_k3s2_valid_extra_row": lambda: _transpose_conv((3, 4), 3, 2, (8, 10), _V, per_channel=False),
 }
 
 

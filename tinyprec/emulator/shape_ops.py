@@ -15,7 +15,7 @@ from collections.abc import Callable
 import numpy as np
 
 from tinyprec.emulator.common import Prepared, fail, int_data, per_tensor
-from tinyprec.ir import DType, Graph, Op, OpType
+from tinyprec.ir import DType, Graph, Op, OpType, Padding
 from tinyprec.ir.ops import ResizeOptions
 
 
@@ -122,7 +122,81 @@ def prepare_resize_bilinear(op: Op, graph: Graph, single: bool) -> Prepared:
     return Prepared(run, scratch_per_sample=out_h * out_w * shape[3] * 8 * 6)
 
 
+def transpose_conv_pad(out_size: int, filt: int, stride: int, padding: Padding) -> int:
+    """The leading padding TFLM's TRANSPOSE_CONV derives from its output size (ComputePaddingHeightWidth
+    with the output as the 'input'): the conv that would map the output back, padded SAME or VALID.
+
+    >>> transpose_conv_pad(8, 4, 2, Padding.SAME), transpose_conv_pad(9, 3, 2, Padding.VALID)
+    (1, 0)
+    """
+    if padding is Padding.SAME:
+        back = (out_size + stride - 1) // stride
+    else:
+        back = (out_size + stride - filt) // stride
+    return max((back - 1) * stride + filt - out_size, 0) // 2
+
+
+def prepare_transpose_conv(op: Op, graph: Graph, single: bool) -> Prepared:
+    """TFLM's int8 TRANSPOSE_CONV: every input pixel scatters (x - zp) * filter into an int32 buffer at
+    in * stride - pad + tap (taps outside the output dropped), then + bias and the per-channel
+    requantization of CONV_2D. The sums are exact in float64 (|x - zp| * |w| <= 255 * 127 per term)."""
+    from tinyprec.emulator import kernels
+    from tinyprec.emulator.conv import _channel_multipliers
+    from tinyprec.emulator.common import act_range
+    from tinyprec.ir.ops import TransposeConvOptions
+
+    o = op.options
+    assert isinstance(o, TransposeConvOptions)
+    if len(op.inputs) < 3 or op.inputs[2] is None or op.inputs[1] is None:
+        raise fail(op, "needs (output_shape, filter, input[, bias])")
+    x, w, y = graph.tensors[op.inputs[2]], graph.tensors[op.inputs[1]], graph.tensors[op.outputs[0]]
+    if x.dtype is not DType.INT8 or y.dtype is not DType.INT8:
+        raise fail(op, "only int8 input and output are emulated")
+    if w.data is None or w.dtype is not DType.INT8 or w.qparams is None or len(w.shape) != 4:
+        raise fail(op, "the filter must be a constant int8 OHWI tensor with quantization parameters")
+    if len(x.shape) != 4 or len(y.shape) != 4:
+        raise fail(op, "input and output must be 4-D (NHWC)")
+    oc, kh, kw, ic = w.shape
+    if ic != x.shape[3] or oc != y.shape[3]:
+        raise fail(op, f"filter {w.shape} does not match input {x.shape} and output {y.shape} channels")
+    shape = int_data(op, graph, 0).reshape(-1)
+    if shape.size != 4 or tuple(int(d) for d in shape[1:]) != tuple(y.shape[1:]):
+        raise fail(op, f"output_shape {shape.tolist()} does not match the output tensor {y.shape}")
+    if np.any(w.qparams.zero_point != 0):
+        raise fail(op, "the filter must be symmetric (zero point 0)")
+    bias = np.zeros(oc, np.int64)
+    if len(op.inputs) > 3 and op.inputs[3] is not None:
+        b = graph.tensors[op.inputs[3]]
+        if b.data is None or b.dtype is not DType.INT32 or b.data.size != oc:
+            raise fail(op, f"bias must be a constant int32 tensor of {oc} values")
+        bias = b.data.astype(np.int64).reshape(-1)
+    si, zi = per_tensor(op, x)
+    so, zo = per_tensor(op, y)
+    mult, shift = _channel_multipliers(op, si, w, so, oc, single)
+    lo, hi = act_range(op, o.activation, so, zo, y.dtype)
+    _, h, wd, _ = x.shape
+    _, oh, ow, _ = y.shape
+    ph, pw = transpose_conv_pad(oh, kh, o.stride_h, o.padding), transpose_conv_pad(ow, kw, o.stride_w, o.padding)
+    full_h, full_w = max((h - 1) * o.stride_h + kh, ph + oh), max((wd - 1) * o.stride_w + kw, pw + ow)
+    filt = w.data.astype(np.float64)
+
+    def run(args: list[np.ndarray]) -> np.ndarray:
+        v = args[2].astype(np.float64) - zi
+        n = v.shape[0]
+        acc = np.zeros((n, full_h, full_w, oc), np.float64)
+        for fy in range(kh):
+            for fx in range(kw):
+                part = v @ filt[:, fy, fx, :].T
+                acc[:, fy:fy + (h - 1) * o.stride_h + 1:o.stride_h, fx:fx + (wd - 1) * o.stride_w + 1:o.stride_w] += part
+        out = acc[:, ph:ph + oh, pw:pw + ow].astype(np.int64).reshape(-1, oc)
+        q = kernels.requantize_acc(np.ascontiguousarray(out), bias, mult, shift, zo, lo, hi, single, False)
+        return q.reshape(n, oh, ow, oc)
+
+    return Prepared(run, macs=h * wd * ic * kh * kw * oc, scratch_per_sample=full_h * full_w * oc * 8 * 3)
+
+
 PREPARE_SHAPE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: prepare_resize_nearest,
     OpType.RESIZE_BILINEAR: prepare_resize_bilinear,
+    OpType.TRANSPOSE_CONV: prepare_transpose_conv,
 }

@@ -1,4 +1,5 @@
-"""ONNX QDQ emitters of issue 11's shape ops: RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR as ONNX Resize.
+"""ONNX QDQ emitters of issue 11's shape ops: RESIZE_NEAREST_NEIGHBOR and RESIZE_BILINEAR as ONNX Resize,
+TRANSPOSE_CONV as ConvTranspose.
 
 Registered into :data:`tinyprec.formats.onnx_qdq.EMITTERS` like :mod:`tinyprec.formats.onnx_more`. ONNX
 Runtime interpolates in float where TFLM uses 10-bit fixed-point weights, so bilinear outputs may differ
@@ -14,7 +15,7 @@ import numpy as np
 
 from tinyprec.errors import UnsupportedOpError
 from tinyprec.ir.graph import Op
-from tinyprec.ir.ops import OpType, ResizeOptions
+from tinyprec.ir.ops import OpType, ResizeOptions, TransposeConvOptions
 
 
 def _where(op: Op, index: int) -> str:
@@ -51,7 +52,34 @@ def _resize(b: Any, op: Op, i: int) -> str:
     return str(b.node("Resize", [x, "", "", sizes], f"{op.outputs[0]}_resize", **attrs))
 
 
+def _transpose_conv(b: Any, op: Op, i: int) -> str:
+    """ConvTranspose (weights (I, O, kh, kw), per-channel on axis 1) with TFLM's leading padding; the rows
+    TFLM's output size keeps past the scatter's extent become output_padding."""
+    from tinyprec.emulator.shape_ops import transpose_conv_pad
+
+    o = op.options
+    assert isinstance(o, TransposeConvOptions)
+    w_ir, x_ir, y = (b.graph.tensors[n] for n in (op.inputs[1], op.inputs[2], op.outputs[0]))
+    assert w_ir.data is not None
+    _, kh, kw, _ = w_ir.shape
+    inputs = [b.value(op.inputs[2], op, i), b.weight(w_ir, np.ascontiguousarray(np.transpose(w_ir.data, (3, 0, 1, 2))), 1)]
+    if len(op.inputs) > 3 and op.inputs[3] is not None:
+        bias = b.graph.tensors[op.inputs[3]]
+        inputs.append(b.weight(bias, np.asarray(bias.data, np.int32), 0))
+    begin, end, extra = [], [], []
+    for size, out, k, s in ((x_ir.shape[1], y.shape[1], kh, o.stride_h), (x_ir.shape[2], y.shape[2], kw, o.stride_w)):
+        p = transpose_conv_pad(out, k, s, o.padding)
+        tail = (size - 1) * s + k - p - out
+        begin.append(p)
+        end.append(max(tail, 0))
+        extra.append(max(-tail, 0))
+    node = b.node("ConvTranspose", inputs, f"{op.outputs[0]}_deconv", kernel_shape=[kh, kw],
+                  strides=[o.stride_h, o.stride_w], pads=begin + end, output_padding=extra)
+    return str(b.activation(node, o.activation, f"{op.outputs[0]}_act"))
+
+
 SHAPE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
+    OpType.TRANSPOSE_CONV: _transpose_conv,
 }

@@ -32,7 +32,7 @@ from tinyprec.ir.ops import (
     SoftmaxOptions,
     StridedSliceOptions,
 )
-from tinyprec.ir.ops import ResizeOptions
+from tinyprec.ir.ops import ResizeOptions, TransposeConvOptions
 
 # TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
 TENSOR_TYPE: dict[DType, int] = {
@@ -249,6 +249,20 @@ def _v_resize(op: Op, g: Graph) -> int:
     return 3 if flags else 2 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
 
 
+def _o_transpose_conv(s: Any, o: TransposeConvOptions, op: Op) -> Any:
+    return s.TransposeConvOptionsT(padding=PADDING_CODE[o.padding], strideW=o.stride_w, strideH=o.stride_h,
+                                   fusedActivationFunction=ACTIVATION_CODE[o.activation])
+
+
+def _v_transpose_conv(op: Op, g: Graph) -> int:
+    """op_version.cc: 4 with a fused activation, 3 with a bias, 2 for int8."""
+    if op.options.activation is not Activation.NONE:  # type: ignore[union-attr]
+        return 4
+    if len(op.inputs) > 3 and op.inputs[3] is not None:
+        return 3
+    return 2 if _dtype(g, op.inputs[1]) is DType.INT8 else 1
+
+
 def _o_none(s: Any, o: object, op: Op) -> Any:
     return None
 
@@ -294,4 +308,5 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: _OpSpec(97, "ResizeNearestNeighborOptions",
                                             _o_resize("ResizeNearestNeighborOptions"), _v_resize),
     OpType.RESIZE_BILINEAR: _OpSpec(23, "ResizeBilinearOptions", _o_resize("ResizeBilinearOptions"), _v_resize),
+    OpType.TRANSPOSE_CONV: _OpSpec(67, "TransposeConvOptions", _o_transpose_conv, _v_transpose_conv),
 }

@@ -154,6 +154,16 @@ def _resize(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
     return ResizeOptions(bool(o.AlignCorners()), bool(o.HalfPixelCenters()))
 
 
+def _transpose_conv(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    from tinyprec.ir.ops import TransposeConvOptions
+
+    if o.QuantizedBiasType() not in (0, 2):  # unset or INT32
+        raise r.fail(place, "a transpose conv bias other than int32 is not supported")
+    return TransposeConvOptions(_padding(r, o.Padding(), place), _positive(r, o.StrideH(), "stride_h", place),
+                                _positive(r, o.StrideW(), "stride_w", place),
+                                _activation(r, o.FusedActivationFunction(), place))
+
+
 def _none(*_: Any) -> OpOptions:
     return NoOptions()
 
@@ -187,4 +197,5 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.PRELU: (None, _none, True),
     OpType.RESIZE_NEAREST_NEIGHBOR: ("ResizeNearestNeighborOptions", _resize, True),
     OpType.RESIZE_BILINEAR: ("ResizeBilinearOptions", _resize, True),
+    OpType.TRANSPOSE_CONV: ("TransposeConvOptions", _transpose_conv, False),
 }

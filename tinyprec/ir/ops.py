@@ -40,6 +40,7 @@ class OpType(enum.Enum):
     # issue 11: shape / upsampling ops
     RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
     RESIZE_BILINEAR = "RESIZE_BILINEAR"
+    TRANSPOSE_CONV = "TRANSPOSE_CONV"
 
 
 class Padding(enum.Enum):
@@ -157,6 +158,18 @@ class ResizeOptions:
 
 
 @dataclass(frozen=True)
+class TransposeConvOptions:
+    """TRANSPOSE_CONV, TFLite's input order: (output_shape int32 [4] constant, filter OHWI int8 per-channel
+    on axis 0, x, bias int32 or absent). The leading padding is TFLM's (SAME/VALID computed from the
+    output size); there is no dilation."""
+
+    padding: Padding = Padding.VALID
+    stride_h: int = 1
+    stride_w: int = 1
+    activation: Activation = Activation.NONE
+
+
+@dataclass(frozen=True)
 class NoOptions:
     """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE, HARD_SWISH, MAXIMUM,
     MINIMUM, ABS."""
@@ -175,6 +188,7 @@ OpOptions = (
     | LeakyReluOptions
     | StridedSliceOptions
     | ResizeOptions
+    | TransposeConvOptions
     | NoOptions
 )
 
@@ -206,4 +220,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.PRELU: NoOptions,  # inputs (x, alpha: int8 constant with its own qparams, broadcast over x)
     OpType.RESIZE_NEAREST_NEIGHBOR: ResizeOptions,
     OpType.RESIZE_BILINEAR: ResizeOptions,
+    OpType.TRANSPOSE_CONV: TransposeConvOptions,
 }

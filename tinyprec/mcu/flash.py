@@ -49,6 +49,7 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.PRELU: ("AddPrelu", 2_500),
     OpType.RESIZE_NEAREST_NEIGHBOR: ("AddResizeNearestNeighbor", 1_500),
     OpType.RESIZE_BILINEAR: ("AddResizeBilinear", 2_500),
+    OpType.TRANSPOSE_CONV: ("AddTransposeConv", 5_000),
 }
 
 

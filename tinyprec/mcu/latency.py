@@ -39,6 +39,7 @@ _MAC_CLASS: dict[OpType, str] = {
     OpType.CONV_2D: "dense",
     OpType.FULLY_CONNECTED: "dense",
     OpType.DEPTHWISE_CONV_2D: "depthwise",
+    OpType.TRANSPOSE_CONV: "dense",
 }
 
 # Priors (not fitted): Cortex-M4 cycles per output element of the integer reference kernels
@@ -71,6 +72,7 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.PRELU: 40.0,
     OpType.RESIZE_NEAREST_NEIGHBOR: 6.0,  # estimates (not calibrated): a copy per output element
     OpType.RESIZE_BILINEAR: 40.0,  # four int64 multiply-adds per output element
+    OpType.TRANSPOSE_CONV: 40.0,  # requantization; its scatter MACs are priced as "dense" (estimate)
 }
 _PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
 _PER_OP_OVERHEAD = 2000.0

@@ -67,6 +67,12 @@ def _nothing(graph: Graph, op: Op, out: int) -> int:
     return 0
 
 
+def _transpose_conv(graph: Graph, op: Op, out: int) -> int:
+    """Every input pixel times the whole filter (TFLM's scatter loop visits each tap, in or out of bounds)."""
+    x, w = graph.tensors[op.inputs[2]], graph.tensors[op.inputs[1]]  # type: ignore[index]
+    return _elements(x.shape) * _elements(w.shape) // max(int(w.shape[3]), 1)
+
+
 _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.CONV_2D: _conv,
     OpType.DEPTHWISE_CONV_2D: _depthwise,
@@ -95,10 +101,11 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.PRELU: _per_output,
     OpType.RESIZE_NEAREST_NEIGHBOR: _nothing,
     OpType.RESIZE_BILINEAR: _per_output,
+    OpType.TRANSPOSE_CONV: _transpose_conv,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).
-MAC_OPS = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
+MAC_OPS = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED, OpType.TRANSPOSE_CONV)
 
 
 def op_costs(graph: Graph) -> list[OpCost]:

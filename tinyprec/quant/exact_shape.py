@@ -63,6 +63,8 @@ def build_shape(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int
 
     from tinyprec.quant.exact import _act_qparams
 
+    if n.target is torch.ops.aten.conv_transpose2d.input:
+        return _conv_transpose(gm, n, act, so, zo)
     if n.target is not torch.ops.aten.upsample_bilinear2d.vec or act != "none":
         return None
     x = _act_qparams(n.args[0])
@@ -76,3 +78,50 @@ def build_shape(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int
     module = shape_modules()["resize_bilinear"](None if size is None else tuple(int(s) for s in size),
                                                 None if scales is None else tuple(float(s) for s in scales), align)
     return module, [x[0]]
+
+
+def _per_channel_const(gm: "fx.GraphModule", node: Any, axis: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """(int values, float32 scales) of a symmetric constant dequantized per tensor or per channel on ``axis``."""
+    import torch
+
+    from tinyprec.quant.exact import _attr, _f32
+
+    qd = torch.ops.quantized_decomposed
+    if getattr(node, "target", None) is qd.dequantize_per_channel.default:
+        q, scale, zp = (_attr(gm, a) for a in node.args[:3])
+        if q is None or scale is None or zp is None or int(node.args[3]) != axis or bool((zp != 0).any()):
+            return None
+        return q.to(torch.int64).numpy(), scale.to(torch.float32).numpy().reshape(-1)
+    if getattr(node, "target", None) is qd.dequantize_per_tensor.default:
+        q = _attr(gm, node.args[0])
+        if q is None or int(node.args[2]) != 0:
+            return None
+        return q.to(torch.int64).numpy(), np.array([_f32(node.args[1])], np.float32)
+    return None
+
+
+def _conv_transpose(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int) -> tuple[Any, list[Any]] | None:
+    """TRANSPOSE_CONV as the exact weighted module around aten.conv_transpose2d (weights [in, out, kh, kw])."""
+    import torch
+
+    from tinyprec.quant.exact import _act_qparams, _modules
+    from tinyprec.quant.exact_int import act_range
+
+    x = _act_qparams(n.args[0])
+    w = _per_channel_const(gm, n.args[1], 1)
+    bias_node = n.args[2] if len(n.args) > 2 else None
+    b = _per_channel_const(gm, bias_node, 0) if bias_node is not None else None
+    if x is None or w is None or (bias_node is not None and b is None) or n.kwargs:
+        return None
+    src, si, zi = x
+    wq, ws = w
+    lo, hi = act_range(act, so, zo)
+    reals = [si * float(s) / so for s in ws]
+    mod = _modules()["weighted"](n.target, tuple(n.args[3:]), wq, None if b is None else b[0].reshape(-1), zi,
+                                 reals, 1, zo, lo, hi)
+    # Each output sums over (in, kh, kw) of one output channel: bound its float sums by that, not by rows.
+    bound = 255 * int(np.abs(wq).sum(axis=(0, 2, 3)).max(initial=0))
+    if bound >= 1 << 24:
+        mod.dtype = torch.float64
+        mod.w = mod.w.to(torch.float64)
+    return mod, [src]

@@ -1,4 +1,5 @@
-"""Lowering handlers of issue 11's shape ops: Upsample / F.interpolate (nearest, nearest-exact, bilinear).
+"""Lowering handlers of issue 11's shape ops: Upsample / F.interpolate (nearest, nearest-exact, bilinear),
+ConvTranspose2d.
 
 Registered by name in :data:`tinyprec.quant.lower_table.LOWERINGS`. Both resize ops copy or blend raw
 int8 values, so the quantizer shares the input's qparams with the output. PyTorch's ``nearest`` is TF's
@@ -16,8 +17,8 @@ import torch
 from torch import fx
 
 from tinyprec.errors import UnsupportedOpError
-from tinyprec.ir import DType, OpType
-from tinyprec.ir.ops import ResizeOptions
+from tinyprec.ir import DType, OpType, Padding, QParams
+from tinyprec.ir.ops import ResizeOptions, StridedSliceOptions, TransposeConvOptions
 from tinyprec.quant.lower import Lowering
 from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
 
@@ -64,7 +65,63 @@ def _resize(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
     return handler
 
 
+def _conv_transpose(lw: Lowering, node: fx.Node) -> None:
+    """ConvTranspose2d -> TRANSPOSE_CONV (filter OHWI, per-channel axis 0). TFLM derives its leading padding
+    from the output size (SAME or VALID); where neither gives PyTorch's ``padding``, it computes the whole
+    scatter (padding 0) and a STRIDED_SLICE crops PyTorch's window out of it."""
+    from tinyprec.emulator.shape_ops import transpose_conv_pad
+    from tinyprec.quant.lower import qparams_of
+    from tinyprec.quant.lower_ops import _arg, _bias, _const, _name, _pair, weight_dtype
+
+    x = lw.act(node.args[0], node)
+    if len(x.torch_shape) != 4 or x.flat4:
+        raise UnsupportedOpError(str(node.target), lw.where(node), "only (N, C, H, W) inputs")
+    _no_order(lw, node, x)
+    stride, pad = _pair(_arg(node, 3, "stride", 1), 4), _pair(_arg(node, 4, "padding", 0), 4)
+    if int(_arg(node, 6, "groups", 1)) != 1 or _pair(_arg(node, 7, "dilation", 1), 4) != (1, 1):
+        raise UnsupportedOpError(str(node.target), lw.where(node), "TFLM's TRANSPOSE_CONV has no groups or dilation")
+    w, w_qp = _const(lw, node.args[1], node, "the weight")  # [in, out, kh, kw]
+    if weight_dtype(lw, node.args[1], node) is not DType.INT8:
+        raise UnsupportedOpError(str(node.target), lw.where(node), "transposed convolutions take int8 weights")
+    _, out_c, kh, kw = w.shape
+    act, qnode = lw.tail(node, fusable=True)
+    ho, wo = lw.shape(qnode)[2:]
+    src, source = _name(lw, node), lw.source(node)
+    f_qp = QParams(w_qp.scale, w_qp.zero_point, 0 if w_qp.scale.size > 1 else None)
+    w_name = lw.add_const(f"{src}.weight", np.transpose(w, (1, 2, 3, 0)), DType.INT8, f_qp, source)
+    b_name = _bias(lw, _arg(node, 2, "bias", None), node, x, w_qp, src)
+
+    def padding_for(h: int, w_: int, ph: int, pw: int) -> Padding | None:
+        for mode in (Padding.SAME, Padding.VALID):
+            if (transpose_conv_pad(h, kh, stride[0], mode), transpose_conv_pad(w_, kw, stride[1], mode)) == (ph, pw):
+                return mode
+        return None
+
+    def shape_const(h: int, w_: int, what: str) -> str:
+        return lw.add_const(f"{src}.{what}", np.array([1, h, w_, out_c], np.int32), DType.INT32, None, source)
+
+    direct = padding_for(ho, wo, pad[0], pad[1])
+    if direct is not None:
+        options = TransposeConvOptions(direct, stride[0], stride[1], act)
+        _finish(lw, node, OpType.TRANSPOSE_CONV, (shape_const(ho, wo, "output_shape"), w_name, x.name, b_name),
+                options, qnode)
+        return
+    fh, fw = pad[0] + ho, pad[1] + wo  # PyTorch's window ends inside rows [0, fh) of the unpadded scatter
+    full_mode = padding_for(fh, fw, 0, 0)
+    if full_mode is None:
+        raise UnsupportedOpError(str(node.target), lw.where(node), f"padding {pad} has no TFLM form here")
+    qp = qparams_of(lw, qnode)
+    full = lw.add_act(f"{src}.full", (1, out_c, fh, fw), qp, source)
+    lw.emit(OpType.TRANSPOSE_CONV, (shape_const(fh, fw, "full_shape"), w_name, x.name, b_name), full,
+            TransposeConvOptions(full_mode, stride[0], stride[1], act), source)
+    consts = [lw.add_const(f"{src}.{k}", np.array(v, np.int32), DType.INT32, None, source)
+              for k, v in (("begin", [0, pad[0], pad[1], 0]), ("end", [1, fh, fw, out_c]), ("strides", [1, 1, 1, 1]))]
+    _finish(lw, node, OpType.STRIDED_SLICE, (full.name, *consts), StridedSliceOptions(begin_mask=1, end_mask=1),
+            qnode, qparams=qp)
+
+
 SHAPE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "resize_nearest": _resize(OpType.RESIZE_NEAREST_NEIGHBOR),
     "resize_bilinear": _resize(OpType.RESIZE_BILINEAR),
+    "conv_transpose": _conv_transpose,
 }

@@ -350,6 +350,10 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                           "RESIZE_BILINEAR (align_corners, or half-pixel centres)",
                                           "TFLM's 10-bit weights: within 1 LSB of PyTorch's float; no antialias",
                                           check=_shape_checks.check_bilinear),
+    "aten.conv_transpose2d.input": OpRow(_R.TRANSPOSED, "conv_transpose", "ConvTranspose2d",
+                                         "TRANSPOSE_CONV (+ STRIDED_SLICE where TF's padding differs)",
+                                         "groups 1, dilation 1, int8 weights; a BatchNorm after it is not folded",
+                                         check=_shape_checks.check_conv_transpose),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
@@ -375,8 +379,7 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "RNN": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "MultiheadAttention": "attention is not lowered yet; use convolutions or Linear layers",
     "LayerNorm": "LayerNorm is not lowered yet; use BatchNorm right after a conv/linear",
-    "ConvTranspose1d": "transposed convolution is not lowered yet; use Upsample-free decoders or Conv + reshape",
-    "ConvTranspose2d": "transposed convolution is not lowered yet; use Upsample-free decoders or Conv + reshape",
+    "ConvTranspose1d": "1-D transposed convolution is not lowered yet; use ConvTranspose2d on (N, C, 1, L)",
 })
 
 

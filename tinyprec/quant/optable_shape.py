@@ -52,6 +52,21 @@ def check_nearest(node: Any) -> str | None:
     return None
 
 
+def check_conv_transpose(node: Any) -> str | None:
+    def arg(i: int, name: str, default: Any) -> Any:
+        return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
+
+    x = _shape(node.args[0])
+    if x is not None and len(x) != 4:
+        return f"transposed convolution of a rank-{len(x)} input: only ConvTranspose2d on (N, C, H, W)"
+    if int(arg(6, "groups", 1)) != 1:
+        return "grouped ConvTranspose2d has no TFLM op; use groups=1"
+    dilation = arg(7, "dilation", 1)
+    if any(int(d) != 1 for d in (dilation if isinstance(dilation, (list, tuple)) else [dilation])):
+        return "dilated ConvTranspose2d has no TFLM op; use dilation=1"
+    return None
+
+
 def check_bilinear(node: Any) -> str | None:
     x, y = _shape(node.args[0]), _shape(node)
     if x is None or y is None:

@@ -8,6 +8,7 @@ activation edge carries exactly one set of qparams.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 from collections.abc import Callable, Mapping
 
@@ -230,6 +231,22 @@ class TFLiteInt8Quantizer(Quantizer):
     def _skip(self, node: fx.Node, state: _State) -> None:
         return None
 
+    def _transposed(self, node: fx.Node, state: _State) -> None:
+        """ConvTranspose: int8 weights [in, out, kh, kw] per output channel (axis 1), an int32 bias derived
+        as for conv, one output observer (after a ReLU/ReLU6 it fuses); always int8."""
+        x, w = node.args[0], node.args[1]
+        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+        spec = dataclasses.replace(self.weight, ch_axis=1) if self.per_channel else self.weight
+        inputs: dict[fx.Node, QuantizationSpecBase] = {x: self._edge(x, state), w: spec}
+        if isinstance(bias, fx.Node):
+            inputs[bias] = DerivedQuantizationSpec(
+                derived_from=[(x, node), (w, node)], derive_qparams_fn=derive_bias_qparams, dtype=torch.int32,
+                quant_min=INT32_QMIN, quant_max=INT32_QMAX,
+                qscheme=torch.per_channel_symmetric if self.per_channel else torch.per_tensor_symmetric,
+                ch_axis=0 if self.per_channel else None)
+        _set(node, inputs=inputs)
+        self._finish(node, state)
+
     _ANNOTATORS: dict[Role, Callable[[TFLiteInt8Quantizer, fx.Node, _State], None]] = {
         Role.COMPUTE: _compute,
         Role.ELEMENTWISE: _elementwise,
@@ -243,6 +260,7 @@ class TFLiteInt8Quantizer(Quantizer):
         Role.UNARY: _activation,  # input as produced, own output observer, never fused
         Role.EXTREMUM: _extremum,
         Role.PARAMETRIC: _parametric,
+        Role.TRANSPOSED: _transposed,
     }
 
 
