@@ -104,3 +104,26 @@ def test_grouped_conv_transpose_is_refused_before_training() -> None:
     model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ConvTranspose2d(4, 4, 2, stride=2, groups=2)).eval()
     with pytest.raises(UnsupportedOpsError, match="grouped ConvTranspose2d"):
         check_graph(export_for_quant(model, example_like((2, 5, 6)), train=False))
+
+
+class Shuffle(nn.Module):
+    """conv to C * r * r channels -> PixelShuffle(r) -> conv, as a super-resolution head."""
+
+    def __init__(self, c: int, r: int) -> None:
+        super().__init__()
+        self.a, self.shuffle, self.b = nn.Conv2d(2, c * r * r, 3, padding=1), nn.PixelShuffle(r), nn.Conv2d(c, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.shuffle(self.a(x)))
+
+
+@pytest.mark.parametrize("c, r", [(3, 2), (1, 3)])
+def test_pixel_shuffle_end_to_end_exact(c: int, r: int) -> None:
+    torch.manual_seed(0)
+    out = run_everywhere(Shuffle(c, r), (2, 5, 6))
+    want = ["DEPTH_TO_SPACE"] if c == 1 else ["RESHAPE", "TRANSPOSE", "RESHAPE", "DEPTH_TO_SPACE"]
+    assert out.op_types() == ["CONV_2D", *want, "CONV_2D"], out.op_types()
+    # TF Lite's reference resolver lacks int8 DEPTH_TO_SPACE (version 2): tests/test_ops_shape_micro.py
+    # compares the op with TF Lite's builtin kernel instead.
+    assert out.tflite_ref is None
+    assert_exact(out, tflite=False, onnx_lsb=2)

@@ -195,8 +195,35 @@ def prepare_transpose_conv(op: Op, graph: Graph, single: bool) -> Prepared:
     return Prepared(run, macs=h * wd * ic * kh * kw * oc, scratch_per_sample=full_h * full_w * oc * 8 * 3)
 
 
+def prepare_depth_to_space(op: Op, graph: Graph, single: bool) -> Prepared:
+    """TFLM DEPTH_TO_SPACE (DCR): a copy; the output keeps the input's qparams."""
+    from tinyprec.ir.ops import DepthToSpaceOptions
+
+    o = op.options
+    assert isinstance(o, DepthToSpaceOptions)
+    x, y = graph.tensors[op.inputs[0]], graph.tensors[op.outputs[0]]  # type: ignore[index]
+    r = o.block_size
+    if len(x.shape) != 4 or r < 1 or x.shape[3] % (r * r):
+        raise fail(op, f"input {x.shape} must be NHWC with channels divisible by block_size**2 = {r * r}")
+    _, h, w, c = x.shape
+    c //= r * r
+    if tuple(y.shape) != (x.shape[0], h * r, w * r, c):
+        raise fail(op, f"output shape {y.shape} is not {(x.shape[0], h * r, w * r, c)}")
+    s_in, s_out = per_tensor(op, x), per_tensor(op, y)
+    if np.float32(s_in[0]) != np.float32(s_out[0]) or s_in[1] != s_out[1]:
+        raise fail(op, "int8 DEPTH_TO_SPACE moves raw values: the output needs the input's scale and zero point")
+
+    def run(args: list[np.ndarray]) -> np.ndarray:
+        n = args[0].shape[0]
+        v = args[0].reshape(n, h, w, r, r, c).transpose(0, 1, 3, 2, 4, 5)
+        return np.ascontiguousarray(v.reshape(n, h * r, w * r, c))
+
+    return Prepared(run)
+
+
 PREPARE_SHAPE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: prepare_resize_nearest,
     OpType.RESIZE_BILINEAR: prepare_resize_bilinear,
     OpType.TRANSPOSE_CONV: prepare_transpose_conv,
+    OpType.DEPTH_TO_SPACE: prepare_depth_to_space,
 }

@@ -78,8 +78,16 @@ def _transpose_conv(b: Any, op: Op, i: int) -> str:
     return str(b.activation(node, o.activation, f"{op.outputs[0]}_act"))
 
 
+def _depth_to_space(b: Any, op: Op, i: int) -> str:
+    """ONNX DepthToSpace in DCR mode is TF's order on NCHW values."""
+    block = int(op.options.block_size)  # type: ignore[union-attr]
+    return str(b.node("DepthToSpace", [b.value(op.inputs[0], op, i)], f"{op.outputs[0]}_d2s", blocksize=block,
+                      mode="DCR"))
+
+
 SHAPE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
     OpType.TRANSPOSE_CONV: _transpose_conv,
+    OpType.DEPTH_TO_SPACE: _depth_to_space,
 }

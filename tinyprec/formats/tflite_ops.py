@@ -32,7 +32,7 @@ from tinyprec.ir.ops import (
     SoftmaxOptions,
     StridedSliceOptions,
 )
-from tinyprec.ir.ops import ResizeOptions, TransposeConvOptions
+from tinyprec.ir.ops import DepthToSpaceOptions, ResizeOptions, TransposeConvOptions
 
 # TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
 TENSOR_TYPE: dict[DType, int] = {
@@ -263,6 +263,10 @@ def _v_transpose_conv(op: Op, g: Graph) -> int:
     return 2 if _dtype(g, op.inputs[1]) is DType.INT8 else 1
 
 
+def _o_depth_to_space(s: Any, o: DepthToSpaceOptions, op: Op) -> Any:
+    return s.DepthToSpaceOptionsT(blockSize=o.block_size)
+
+
 def _o_none(s: Any, o: object, op: Op) -> Any:
     return None
 
@@ -309,4 +313,5 @@ OP_TABLE: dict[OpType, _OpSpec] = {
                                             _o_resize("ResizeNearestNeighborOptions"), _v_resize),
     OpType.RESIZE_BILINEAR: _OpSpec(23, "ResizeBilinearOptions", _o_resize("ResizeBilinearOptions"), _v_resize),
     OpType.TRANSPOSE_CONV: _OpSpec(67, "TransposeConvOptions", _o_transpose_conv, _v_transpose_conv),
+    OpType.DEPTH_TO_SPACE: _OpSpec(5, "DepthToSpaceOptions", _o_depth_to_space, _v_int8_2),
 }

@@ -164,6 +164,12 @@ def _transpose_conv(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
                                 _activation(r, o.FusedActivationFunction(), place))
 
 
+def _depth_to_space(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    from tinyprec.ir.ops import DepthToSpaceOptions
+
+    return DepthToSpaceOptions(_positive(r, o.BlockSize(), "block_size", place))
+
+
 def _none(*_: Any) -> OpOptions:
     return NoOptions()
 
@@ -198,4 +204,5 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.RESIZE_NEAREST_NEIGHBOR: ("ResizeNearestNeighborOptions", _resize, True),
     OpType.RESIZE_BILINEAR: ("ResizeBilinearOptions", _resize, True),
     OpType.TRANSPOSE_CONV: ("TransposeConvOptions", _transpose_conv, False),
+    OpType.DEPTH_TO_SPACE: ("DepthToSpaceOptions", _depth_to_space, False),
 }

@@ -41,6 +41,7 @@ class OpType(enum.Enum):
     RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
     RESIZE_BILINEAR = "RESIZE_BILINEAR"
     TRANSPOSE_CONV = "TRANSPOSE_CONV"
+    DEPTH_TO_SPACE = "DEPTH_TO_SPACE"
 
 
 class Padding(enum.Enum):
@@ -170,6 +171,13 @@ class TransposeConvOptions:
 
 
 @dataclass(frozen=True)
+class DepthToSpaceOptions:
+    """DEPTH_TO_SPACE (TF's DCR order): out[h*b + i, w*b + j, c] = in[h, w, (i*b + j) * C + c]."""
+
+    block_size: int = 2
+
+
+@dataclass(frozen=True)
 class NoOptions:
     """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE, HARD_SWISH, MAXIMUM,
     MINIMUM, ABS."""
@@ -189,6 +197,7 @@ OpOptions = (
     | StridedSliceOptions
     | ResizeOptions
     | TransposeConvOptions
+    | DepthToSpaceOptions
     | NoOptions
 )
 
@@ -221,4 +230,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: ResizeOptions,
     OpType.RESIZE_BILINEAR: ResizeOptions,
     OpType.TRANSPOSE_CONV: TransposeConvOptions,
+    OpType.DEPTH_TO_SPACE: DepthToSpaceOptions,
 }

@@ -63,6 +63,7 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     OpType.RESIZE_BILINEAR: OpSupport(_A8),
     # int8 activations and int8 weights (filter is input 1, the activation input 2: verified by the emulator)
     OpType.TRANSPOSE_CONV: OpSupport(_A8),
+    OpType.DEPTH_TO_SPACE: OpSupport(_A8),
 }
 
 # Weighted ops: the bias type each activation type takes.

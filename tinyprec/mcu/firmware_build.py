@@ -66,6 +66,7 @@ OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: ("resize_nearest_neighbor.cc",),
     OpType.RESIZE_BILINEAR: ("resize_bilinear.cc",),
     OpType.TRANSPOSE_CONV: ("transpose_conv.cc",),  # cmsis_nn/transpose_conv.cc in the CMSIS-NN set
+    OpType.DEPTH_TO_SPACE: ("depth_to_space.cc",),
 }
 _ALWAYS_KERNELS = ("kernel_util.cc",)
 # CMSIS-NN source folders the optimized kernel of each op calls into.

@@ -73,6 +73,7 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: 6.0,  # estimates (not calibrated): a copy per output element
     OpType.RESIZE_BILINEAR: 40.0,  # four int64 multiply-adds per output element
     OpType.TRANSPOSE_CONV: 40.0,  # requantization; its scatter MACs are priced as "dense" (estimate)
+    OpType.DEPTH_TO_SPACE: 6.0,  # a copy per output element (estimate)
 }
 _PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
 _PER_OP_OVERHEAD = 2000.0

@@ -102,6 +102,7 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: _nothing,
     OpType.RESIZE_BILINEAR: _per_output,
     OpType.TRANSPOSE_CONV: _transpose_conv,
+    OpType.DEPTH_TO_SPACE: _nothing,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).

@@ -45,6 +45,7 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.RESIZE_NEAREST_NEIGHBOR: FLOAT_EXACT,  # a copy with shared qparams (index rule checked at lowering)
     OpType.RESIZE_BILINEAR: "resize_bilinear",  # quant/exact_shape.py
     OpType.TRANSPOSE_CONV: "weighted",  # conv_transpose2d in ExactWeighted (quant/exact_shape.py)
+    OpType.DEPTH_TO_SPACE: FLOAT_EXACT,  # pixel_shuffle moves values with shared qparams
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

@@ -1,5 +1,5 @@
 """Lowering handlers of issue 11's shape ops: Upsample / F.interpolate (nearest, nearest-exact, bilinear),
-ConvTranspose2d.
+ConvTranspose2d, PixelShuffle.
 
 Registered by name in :data:`tinyprec.quant.lower_table.LOWERINGS`. Both resize ops copy or blend raw
 int8 values, so the quantizer shares the input's qparams with the output. PyTorch's ``nearest`` is TF's
@@ -17,7 +17,7 @@ import torch
 from torch import fx
 
 from tinyprec.errors import UnsupportedOpError
-from tinyprec.ir import DType, OpType, Padding, QParams
+from tinyprec.ir import DType, Op, OpType, Padding, QParams
 from tinyprec.ir.ops import ResizeOptions, StridedSliceOptions, TransposeConvOptions
 from tinyprec.quant.lower import Lowering
 from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
@@ -120,8 +120,49 @@ def _conv_transpose(lw: Lowering, node: fx.Node) -> None:
             qnode, qparams=qp)
 
 
+def _pixel_shuffle(lw: Lowering, node: fx.Node) -> None:
+    """PixelShuffle(r) -> DEPTH_TO_SPACE(r). PyTorch reads channel c * r*r + k where TF's DCR order reads
+    k * C + c; for C > 1 the channels are first regrouped: RESHAPE to (1, H*W, C, r*r), TRANSPOSE the last
+    two axes, RESHAPE back (all moves of raw int8 values with the input's qparams)."""
+    from tinyprec.ir import Tensor
+    from tinyprec.ir.ops import DepthToSpaceOptions, NoOptions, ReshapeOptions
+
+    x = lw.act(node.args[0], node)
+    if len(x.torch_shape) != 4 or x.flat4:
+        raise UnsupportedOpError(str(node.target), lw.where(node), "only (N, C, H, W) maps")
+    _no_order(lw, node, x)
+    _, qnode = lw.tail(node, fusable=False)
+    qp = _require_shared(lw, node, x, qnode)
+    r = int(node.args[1])
+    _, channels, h, w = x.torch_shape
+    c = channels // (r * r)
+    src = lw.source(node)
+    base = src or node.name
+    current = x.name
+
+    def step(op_type: OpType, shape: tuple[int, ...], second: str, options: object, what: str) -> None:
+        nonlocal current
+        name = lw.unique(f"{base}.{what}")
+        lw.tensors[name] = Tensor(name, shape, DType.INT8, qp, None, src)
+        lw.ops.append(Op(op_type, (current, second), (name,), options, name=name, source=src))  # type: ignore[arg-type]
+        current = name
+
+    def reshape(shape: tuple[int, ...], what: str) -> None:
+        new = (-1, *shape[1:])
+        const = lw.add_const(f"{base}.{what}.shape", np.array(new, np.int32), DType.INT32, None, src)
+        step(OpType.RESHAPE, shape, const, ReshapeOptions(new), what)
+
+    if c > 1:
+        reshape((1, h * w, c, r * r), "crd")
+        perm = lw.add_const(f"{base}.perm", np.array([0, 1, 3, 2], np.int32), DType.INT32, None, src)
+        step(OpType.TRANSPOSE, (1, h * w, r * r, c), perm, NoOptions(), "dcr")
+        reshape((1, h, w, r * r * c), "dcr_map")
+    _finish(lw, node, OpType.DEPTH_TO_SPACE, (current,), DepthToSpaceOptions(r), qnode, qparams=qp)
+
+
 SHAPE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "resize_nearest": _resize(OpType.RESIZE_NEAREST_NEIGHBOR),
     "resize_bilinear": _resize(OpType.RESIZE_BILINEAR),
     "conv_transpose": _conv_transpose,
+    "pixel_shuffle": _pixel_shuffle,
 }

@@ -354,6 +354,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                          "TRANSPOSE_CONV (+ STRIDED_SLICE where TF's padding differs)",
                                          "groups 1, dilation 1, int8 weights; a BatchNorm after it is not folded",
                                          check=_shape_checks.check_conv_transpose),
+    "aten.pixel_shuffle.default": OpRow(_R.SHARED, "pixel_shuffle", "PixelShuffle, F.pixel_shuffle",
+                                        "DEPTH_TO_SPACE (after RESHAPE + TRANSPOSE + RESHAPE unless C_out = 1)",
+                                        "PyTorch's channel order regrouped to TF's DCR; (N, C, H, W) only"),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
