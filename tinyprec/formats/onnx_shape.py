@@ -55,7 +55,7 @@ def _resize(b: Any, op: Op, i: int) -> str:
 def _transpose_conv(b: Any, op: Op, i: int) -> str:
     """ConvTranspose (weights (I, O, kh, kw), per-channel on axis 1) with TFLM's leading padding; the rows
     TFLM's output size keeps past the scatter's extent become output_padding."""
-    from tinyprec.emulator.shape_ops import transpose_conv_pad
+    from tinyprec.ir.shape_rules import transpose_conv_pad
 
     o = op.options
     assert isinstance(o, TransposeConvOptions)

@@ -31,7 +31,7 @@ def shape_modules() -> dict[str, type]:
             self.size, self.scales, self.align = size, scales, align_corners
 
         def _taps(self, n_in: int, axis: int, like: "torch.Tensor") -> list["torch.Tensor"]:
-            from tinyprec.emulator.shape_ops import bilinear_taps
+            from tinyprec.ir.shape_rules import bilinear_taps
 
             if self.size is not None:
                 n_out = int(self.size[axis])

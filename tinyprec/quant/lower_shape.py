@@ -37,7 +37,7 @@ def _torch_sources(lw: Lowering, node: fx.Node, shape: tuple[int, ...], axis: in
 
 def _resize(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
     def handler(lw: Lowering, node: fx.Node) -> None:
-        from tinyprec.emulator.shape_ops import nearest_indices
+        from tinyprec.ir.shape_rules import nearest_indices
 
         x = lw.act(node.args[0], node)
         if len(x.torch_shape) != 4 or x.flat4:
@@ -69,7 +69,7 @@ def _conv_transpose(lw: Lowering, node: fx.Node) -> None:
     """ConvTranspose2d -> TRANSPOSE_CONV (filter OHWI, per-channel axis 0). TFLM derives its leading padding
     from the output size (SAME or VALID); where neither gives PyTorch's ``padding``, it computes the whole
     scatter (padding 0) and a STRIDED_SLICE crops PyTorch's window out of it."""
-    from tinyprec.emulator.shape_ops import transpose_conv_pad
+    from tinyprec.ir.shape_rules import transpose_conv_pad
     from tinyprec.quant.lower import qparams_of
     from tinyprec.quant.lower_ops import _arg, _bias, _const, _name, _pair, weight_dtype
 

@@ -35,7 +35,7 @@ def _scales(node: Any, index: int) -> list[float | None]:
 
 
 def check_nearest(node: Any) -> str | None:
-    from tinyprec.emulator.shape_ops import nearest_indices
+    from tinyprec.ir.shape_rules import nearest_indices
 
     x, y = _shape(node.args[0]), _shape(node)
     if x is None or y is None:
