@@ -127,3 +127,29 @@ def test_pixel_shuffle_end_to_end_exact(c: int, r: int) -> None:
     # compares the op with TF Lite's builtin kernel instead.
     assert out.tflite_ref is None
     assert_exact(out, tflite=False, onnx_lsb=2)
+
+
+class Attention(nn.Module):
+    """One self-attention block over an (N, T, F) sequence as users write it with 1x1 Conv1d projections
+    (the 1/sqrt(d) scale folded into the query weights): scores = q^T k, softmax over the keys (last dim),
+    values weighted by the attention, a residual add and a head."""
+
+    def __init__(self, features: int = 3, d: int = 8) -> None:
+        super().__init__()
+        self.embed = nn.Conv1d(features, d, 1)
+        self.q, self.k, self.v = nn.Conv1d(d, d, 1), nn.Conv1d(d, d, 1), nn.Conv1d(d, d, 1)
+        self.head = nn.Conv1d(d, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.transpose(1, 2))  # (N, D, T)
+        scores = torch.matmul(self.q(h).transpose(1, 2), self.k(h))  # (N, T, T)
+        attn = torch.softmax(scores, dim=-1)
+        y = torch.bmm(self.v(h), attn.transpose(1, 2))  # (N, D, T)
+        return self.head(y + h)
+
+
+def test_attention_block_end_to_end_exact() -> None:
+    torch.manual_seed(0)
+    out = run_everywhere(Attention(), (6, 3))
+    assert out.op_types().count("BATCH_MATMUL") == 2 and "SOFTMAX" in out.op_types(), out.op_types()
+    assert_exact(out, onnx_lsb=2)

@@ -110,3 +110,39 @@ def test_resize_refuses_both_flags() -> None:
     with pytest.raises(ModelFormatError, match="cannot both be set"):
         Emulator(_resize(_N, (4, 5), (8, 10), True, True))
 
+
+
+def _batch_matmul(a_shape: tuple[int, ...], b_shape: tuple[int, ...], out_shape: tuple[int, ...],
+                  adj: tuple[bool, bool] = (False, False)) -> Graph:
+    from tinyprec.ir.ops import BatchMatMulOptions
+
+    b = MicroBuilder(np.random.default_rng(11), "batch_matmul")
+    x1 = b.input("x1", a_shape, scale=0.02, zp=-11)
+    x2 = b.input("x2", b_shape, scale=0.03, zp=6)
+    depth = a_shape[-2] if adj[0] else a_shape[-1]
+    y = b.act("y", out_shape, 0.02 * 0.03 * 74 * 74 * float(np.sqrt(depth)) / 60, 4)
+    b.op(OpType.BATCH_MATMUL, (x1, x2), (y,), BatchMatMulOptions(*adj))
+    return b.graph([y])
+
+
+MATMUL_CASES = {
+    "batch_matmul_4d": lambda: _batch_matmul((1, 1, 5, 7), (1, 1, 7, 6), (1, 1, 5, 6)),
+    "batch_matmul_heads_adj_y": lambda: _batch_matmul((1, 2, 5, 7), (1, 2, 6, 7), (1, 2, 5, 6), (False, True)),
+    "batch_matmul_3d_adj_x": lambda: _batch_matmul((1, 7, 5), (1, 7, 6), (1, 5, 6), (True, False)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MATMUL_CASES))
+def test_batch_matmul_matches_tflm_and_tflite_exactly(case: str) -> None:
+    graph = MATMUL_CASES[case]()
+    data = write_tflite(graph)
+    rng = np.random.default_rng(3)
+    xs = [rng.integers(-128, 128, size=(6, *graph.tensors[n].shape[1:])).astype(np.int8) for n in graph.inputs]
+    xs[0][1], xs[1][1], xs[0][2], xs[1][2] = -128, -128, 127, -128
+    want = run_tflm(data, xs)
+    assert len(np.unique(want)) > 20  # the output scale spans the range, not a saturated block
+    np.testing.assert_array_equal(Emulator(graph).run_all(xs)[0], want)
+    reread = read_tflite(data, where=case)
+    assert reread.ops[0].options == graph.ops[0].options
+    np.testing.assert_array_equal(Emulator(reread).run_all(xs)[0], want)
+    np.testing.assert_array_equal(run_tf(data, xs), want)

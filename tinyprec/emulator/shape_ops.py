@@ -162,9 +162,56 @@ def prepare_depth_to_space(op: Op, graph: Graph, single: bool) -> Prepared:
     return Prepared(run)
 
 
+def prepare_batch_matmul(op: Op, graph: Graph, single: bool) -> Prepared:
+    """TFLM int8 BATCH_MATMUL: sum (lhs - zl)(rhs - zr) over the shared axis (exact in float64), then one
+    MultiplyByQuantizedMultiplier whose real multiplier is (s_lhs * s_rhs in float32) / s_out, as TFLM's
+    GetQuantizedConvolutionMultipler forms it; no fused activation (the int8 range)."""
+    from tinyprec.emulator import kernels
+    from tinyprec.ir import quantize_multiplier
+    from tinyprec.ir.ops import BatchMatMulOptions
+
+    o = op.options
+    assert isinstance(o, BatchMatMulOptions)
+    if len(op.inputs) != 2 or any(n is None for n in op.inputs):
+        raise fail(op, "needs two inputs (lhs, rhs)")
+    a, b, y = (graph.tensors[n] for n in (*op.inputs, op.outputs[0]))  # type: ignore[index]
+    if {a.dtype, b.dtype, y.dtype} != {DType.INT8}:
+        raise fail(op, "only int8 lhs, rhs and output are emulated")
+    if not (2 <= len(a.shape) <= 5 and 2 <= len(b.shape) <= 5):
+        raise fail(op, f"operands of rank {len(a.shape)} and {len(b.shape)}: TFLM takes ranks 2 to 5")
+    rows = a.shape[-1] if o.adj_x else a.shape[-2]
+    depth = a.shape[-2] if o.adj_x else a.shape[-1]
+    depth_b, cols = (b.shape[-1], b.shape[-2]) if o.adj_y else (b.shape[-2], b.shape[-1])
+    if depth != depth_b:
+        raise fail(op, f"lhs {a.shape} and rhs {b.shape} do not share the summed axis ({depth} != {depth_b})")
+    try:
+        batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+    except ValueError:
+        raise fail(op, f"batch dims of {a.shape} and {b.shape} do not broadcast") from None
+    if tuple(y.shape) != (*batch, rows, cols):
+        raise fail(op, f"output shape {y.shape} is not {(*batch, rows, cols)}")
+    (sa, za), (sb, zb), (so, zo) = (per_tensor(op, t) for t in (a, b, y))
+    real = float(np.float32(sa) * np.float32(sb)) / float(so)
+    mult, shift = quantize_multiplier(real, single)
+
+    def run(args: list[np.ndarray]) -> np.ndarray:
+        x1 = args[0].astype(np.float64) - za
+        x2 = args[1].astype(np.float64) - zb
+        if o.adj_x:
+            x1 = np.swapaxes(x1, -1, -2)
+        if o.adj_y:
+            x2 = np.swapaxes(x2, -1, -2)
+        acc = np.matmul(x1, x2)
+        flat = kernels.requantize_flat(acc.astype(np.int64).reshape(-1), mult, shift, zo, -128, 127, single)
+        return flat.reshape(acc.shape)
+
+    return Prepared(run, macs=int(np.prod(y.shape[1:])) * int(depth))
+
+
 PREPARE_SHAPE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: prepare_resize_nearest,
     OpType.RESIZE_BILINEAR: prepare_resize_bilinear,
     OpType.TRANSPOSE_CONV: prepare_transpose_conv,
     OpType.DEPTH_TO_SPACE: prepare_depth_to_space,
+    OpType.BATCH_MATMUL: prepare_batch_matmul,
 }

@@ -85,9 +85,30 @@ def _depth_to_space(b: Any, op: Op, i: int) -> str:
                       mode="DCR"))
 
 
+def _batch_matmul(b: Any, op: Op, i: int) -> str:
+    """MatMul on the IR layout: 4-D values (NCHW in ONNX) are moved to NHWC around it."""
+    o = op.options
+    base = str(op.outputs[0])
+    operands = []
+    for k, (name, adj) in enumerate(zip(op.inputs, (o.adj_x, o.adj_y))):  # type: ignore[union-attr]
+        v, rank = b.value(name, op, i), b.rank(name)
+        if rank == 4:
+            v = b.transpose(v, (0, 2, 3, 1), f"{base}_in{k}_nhwc")
+        if adj:
+            perm = list(range(rank))
+            perm[-1], perm[-2] = perm[-2], perm[-1]
+            v = b.transpose(v, tuple(perm), f"{base}_in{k}_adj")
+        operands.append(v)
+    y = b.node("MatMul", operands, f"{base}_matmul")
+    if b.rank(op.outputs[0]) == 4:
+        y = b.transpose(y, (0, 3, 1, 2), f"{base}_nchw")
+    return str(y)
+
+
 SHAPE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.RESIZE_NEAREST_NEIGHBOR: _resize,
     OpType.RESIZE_BILINEAR: _resize,
     OpType.TRANSPOSE_CONV: _transpose_conv,
     OpType.DEPTH_TO_SPACE: _depth_to_space,
+    OpType.BATCH_MATMUL: _batch_matmul,
 }

@@ -32,7 +32,7 @@ from tinyprec.ir.ops import (
     SoftmaxOptions,
     StridedSliceOptions,
 )
-from tinyprec.ir.ops import DepthToSpaceOptions, ResizeOptions, TransposeConvOptions
+from tinyprec.ir.ops import BatchMatMulOptions, DepthToSpaceOptions, ResizeOptions, TransposeConvOptions
 
 # TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
 TENSOR_TYPE: dict[DType, int] = {
@@ -267,6 +267,10 @@ def _o_depth_to_space(s: Any, o: DepthToSpaceOptions, op: Op) -> Any:
     return s.DepthToSpaceOptionsT(blockSize=o.block_size)
 
 
+def _o_batch_matmul(s: Any, o: BatchMatMulOptions, op: Op) -> Any:
+    return s.BatchMatMulOptionsT(adjX=bool(o.adj_x), adjY=bool(o.adj_y), asymmetricQuantizeInputs=False)
+
+
 def _o_none(s: Any, o: object, op: Op) -> Any:
     return None
 
@@ -314,4 +318,5 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.RESIZE_BILINEAR: _OpSpec(23, "ResizeBilinearOptions", _o_resize("ResizeBilinearOptions"), _v_resize),
     OpType.TRANSPOSE_CONV: _OpSpec(67, "TransposeConvOptions", _o_transpose_conv, _v_transpose_conv),
     OpType.DEPTH_TO_SPACE: _OpSpec(5, "DepthToSpaceOptions", _o_depth_to_space, _v_int8_2),
+    OpType.BATCH_MATMUL: _OpSpec(126, "BatchMatMulOptions", _o_batch_matmul, _v_int8_2),
 }

@@ -170,6 +170,16 @@ def _depth_to_space(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
     return DepthToSpaceOptions(_positive(r, o.BlockSize(), "block_size", place))
 
 
+def _batch_matmul(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    from tinyprec.ir.ops import BatchMatMulOptions
+
+    if o is None:
+        return BatchMatMulOptions()
+    if o.AsymmetricQuantizeInputs():
+        raise r.fail(place, "hybrid BATCH_MATMUL (asymmetric_quantize_inputs) is not supported")
+    return BatchMatMulOptions(bool(o.AdjX()), bool(o.AdjY()))
+
+
 def _none(*_: Any) -> OpOptions:
     return NoOptions()
 
@@ -205,4 +215,5 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.RESIZE_BILINEAR: ("ResizeBilinearOptions", _resize, True),
     OpType.TRANSPOSE_CONV: ("TransposeConvOptions", _transpose_conv, False),
     OpType.DEPTH_TO_SPACE: ("DepthToSpaceOptions", _depth_to_space, False),
+    OpType.BATCH_MATMUL: ("BatchMatMulOptions", _batch_matmul, True),
 }

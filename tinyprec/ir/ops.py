@@ -42,6 +42,7 @@ class OpType(enum.Enum):
     RESIZE_BILINEAR = "RESIZE_BILINEAR"
     TRANSPOSE_CONV = "TRANSPOSE_CONV"
     DEPTH_TO_SPACE = "DEPTH_TO_SPACE"
+    BATCH_MATMUL = "BATCH_MATMUL"
 
 
 class Padding(enum.Enum):
@@ -178,6 +179,15 @@ class DepthToSpaceOptions:
 
 
 @dataclass(frozen=True)
+class BatchMatMulOptions:
+    """BATCH_MATMUL: inputs (lhs, rhs) of rank 2-5, batch dims broadcast; out = lhs' @ rhs' over the last two
+    axes (' transposes them when adj is set); int8 per-tensor, no fused activation."""
+
+    adj_x: bool = False
+    adj_y: bool = False
+
+
+@dataclass(frozen=True)
 class NoOptions:
     """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE, HARD_SWISH, MAXIMUM,
     MINIMUM, ABS."""
@@ -198,6 +208,7 @@ OpOptions = (
     | ResizeOptions
     | TransposeConvOptions
     | DepthToSpaceOptions
+    | BatchMatMulOptions
     | NoOptions
 )
 
@@ -231,4 +242,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.RESIZE_BILINEAR: ResizeOptions,
     OpType.TRANSPOSE_CONV: TransposeConvOptions,
     OpType.DEPTH_TO_SPACE: DepthToSpaceOptions,
+    OpType.BATCH_MATMUL: BatchMatMulOptions,
 }

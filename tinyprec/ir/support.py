@@ -64,6 +64,7 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     # int8 activations and int8 weights (filter is input 1, the activation input 2: verified by the emulator)
     OpType.TRANSPOSE_CONV: OpSupport(_A8),
     OpType.DEPTH_TO_SPACE: OpSupport(_A8),
+    OpType.BATCH_MATMUL: OpSupport(_A8),  # both operands are activations
 }
 
 # Weighted ops: the bias type each activation type takes.

@@ -51,6 +51,7 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.RESIZE_BILINEAR: ("AddResizeBilinear", 2_500),
     OpType.TRANSPOSE_CONV: ("AddTransposeConv", 5_000),
     OpType.DEPTH_TO_SPACE: ("AddDepthToSpace", 1_500),
+    OpType.BATCH_MATMUL: ("AddBatchMatMul", 5_000),
 }
 
 

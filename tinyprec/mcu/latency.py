@@ -40,6 +40,7 @@ _MAC_CLASS: dict[OpType, str] = {
     OpType.FULLY_CONNECTED: "dense",
     OpType.DEPTHWISE_CONV_2D: "depthwise",
     OpType.TRANSPOSE_CONV: "dense",
+    OpType.BATCH_MATMUL: "dense",
 }
 
 # Priors (not fitted): Cortex-M4 cycles per output element of the integer reference kernels
@@ -74,6 +75,7 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.RESIZE_BILINEAR: 40.0,  # four int64 multiply-adds per output element
     OpType.TRANSPOSE_CONV: 40.0,  # requantization; its scatter MACs are priced as "dense" (estimate)
     OpType.DEPTH_TO_SPACE: 6.0,  # a copy per output element (estimate)
+    OpType.BATCH_MATMUL: 40.0,  # requantization (plus the rhs transpose); MACs priced as "dense" (estimate)
 }
 _PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
 _PER_OP_OVERHEAD = 2000.0

@@ -73,6 +73,13 @@ def _transpose_conv(graph: Graph, op: Op, out: int) -> int:
     return _elements(x.shape) * _elements(w.shape) // max(int(w.shape[3]), 1)
 
 
+def _batch_matmul(graph: Graph, op: Op, out: int) -> int:
+    """Each output element sums over the shared axis (lhs's last, or second to last with adj_x)."""
+    x = graph.tensors[op.inputs[0]]  # type: ignore[index]
+    depth = x.shape[-2] if getattr(op.options, "adj_x", False) else x.shape[-1]
+    return out * int(depth)
+
+
 _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.CONV_2D: _conv,
     OpType.DEPTHWISE_CONV_2D: _depthwise,
@@ -103,10 +110,12 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.RESIZE_BILINEAR: _per_output,
     OpType.TRANSPOSE_CONV: _transpose_conv,
     OpType.DEPTH_TO_SPACE: _nothing,
+    OpType.BATCH_MATMUL: _batch_matmul,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).
-MAC_OPS = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED, OpType.TRANSPOSE_CONV)
+MAC_OPS = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED, OpType.TRANSPOSE_CONV,
+           OpType.BATCH_MATMUL)
 
 
 def op_costs(graph: Graph) -> list[OpCost]:

@@ -1,4 +1,5 @@
-"""tflm_exact for issue 11's shape ops: RESIZE_BILINEAR in TFLM's integer arithmetic.
+"""tflm_exact for issue 11's shape ops: RESIZE_BILINEAR, TRANSPOSE_CONV and BATCH_MATMUL in TFLM's integer
+arithmetic.
 
 Nearest-neighbour resizing needs nothing (a copy with shared qparams; the lowering checks that PyTorch
 and TFLM pick the same source pixels). Bilinear blends raw int8 values with TFLM's 10-bit weights
@@ -54,7 +55,26 @@ def shape_modules() -> dict[str, type]:
             out = torch.div(total + half, 1 << 20, rounding_mode="trunc")
             return (((out + 128) & 0xFF) - 128).to(torch.int8)
 
-    return {"resize_bilinear": ExactResizeBilinear}
+    class ExactBatchMatMul(torch.nn.Module):
+        """TFLM int8 BATCH_MATMUL: exact sums of the offset operands, one requantization (multiplier from
+        the float32 product of the input scales)."""
+
+        def __init__(self, za: int, zb: int, real: float, zo: int) -> None:
+            super().__init__()
+            from tinyprec.quant.exact_int import encode
+
+            self.za, self.zb, self.zo = za, zb, zo
+            mult, shift = encode([real])
+            self.register_buffer("mult", mult[0])
+            self.register_buffer("shift", shift[0])
+
+        def forward(self, a: "torch.Tensor", b: "torch.Tensor") -> "torch.Tensor":
+            from tinyprec.quant.exact_int import mbqm
+
+            acc = torch.matmul(a.to(torch.float64) - self.za, b.to(torch.float64) - self.zb).round().to(torch.int64)
+            return (mbqm(acc, self.mult, self.shift) + self.zo).clamp(-128, 127).to(torch.int8)  # type: ignore[arg-type]
+
+    return {"resize_bilinear": ExactResizeBilinear, "batch_matmul": ExactBatchMatMul}
 
 
 def build_shape(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int) -> tuple[Any, list[Any]] | None:
@@ -65,6 +85,12 @@ def build_shape(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int
 
     if n.target is torch.ops.aten.conv_transpose2d.input:
         return _conv_transpose(gm, n, act, so, zo)
+    if n.target in (torch.ops.aten.matmul.default, torch.ops.aten.bmm.default) and act == "none":
+        a, b = _act_qparams(n.args[0]), _act_qparams(n.args[1])
+        if a is None or b is None:
+            return None
+        real = float(np.float32(a[1]) * np.float32(b[1])) / float(so)
+        return shape_modules()["batch_matmul"](a[2], b[2], real, zo), [a[0], b[0]]
     if n.target is not torch.ops.aten.upsample_bilinear2d.vec or act != "none":
         return None
     x = _act_qparams(n.args[0])

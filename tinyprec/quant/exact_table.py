@@ -46,6 +46,7 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.RESIZE_BILINEAR: "resize_bilinear",  # quant/exact_shape.py
     OpType.TRANSPOSE_CONV: "weighted",  # conv_transpose2d in ExactWeighted (quant/exact_shape.py)
     OpType.DEPTH_TO_SPACE: FLOAT_EXACT,  # pixel_shuffle moves values with shared qparams
+    OpType.BATCH_MATMUL: "batch_matmul",  # quant/exact_shape.py
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

@@ -1,5 +1,6 @@
 """Lowering handlers of issue 11's shape ops: Upsample / F.interpolate (nearest, nearest-exact, bilinear),
-ConvTranspose2d, PixelShuffle.
+ConvTranspose2d, PixelShuffle, matmul/bmm (and softmax over the last dim of a rank-3 value, which attention
+needs after them).
 
 Registered by name in :data:`tinyprec.quant.lower_table.LOWERINGS`. Both resize ops copy or blend raw
 int8 values, so the quantizer shares the input's qparams with the output. PyTorch's ``nearest`` is TF's
@@ -17,7 +18,7 @@ import torch
 from torch import fx
 
 from tinyprec.errors import UnsupportedOpError
-from tinyprec.ir import DType, Op, OpType, Padding, QParams
+from tinyprec.ir import Activation, DType, Op, OpType, Padding, QParams
 from tinyprec.ir.ops import ResizeOptions, StridedSliceOptions, TransposeConvOptions
 from tinyprec.quant.lower import Lowering
 from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
@@ -160,9 +161,52 @@ def _pixel_shuffle(lw: Lowering, node: fx.Node) -> None:
     _finish(lw, node, OpType.DEPTH_TO_SPACE, (current,), DepthToSpaceOptions(r), qnode, qparams=qp)
 
 
+def _matmul(lw: Lowering, node: fx.Node) -> None:
+    """torch.matmul / bmm of two (N, M, K) @ (N, K, P) activations -> BATCH_MATMUL. The IR holds a rank-3
+    value (N, C, L) as (N, 1, L, C), i.e. each matrix transposed, so C^T = B^T A^T: the operands swap."""
+    from tinyprec.ir.ops import BatchMatMulOptions
+
+    if not all(isinstance(a, fx.Node) for a in node.args[:2]):
+        raise UnsupportedOpError(str(node.target), lw.where(node), "both operands must be activations")
+    a, b = (lw.act(v, node) for v in node.args[:2])
+    if len(a.torch_shape) != 3 or len(b.torch_shape) != 3 or a.flat4 or b.flat4:
+        raise UnsupportedOpError(str(node.target), lw.where(node), "matmul of two rank-3 (N, M, K) @ (N, K, P) "
+                                 "activations only")
+    _no_order(lw, node, a, b)
+    act, qnode = lw.tail(node, fusable=True)
+    if act is not Activation.NONE:
+        raise UnsupportedOpError(str(node.target), lw.where(node), "BATCH_MATMUL has no fused activation; "
+                                 "put the ReLU after another op or drop it")
+    _finish(lw, node, OpType.BATCH_MATMUL, (b.name, a.name), BatchMatMulOptions(), qnode)
+
+
+def softmax_last_dim(lw: Lowering, node: fx.Node) -> None:
+    """Softmax over the last dim of a rank-3 (N, M, P) value: that dim is IR axis 2 of (N, 1, P, M), so
+    TRANSPOSE it last, SOFTMAX, TRANSPOSE back (the transposes move int8 values with unchanged qparams)."""
+    from tinyprec.ir import Tensor
+    from tinyprec.ir.ops import NoOptions, SoftmaxOptions
+    from tinyprec.quant.lower import qparams_of
+
+    x = lw.act(node.args[0], node)
+    _no_order(lw, node, x)
+    _, qnode = lw.tail(node, fusable=False)
+    n, one, p, m = lw.tensors[x.name].shape
+    src = lw.source(node)
+    base = src or node.name
+    perm = lw.add_const(f"{base}.perm", np.array([0, 1, 3, 2], np.int32), DType.INT32, None, src)
+    swapped, soft = lw.unique(f"{base}.rows"), ""
+    lw.tensors[swapped] = Tensor(swapped, (n, one, m, p), DType.INT8, x.qparams, None, src)
+    lw.ops.append(Op(OpType.TRANSPOSE, (x.name, perm), (swapped,), NoOptions(), name=swapped, source=src))
+    soft = lw.unique(f"{base}.softmax")
+    lw.tensors[soft] = Tensor(soft, (n, one, m, p), DType.INT8, qparams_of(lw, qnode), None, src)
+    lw.ops.append(Op(OpType.SOFTMAX, (swapped,), (soft,), SoftmaxOptions(1.0), name=soft, source=src))
+    _finish(lw, node, OpType.TRANSPOSE, (soft, perm), NoOptions(), qnode)
+
+
 SHAPE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "resize_nearest": _resize(OpType.RESIZE_NEAREST_NEIGHBOR),
     "resize_bilinear": _resize(OpType.RESIZE_BILINEAR),
     "conv_transpose": _conv_transpose,
     "pixel_shuffle": _pixel_shuffle,
+    "matmul": _matmul,
 }

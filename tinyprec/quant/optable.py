@@ -216,8 +216,10 @@ def _check_expand(node: Any) -> str | None:
 def _check_softmax(node: Any) -> str | None:
     rank = _rank(node.args[0])
     dim = _arg(node, 1, "dim", -1)
+    if rank == 3 and int(dim) % rank == 2:
+        return None  # (N, M, P) attention scores over P: TRANSPOSE + SOFTMAX + TRANSPOSE
     if rank is not None and rank in (3, 4) and int(dim) % rank != 1:
-        return "softmax on a feature map only over the channel dim (dim=1)"
+        return "softmax on a feature map only over the channel dim (dim=1), or the last dim of a rank-3 tensor"
     return None
 
 
@@ -357,6 +359,12 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.pixel_shuffle.default": OpRow(_R.SHARED, "pixel_shuffle", "PixelShuffle, F.pixel_shuffle",
                                         "DEPTH_TO_SPACE (after RESHAPE + TRANSPOSE + RESHAPE unless C_out = 1)",
                                         "PyTorch's channel order regrouped to TF's DCR; (N, C, H, W) only"),
+    "aten.matmul.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.matmul, a @ b (two activations)", "BATCH_MATMUL",
+                                 "(N, M, K) @ (N, K, P) activations; own output qparams",
+                                 check=_shape_checks.check_matmul),
+    "aten.bmm.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.bmm", "BATCH_MATMUL",
+                              "(N, M, K) @ (N, K, P) activations; own output qparams",
+                              check=_shape_checks.check_matmul),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
@@ -367,8 +375,6 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "elu": "use LeakyReLU or ReLU (ELU is not lowered yet)",
     "div": "multiply by the reciprocal held in a buffer (division is not lowered yet)",
     "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
-    "matmul": "use Linear layers (matmul between activations is not lowered yet)",
-    "bmm": "use Linear layers (bmm is not lowered yet)",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
     "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
     "amax": "use AdaptiveAvgPool or MaxPool with the full window (amax is not lowered yet)",
