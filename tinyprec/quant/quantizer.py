@@ -9,6 +9,7 @@ activation edge carries exactly one set of qparams.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import operator
 from collections.abc import Callable, Mapping
 
@@ -236,7 +237,14 @@ class TFLiteInt8Quantizer(Quantizer):
         as for conv, one output observer (after a ReLU/ReLU6 it fuses); always int8."""
         x, w = node.args[0], node.args[1]
         bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
-        spec = dataclasses.replace(self.weight, ch_axis=1) if self.per_channel else self.weight
+        spec = self.weight
+        if self.per_channel:
+            # PT2E passes ch_axis only to constructors named "PerChannel..."; a QAT fake quant gets it baked in.
+            ctr = spec.observer_or_fake_quant_ctr
+            if self.qat:
+                part = ctr.p  # type: ignore[union-attr]
+                ctr = type(ctr)(functools.partial(part.func, *part.args, **{**part.keywords, "ch_axis": 1}))
+            spec = dataclasses.replace(spec, ch_axis=1, observer_or_fake_quant_ctr=ctr)
         inputs: dict[fx.Node, QuantizationSpecBase] = {x: self._edge(x, state), w: spec}
         if isinstance(bias, fx.Node):
             inputs[bias] = DerivedQuantizationSpec(
