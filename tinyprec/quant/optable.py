@@ -360,8 +360,8 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                         "DEPTH_TO_SPACE (after RESHAPE + TRANSPOSE + RESHAPE unless C_out = 1)",
                                         "PyTorch's channel order regrouped to TF's DCR; (N, C, H, W) only"),
     "aten.matmul.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.matmul, a @ b (two activations)", "BATCH_MATMUL",
-                                 "(N, M, K) @ (N, K, P) activations; own output qparams",
-                                 check=_shape_checks.check_matmul),
+                                 "(N, M, K) @ (N, K, P) activations; own output qparams; fold a 1/sqrt(d) "
+                                 "scale into a projection", check=_shape_checks.check_matmul),
     "aten.bmm.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.bmm", "BATCH_MATMUL",
                               "(N, M, K) @ (N, K, P) activations; own output qparams",
                               check=_shape_checks.check_matmul),
@@ -386,7 +386,8 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "GRU": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "LSTM": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "RNN": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
-    "MultiheadAttention": "attention is not lowered yet; use convolutions or Linear layers",
+    "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj, rank-4 heads); write the block "
+                           "with Conv1d projections, torch.matmul and softmax(dim=-1) (BATCH_MATMUL)"),
     "LayerNorm": "LayerNorm is not lowered yet; use BatchNorm right after a conv/linear",
     "ConvTranspose1d": "1-D transposed convolution is not lowered yet; use ConvTranspose2d on (N, C, 1, L)",
 })
