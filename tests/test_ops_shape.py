@@ -153,3 +153,33 @@ def test_attention_block_end_to_end_exact() -> None:
     out = run_everywhere(Attention(), (6, 3))
     assert out.op_types().count("BATCH_MATMUL") == 2 and "SOFTMAX" in out.op_types(), out.op_types()
     assert_exact(out, onnx_lsb=2)
+
+
+class Decoder1d(nn.Module):
+    """A 1-D decoder stage over (N, C, L): ConvTranspose1d, then ``up`` (a 1-D Upsample), then a conv."""
+
+    def __init__(self, up, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.a, self.b = nn.Conv1d(3, 4, 3, padding=1), nn.Conv1d(3, 2, 1)
+        self.deconv, self.up = nn.ConvTranspose1d(4, 3, **kwargs), up
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.up(self.deconv(self.a(x))))
+
+
+ONE_D = {
+    "deconv_k4s2p1_nearest": (lambda: Decoder1d(nn.Upsample(scale_factor=2), kernel_size=4, stride=2, padding=1),
+                              ["TRANSPOSE_CONV", "RESIZE_NEAREST_NEIGHBOR"]),
+    "deconv_output_padding_linear": (lambda: Decoder1d(nn.Upsample(scale_factor=2, mode="linear"), kernel_size=3,
+                                                       stride=2, padding=1, output_padding=1),
+                                     ["TRANSPOSE_CONV", "STRIDED_SLICE", "RESIZE_BILINEAR"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ONE_D))
+def test_one_d_decoder_end_to_end_exact(case: str) -> None:
+    build, ops = ONE_D[case]
+    torch.manual_seed(0)
+    out = run_everywhere(build(), (3, 7))
+    assert all(op in out.op_types() for op in ops), out.op_types()
+    assert_exact(out, onnx_lsb=2)

@@ -42,6 +42,8 @@ def shape_modules() -> dict[str, type]:
                     for v in bilinear_taps(n_in, n_out, self.align, not self.align)]
 
         def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
+            if xq.dim() == 3:
+                return self.forward(xq.unsqueeze(2)).squeeze(2)
             v = xq.to(torch.int64)
             one = 1 << 10
             ylo, yhi, wy = self._taps(v.shape[-2], 0, v)
@@ -83,7 +85,7 @@ def build_shape(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int
 
     from tinyprec.quant.exact import _act_qparams
 
-    if n.target is torch.ops.aten.conv_transpose2d.input:
+    if n.target in (torch.ops.aten.conv_transpose2d.input, torch.ops.aten.conv_transpose1d.default):
         return _conv_transpose(gm, n, act, so, zo)
     if n.target in (torch.ops.aten.matmul.default, torch.ops.aten.bmm.default) and act == "none":
         a, b = _act_qparams(n.args[0]), _act_qparams(n.args[1])
@@ -91,7 +93,8 @@ def build_shape(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int
             return None
         real = float(np.float32(a[1]) * np.float32(b[1])) / float(so)
         return shape_modules()["batch_matmul"](a[2], b[2], real, zo), [a[0], b[0]]
-    if n.target is not torch.ops.aten.upsample_bilinear2d.vec or act != "none":
+    one_d = n.target is torch.ops.aten.upsample_linear1d.vec
+    if (n.target is not torch.ops.aten.upsample_bilinear2d.vec and not one_d) or act != "none":
         return None
     x = _act_qparams(n.args[0])
     if x is None or x[1] != so or x[2] != zo:
@@ -101,6 +104,9 @@ def build_shape(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int
     if size is None and scales is None:
         return None
     align = bool(n.args[2]) if len(n.args) > 2 else False
+    if one_d:  # (N, C, L) is resized as (N, C, 1, L)
+        size = None if size is None else [1, *size]
+        scales = None if scales is None else [1.0, *scales]
     module = shape_modules()["resize_bilinear"](None if size is None else tuple(int(s) for s in size),
                                                 None if scales is None else tuple(float(s) for s in scales), align)
     return module, [x[0]]
@@ -146,7 +152,7 @@ def _conv_transpose(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo:
     mod = _modules()["weighted"](n.target, tuple(n.args[3:]), wq, None if b is None else b[0].reshape(-1), zi,
                                  reals, 1, zo, lo, hi)
     # Each output sums over (in, kh, kw) of one output channel: bound its float sums by that, not by rows.
-    bound = 255 * int(np.abs(wq).sum(axis=(0, 2, 3)).max(initial=0))
+    bound = 255 * int(np.abs(wq).sum(axis=tuple(a for a in range(wq.ndim) if a != 1)).max(initial=0))
     if bound >= 1 << 24:
         mod.dtype = torch.float64
         mod.w = mod.w.to(torch.float64)

@@ -25,14 +25,14 @@ from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
 
 
 def _torch_sources(lw: Lowering, node: fx.Node, shape: tuple[int, ...], axis: int) -> np.ndarray:
-    """The source index along ``axis`` (2: rows, 3: columns) the exported op itself reads per output
-    position: the op run on a map holding each pixel's own index."""
+    """The source index along ``axis`` (2: rows, or length of a 1-D map; 3: columns) the exported op itself
+    reads per output position: the op run on a map holding each pixel's own index."""
     index = torch.arange(shape[axis], dtype=torch.float32)
-    view = [1, 1, 1, 1]
+    view = [1] * len(shape)
     view[axis] = shape[axis]
-    probe = index.view(view).expand(1, 1, shape[2], shape[3]).contiguous()
+    probe = index.view(view).expand(1, 1, *shape[2:]).contiguous()
     out = node.target(probe, *(lw.val(a) for a in node.args[1:]), **node.kwargs)  # type: ignore[operator]
-    line = out[0, 0, :, 0] if axis == 2 else out[0, 0, 0, :]
+    line = out[0, 0, 0, :] if axis == 3 else out[0, 0, :, 0] if len(shape) == 4 else out[0, 0, :]
     return line.round().to(torch.int64).numpy()
 
 
@@ -41,15 +41,16 @@ def _resize(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
         from tinyprec.ir.shape_rules import nearest_indices
 
         x = lw.act(node.args[0], node)
-        if len(x.torch_shape) != 4 or x.flat4:
-            raise UnsupportedOpError(str(node.target), lw.where(node), "only (N, C, H, W) maps are resized")
+        rank = len(x.torch_shape)
+        if rank not in (3, 4) or x.flat4:
+            raise UnsupportedOpError(str(node.target), lw.where(node), "only (N, C, H, W) and (N, C, L) maps")
         _no_order(lw, node, x)
         _, qnode = lw.tail(node, fusable=False)
         qp = _require_shared(lw, node, x, qnode)
         out = lw.shape(qnode)
         if op_type is OpType.RESIZE_NEAREST_NEIGHBOR:
             options = ResizeOptions(False, "nearest_exact" in str(node.target))
-            for axis in (2, 3):
+            for axis in range(2, rank):
                 want = nearest_indices(x.torch_shape[axis], out[axis], False, options.half_pixel_centers)
                 got = _torch_sources(lw, node, x.torch_shape, axis)
                 if not np.array_equal(want, got):
@@ -60,7 +61,8 @@ def _resize(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
             align = bool(node.args[2]) if len(node.args) > 2 else False
             options = ResizeOptions(align, not align)
         src = lw.source(node)
-        size = lw.add_const(f"{src or node.name}.size", np.array(out[2:], np.int32), DType.INT32, None, src)
+        hw = out[2:] if rank == 4 else (1, out[2])  # a 1-D map is IR (N, 1, L, C)
+        size = lw.add_const(f"{src or node.name}.size", np.array(hw, np.int32), DType.INT32, None, src)
         _finish(lw, node, op_type, (x.name, size), options, qnode, qparams=qp)
 
     return handler
@@ -75,18 +77,23 @@ def _conv_transpose(lw: Lowering, node: fx.Node) -> None:
     from tinyprec.quant.lower_ops import _arg, _bias, _const, _name, _pair, weight_dtype
 
     x = lw.act(node.args[0], node)
-    if len(x.torch_shape) != 4 or x.flat4:
-        raise UnsupportedOpError(str(node.target), lw.where(node), "only (N, C, H, W) inputs")
+    rank = len(x.torch_shape)
+    if rank not in (3, 4) or x.flat4:
+        raise UnsupportedOpError(str(node.target), lw.where(node), "only (N, C, H, W) and (N, C, L) inputs")
     _no_order(lw, node, x)
-    stride, pad = _pair(_arg(node, 3, "stride", 1), 4), _pair(_arg(node, 4, "padding", 0), 4)
-    if int(_arg(node, 6, "groups", 1)) != 1 or _pair(_arg(node, 7, "dilation", 1), 4) != (1, 1):
+    stride, pad = _pair(_arg(node, 3, "stride", 1), rank), _pair(_arg(node, 4, "padding", 0), rank)
+    if rank == 3:
+        pad = (0, pad[1])  # a 1-D map is IR (N, 1, L, C): no rows to pad
+    if int(_arg(node, 6, "groups", 1)) != 1 or _pair(_arg(node, 7, "dilation", 1), rank) != (1, 1):
         raise UnsupportedOpError(str(node.target), lw.where(node), "TFLM's TRANSPOSE_CONV has no groups or dilation")
-    w, w_qp = _const(lw, node.args[1], node, "the weight")  # [in, out, kh, kw]
+    w, w_qp = _const(lw, node.args[1], node, "the weight")  # [in, out, kh, kw] or [in, out, k]
     if weight_dtype(lw, node.args[1], node) is not DType.INT8:
         raise UnsupportedOpError(str(node.target), lw.where(node), "transposed convolutions take int8 weights")
+    if rank == 3:
+        w = w[:, :, None, :]
     _, out_c, kh, kw = w.shape
     act, qnode = lw.tail(node, fusable=True)
-    ho, wo = lw.shape(qnode)[2:]
+    ho, wo = (1, lw.shape(qnode)[2]) if rank == 3 else lw.shape(qnode)[2:]
     src, source = _name(lw, node), lw.source(node)
     f_qp = QParams(w_qp.scale, w_qp.zero_point, 0 if w_qp.scale.size > 1 else None)
     w_name = lw.add_const(f"{src}.weight", np.transpose(w, (1, 2, 3, 0)), DType.INT8, f_qp, source)
@@ -112,7 +119,7 @@ def _conv_transpose(lw: Lowering, node: fx.Node) -> None:
     if full_mode is None:
         raise UnsupportedOpError(str(node.target), lw.where(node), f"padding {pad} has no TFLM form here")
     qp = qparams_of(lw, qnode)
-    full = lw.add_act(f"{src}.full", (1, out_c, fh, fw), qp, source)
+    full = lw.add_act(f"{src}.full", (1, out_c, fw) if rank == 3 else (1, out_c, fh, fw), qp, source)
     lw.emit(OpType.TRANSPOSE_CONV, (shape_const(fh, fw, "full_shape"), w_name, x.name, b_name), full,
             TransposeConvOptions(full_mode, stride[0], stride[1], act), source)
     consts = [lw.add_const(f"{src}.{k}", np.array(v, np.int32), DType.INT32, None, source)

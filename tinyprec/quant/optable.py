@@ -356,6 +356,20 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                          "TRANSPOSE_CONV (+ STRIDED_SLICE where TF's padding differs)",
                                          "groups 1, dilation 1, int8 weights; a BatchNorm after it is not folded",
                                          check=_shape_checks.check_conv_transpose),
+    "aten.conv_transpose1d.default": OpRow(_R.TRANSPOSED, "conv_transpose", "ConvTranspose1d",
+                                           "TRANSPOSE_CONV (+ STRIDED_SLICE where TF's padding differs)",
+                                           "as ConvTranspose2d, on (N, C, L)",
+                                           check=_shape_checks.check_conv_transpose),
+    "aten.upsample_nearest1d.vec": OpRow(_R.SHARED, "resize_nearest", "Upsample / F.interpolate on (N, C, L), nearest",
+                                         "RESIZE_NEAREST_NEIGHBOR",
+                                         "refused where PyTorch and TFLM would pick different pixels",
+                                         check=_shape_checks.check_nearest),
+    "aten._upsample_nearest_exact1d.vec": OpRow(_R.SHARED, "resize_nearest", "F.interpolate(mode='nearest-exact'), 1-D",
+                                                "RESIZE_NEAREST_NEIGHBOR (half-pixel centres)",
+                                                "refused where PyTorch and TFLM would pick different pixels",
+                                                check=_shape_checks.check_nearest),
+    "aten.upsample_linear1d.vec": OpRow(_R.SHARED, "resize_bilinear", "Upsample / F.interpolate(mode='linear')",
+                                        "RESIZE_BILINEAR (one row)", "as bilinear", check=_shape_checks.check_bilinear),
     "aten.pixel_shuffle.default": OpRow(_R.SHARED, "pixel_shuffle", "PixelShuffle, F.pixel_shuffle",
                                         "DEPTH_TO_SPACE (after RESHAPE + TRANSPOSE + RESHAPE unless C_out = 1)",
                                         "PyTorch's channel order regrouped to TF's DCR; (N, C, H, W) only"),
@@ -389,7 +403,6 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj, rank-4 heads); write the block "
                            "with Conv1d projections, torch.matmul and softmax(dim=-1) (BATCH_MATMUL)"),
     "LayerNorm": "LayerNorm is not lowered yet; use BatchNorm right after a conv/linear",
-    "ConvTranspose1d": "1-D transposed convolution is not lowered yet; use ConvTranspose2d on (N, C, 1, L)",
 })
 
 

@@ -40,10 +40,10 @@ def check_nearest(node: Any) -> str | None:
     x, y = _shape(node.args[0]), _shape(node)
     if x is None or y is None:
         return None
-    if len(x) != 4:
-        return f"nearest upsampling of a rank-{len(x)} tensor: only (N, C, H, W) maps"
+    if len(x) not in (3, 4):
+        return f"nearest upsampling of a rank-{len(x)} tensor: only (N, C, H, W) and (N, C, L) maps"
     exact = "nearest_exact" in str(node.target)
-    for axis, scale in zip((2, 3), _scales(node, 2)):
+    for axis, scale in zip(range(2, len(x)), _scales(node, 2)):
         torch_idx = torch_nearest_indices(x[axis], y[axis], scale, exact)
         tflm_idx = nearest_indices(x[axis], y[axis], False, exact)
         if not np.array_equal(torch_idx, tflm_idx):
@@ -57,8 +57,8 @@ def check_conv_transpose(node: Any) -> str | None:
         return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
 
     x = _shape(node.args[0])
-    if x is not None and len(x) != 4:
-        return f"transposed convolution of a rank-{len(x)} input: only ConvTranspose2d on (N, C, H, W)"
+    if x is not None and len(x) not in (3, 4):
+        return f"transposed convolution of a rank-{len(x)} input: only (N, C, L) and (N, C, H, W)"
     if int(arg(6, "groups", 1)) != 1:
         return "grouped ConvTranspose2d has no TFLM op; use groups=1"
     dilation = arg(7, "dilation", 1)
@@ -81,10 +81,10 @@ def check_bilinear(node: Any) -> str | None:
     x, y = _shape(node.args[0]), _shape(node)
     if x is None or y is None:
         return None
-    if len(x) != 4:
-        return f"bilinear upsampling of a rank-{len(x)} tensor: only (N, C, H, W) maps"
+    if len(x) not in (3, 4):
+        return f"linear upsampling of a rank-{len(x)} tensor: only (N, C, H, W) and (N, C, L) maps"
     align = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("align_corners", False))
-    for axis, scale in zip((2, 3), _scales(node, 3)):
+    for axis, scale in zip(range(2, len(x)), _scales(node, 3)):
         if not align and scale is not None and x[axis] * scale != y[axis]:
             return (f"scale factor {scale} does not map {x[axis]} pixels onto {y[axis]} exactly (PyTorch then "
                     "samples at 1/scale, TFLM at in/out); use size=(h, w) or an exact scale factor")
