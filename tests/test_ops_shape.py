@@ -183,3 +183,11 @@ def test_one_d_decoder_end_to_end_exact(case: str) -> None:
     out = run_everywhere(build(), (3, 7))
     assert all(op in out.op_types() for op in ops), out.op_types()
     assert_exact(out, onnx_lsb=2)
+
+
+def test_batch_norm_after_conv_transpose_is_refused_clearly() -> None:
+    from tinyprec.quant.capture import check_graph, example_like, export_for_quant
+
+    model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ConvTranspose2d(4, 4, 2, stride=2), nn.BatchNorm2d(4)).eval()
+    with pytest.raises(UnsupportedOpsError, match="BatchNorm right after a ConvTranspose is not folded"):
+        check_graph(export_for_quant(model, example_like((2, 5, 6)), train=False))
