@@ -152,6 +152,8 @@ def test_attention_block_end_to_end_exact() -> None:
     torch.manual_seed(0)
     out = run_everywhere(Attention(), (6, 3))
     assert out.op_types().count("BATCH_MATMUL") == 2 and "SOFTMAX" in out.op_types(), out.op_types()
+    # softmax's TRANSPOSE back and the user's attn.transpose(1, 2) cancel: BATCH_MATMUL reads SOFTMAX directly
+    assert out.op_types().count("TRANSPOSE") == 3, out.op_types()
     assert_exact(out, onnx_lsb=2)
 
 

@@ -210,6 +210,36 @@ def softmax_last_dim(lw: Lowering, node: fx.Node) -> None:
     _finish(lw, node, OpType.TRANSPOSE, (soft, perm), NoOptions(), qnode)
 
 
+def cancel_transpose_pairs(lw: Lowering, outputs: list[str]) -> int:
+    """Drop TRANSPOSE -> TRANSPOSE pairs that compose to the identity (a softmax over the last dim followed by
+    the user's own ``.transpose(1, 2)`` in attention): readers of the second read the first's input.
+    Returns how many pairs went; the first TRANSPOSE is left for the dead-op sweep."""
+    producer = {op.outputs[0]: op for op in lw.ops}
+    readers: dict[str, int] = {}
+    for op in lw.ops:
+        for name in op.inputs:
+            if name is not None:
+                readers[name] = readers.get(name, 0) + 1
+    dropped = 0
+    for second in list(lw.ops):
+        first = producer.get(second.inputs[0]) if second.type is OpType.TRANSPOSE else None  # type: ignore[arg-type]
+        if first is None or first.type is not OpType.TRANSPOSE or readers.get(first.outputs[0]) != 1:
+            continue
+        mid, out, src = first.outputs[0], second.outputs[0], first.inputs[0]
+        if mid in outputs or out in outputs or src is None:
+            continue
+        p1, p2 = (lw.tensors[op.inputs[1]].data for op in (first, second))  # type: ignore[index]
+        if p1 is None or p2 is None or [int(p1[int(k)]) for k in p2] != list(range(len(p1))):
+            continue
+        if lw.tensors[src].qparams != lw.tensors[out].qparams:
+            continue
+        lw.ops = [Op(op.type, tuple(src if n == out else n for n in op.inputs), op.outputs, op.options,
+                     name=op.name, source=op.source) for op in lw.ops if op is not second]
+        lw.aliases[out] = lw.aliases.get(src, src)
+        dropped += 1
+    return dropped
+
+
 SHAPE_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "resize_nearest": _resize(OpType.RESIZE_NEAREST_NEIGHBOR),
     "resize_bilinear": _resize(OpType.RESIZE_BILINEAR),
