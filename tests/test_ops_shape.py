@@ -193,3 +193,11 @@ def test_batch_norm_after_conv_transpose_is_refused_clearly() -> None:
     model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ConvTranspose2d(4, 4, 2, stride=2), nn.BatchNorm2d(4)).eval()
     with pytest.raises(UnsupportedOpsError, match="BatchNorm right after a ConvTranspose is not folded"):
         check_graph(export_for_quant(model, example_like((2, 5, 6)), train=False))
+
+
+def test_resize_modes_without_a_tflm_op_are_refused_with_the_alternative() -> None:
+    from tinyprec.quant.capture import check_graph, example_like, export_for_quant
+
+    model = Up(Interp(scale_factor=2, mode="bicubic")).eval()
+    with pytest.raises(UnsupportedOpsError, match="use mode='bilinear' or 'nearest'"):
+        check_graph(export_for_quant(model, example_like((2, 5, 6)), train=False))

@@ -395,6 +395,10 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
     "amax": "use AdaptiveAvgPool or MaxPool with the full window (amax is not lowered yet)",
     "zeros": "create constants as registered buffers, not inside forward",
+    # issue 11: shape ops TFLM lacks
+    "upsample_bicubic2d": "bicubic resizing has no TFLM op; use mode='bilinear' or 'nearest'",
+    "_upsample_bilinear2d_aa": "antialiased resizing has no TFLM op; use antialias=False",
+    "pixel_unshuffle": "PixelUnshuffle (SPACE_TO_DEPTH) is not lowered yet; use a strided conv",
 })
 
 #: Layers reported as a whole (their internal ops are not named one by one): module class name -> hint.
