@@ -15,15 +15,15 @@ nn = torch.nn
 
 
 class TinyUNet(nn.Module):
-    """Encoder (two stride-2 convs), decoder: ConvTranspose2d + skip concatenation, bilinear Upsample + skip
-    add, then a classification head (the API's validated task)."""
+    """Encoder (two stride-2 convs), decoder: ConvTranspose2d + BatchNorm (folded, QAT-simulated) + skip
+    concatenation, bilinear Upsample + skip add, then a classification head (the API's validated task)."""
 
     def __init__(self, classes: int = 4) -> None:
         super().__init__()
         self.e1 = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU())
         self.e2 = nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.ReLU())
         self.bottom = nn.Sequential(nn.Conv2d(12, 16, 3, stride=2, padding=1), nn.ReLU())
-        self.up2 = nn.Sequential(nn.ConvTranspose2d(16, 12, 2, stride=2), nn.ReLU())
+        self.up2 = nn.Sequential(nn.ConvTranspose2d(16, 12, 2, stride=2, bias=False), nn.BatchNorm2d(12), nn.ReLU())
         self.d2 = nn.Sequential(nn.Conv2d(24, 8, 3, padding=1), nn.ReLU())
         self.up1 = nn.Upsample(scale_factor=2, mode="bilinear")
         self.d1 = nn.Conv2d(8, 8, 3, padding=1)
@@ -73,7 +73,7 @@ def test_unet_decoder_runs_exact_through_the_api(tmp_path: Path) -> None:
     blob = (out / "model" / "model_int8.tflite").read_bytes()
     graph = read_tflite(blob)
     ops = [op.type.value for op in graph.ops]
-    assert "TRANSPOSE_CONV" in ops and "RESIZE_BILINEAR" in ops, ops
+    assert "TRANSPOSE_CONV" in ops and "RESIZE_BILINEAR" in ops and "MUL" not in ops, ops  # BN folded
     shape = graph.tensors[graph.inputs[0]].shape[1:]
     xq = np.random.default_rng(1).integers(-128, 128, (32, *shape)).astype(np.int8)
     np.testing.assert_array_equal(np.asarray(run_tflite(blob, xq, kernels="reference")), np.asarray(run_tflm(blob, xq)))

@@ -187,12 +187,24 @@ def test_one_d_decoder_end_to_end_exact(case: str) -> None:
     assert_exact(out, onnx_lsb=2)
 
 
-def test_batch_norm_after_conv_transpose_is_refused_clearly() -> None:
-    from tinyprec.quant.capture import check_graph, example_like, export_for_quant
+def test_batch_norm_after_conv_transpose_folds_exactly() -> None:
+    class DeconvBN(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.up = nn.Conv2d(2, 4, 3, padding=1), nn.ConvTranspose2d(4, 3, 2, stride=2, bias=False)
+            self.bn, self.b = nn.BatchNorm2d(3), nn.Conv2d(3, 2, 1)
+            with torch.no_grad():
+                self.bn.running_mean.uniform_(-0.5, 0.5)
+                self.bn.running_var.uniform_(0.5, 2.0)
+                self.bn.weight.uniform_(0.5, 1.5)
 
-    model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.ConvTranspose2d(4, 4, 2, stride=2), nn.BatchNorm2d(4)).eval()
-    with pytest.raises(UnsupportedOpsError, match="BatchNorm right after a ConvTranspose is not folded"):
-        check_graph(export_for_quant(model, example_like((2, 5, 6)), train=False))
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.bn(self.up(self.a(x)))))
+
+    torch.manual_seed(0)
+    out = run_everywhere(DeconvBN(), (2, 5, 6))
+    assert out.op_types() == ["CONV_2D", "TRANSPOSE_CONV", "CONV_2D"], out.op_types()  # BN and ReLU folded
+    assert_exact(out, onnx_lsb=2)
 
 
 def test_resize_modes_without_a_tflm_op_are_refused_with_the_alternative() -> None:

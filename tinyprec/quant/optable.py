@@ -157,8 +157,8 @@ def _check_linear(node: Any) -> str | None:
 def _check_batch_norm(node: Any) -> str | None:
     src = node.args[0]
     prod = str(getattr(src, "target", ""))
-    if prod.startswith("aten.conv_transpose"):  # issue 11: not folded (yet)
-        return "a BatchNorm right after a ConvTranspose is not folded; put it after the next Conv, or drop it"
+    if prod.startswith("aten.conv_transpose"):  # issue 11: folded per output channel (weight axis 1)
+        return None if len(src.users) == 1 else "the ConvTranspose before this BatchNorm has other users"
     if prod not in ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default"):
         return ("a BatchNorm is folded into the conv/linear right before it; this one follows no conv/linear "
                 "(put it after a conv, or drop it)")
@@ -356,7 +356,7 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                           check=_shape_checks.check_bilinear),
     "aten.conv_transpose2d.input": OpRow(_R.TRANSPOSED, "conv_transpose", "ConvTranspose2d",
                                          "TRANSPOSE_CONV (+ STRIDED_SLICE where TF's padding differs)",
-                                         "groups 1, dilation 1, int8 weights; a BatchNorm after it is not folded",
+                                         "groups 1, dilation 1, int8 weights; a BatchNorm right after it is folded",
                                          check=_shape_checks.check_conv_transpose),
     "aten.conv_transpose1d.default": OpRow(_R.TRANSPOSED, "conv_transpose", "ConvTranspose1d",
                                            "TRANSPOSE_CONV (+ STRIDED_SLICE where TF's padding differs)",

@@ -253,7 +253,19 @@ class TFLiteInt8Quantizer(Quantizer):
                 qscheme=torch.per_channel_symmetric if self.per_channel else torch.per_tensor_symmetric,
                 ch_axis=0 if self.per_channel else None)
         _set(node, inputs=inputs)
-        self._finish(node, state)
+        last = node
+        bn = _sole_user(node)  # QAT: a batch norm right after it is simulated, then folded (quant/bnfold.py)
+        if bn is not None and OP_ROLES.get(str(bn.target)) is Role.FOLDED:
+            state.done.add(bn)
+            last = bn
+            item = _sole_user(bn)
+            if item is not None and item.target is operator.getitem:
+                _set(bn)
+                state.done.add(item)
+                last = item
+        if last is not node:
+            _set(last)
+        self._finish(last, state)
 
     _ANNOTATORS: dict[Role, Callable[[TFLiteInt8Quantizer, fx.Node, _State], None]] = {
         Role.COMPUTE: _compute,
