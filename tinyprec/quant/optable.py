@@ -158,7 +158,9 @@ def _check_batch_norm(node: Any) -> str | None:
     src = node.args[0]
     prod = str(getattr(src, "target", ""))
     if prod.startswith("aten.conv_transpose"):  # issue 11: folded per output channel (weight axis 1)
-        return None if len(src.users) == 1 else "the ConvTranspose before this BatchNorm has other users"
+        if len(src.users) != 1:
+            return "the ConvTranspose before this BatchNorm has other users, so the BatchNorm cannot be folded"
+        return None
     if prod not in ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default"):
         return ("a BatchNorm is folded into the conv/linear right before it; this one follows no conv/linear "
                 "(put it after a conv, or drop it)")
