@@ -358,3 +358,7 @@ PREPARE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
 from tinyprec.emulator.elementwise import PREPARE_MORE  # noqa: E402  (issue 11's ops, in their own module)
 
 PREPARE.update(PREPARE_MORE)
+
+from tinyprec.emulator.shape_ops import PREPARE_SHAPE  # noqa: E402  (issue 11's shape ops)
+
+PREPARE.update(PREPARE_SHAPE)

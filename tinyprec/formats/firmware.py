@@ -78,6 +78,11 @@ RESOLVER_METHOD: dict[OpType, str] = {
     OpType.TRANSPOSE: "AddTranspose",
     OpType.STRIDED_SLICE: "AddStridedSlice",
     OpType.PRELU: "AddPrelu",
+    OpType.RESIZE_NEAREST_NEIGHBOR: "AddResizeNearestNeighbor",
+    OpType.RESIZE_BILINEAR: "AddResizeBilinear",
+    OpType.TRANSPOSE_CONV: "AddTransposeConv",
+    OpType.DEPTH_TO_SPACE: "AddDepthToSpace",
+    OpType.BATCH_MATMUL: "AddBatchMatMul",
 }
 
 _C_TYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",

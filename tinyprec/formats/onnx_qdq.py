@@ -48,6 +48,7 @@ from tinyprec.ir.ops import (
 )
 from tinyprec.ir.qparams import QParams
 from tinyprec.formats.onnx_more import MORE_EMITTERS  # noqa: I001  (issue 11's emitters)
+from tinyprec.formats.onnx_shape import SHAPE_EMITTERS  # noqa: I001  (issue 11's shape ops)
 
 PRODUCER = "tinyprec"
 # IR (NHWC) axis -> ONNX (NCHW) axis, for 4-D activations.
@@ -347,6 +348,7 @@ EMITTERS: dict[OpType, Callable[[_Builder, Op, int], str]] = {
     OpType.QUANTIZE: _emit_passthrough,
     OpType.DEQUANTIZE: _emit_passthrough,
     **MORE_EMITTERS,  # issue 11's ops, in their own module
+    **SHAPE_EMITTERS,  # issue 11's shape ops (formats/onnx_shape.py)
 }
 
 

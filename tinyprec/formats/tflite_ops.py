@@ -32,6 +32,7 @@ from tinyprec.ir.ops import (
     SoftmaxOptions,
     StridedSliceOptions,
 )
+from tinyprec.ir.ops import BatchMatMulOptions, DepthToSpaceOptions, ResizeOptions, TransposeConvOptions
 
 # TFLite schema enum values (schema.fbs); kept here so importing this module stays light.
 TENSOR_TYPE: dict[DType, int] = {
@@ -232,6 +233,44 @@ def _o_strided_slice(s: Any, o: StridedSliceOptions, op: Op) -> Any:
     return opts
 
 
+def _o_resize(kind: str) -> Callable[[Any, ResizeOptions, Op], Any]:
+    def options(s: Any, o: ResizeOptions, op: Op) -> Any:
+        opts = getattr(s, kind + "T")()
+        opts.alignCorners, opts.halfPixelCenters = bool(o.align_corners), bool(o.half_pixel_centers)
+        return opts
+
+    return options
+
+
+def _v_resize(op: Op, g: Graph) -> int:
+    """op_version.cc: 3 with align_corners (nearest only) or half_pixel_centers, else 2 for int8."""
+    o = op.options
+    flags = o.half_pixel_centers or (op.type is OpType.RESIZE_NEAREST_NEIGHBOR and o.align_corners)  # type: ignore[union-attr]
+    return 3 if flags else 2 if _dtype(g, op.inputs[0]) is DType.INT8 else 1
+
+
+def _o_transpose_conv(s: Any, o: TransposeConvOptions, op: Op) -> Any:
+    return s.TransposeConvOptionsT(padding=PADDING_CODE[o.padding], strideW=o.stride_w, strideH=o.stride_h,
+                                   fusedActivationFunction=ACTIVATION_CODE[o.activation])
+
+
+def _v_transpose_conv(op: Op, g: Graph) -> int:
+    """op_version.cc: 4 with a fused activation, 3 with a bias, 2 for int8."""
+    if op.options.activation is not Activation.NONE:  # type: ignore[union-attr]
+        return 4
+    if len(op.inputs) > 3 and op.inputs[3] is not None:
+        return 3
+    return 2 if _dtype(g, op.inputs[1]) is DType.INT8 else 1
+
+
+def _o_depth_to_space(s: Any, o: DepthToSpaceOptions, op: Op) -> Any:
+    return s.DepthToSpaceOptionsT(blockSize=o.block_size)
+
+
+def _o_batch_matmul(s: Any, o: BatchMatMulOptions, op: Op) -> Any:
+    return s.BatchMatMulOptionsT(adjX=bool(o.adj_x), adjY=bool(o.adj_y), asymmetricQuantizeInputs=False)
+
+
 def _o_none(s: Any, o: object, op: Op) -> Any:
     return None
 
@@ -274,4 +313,10 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.TRANSPOSE: _OpSpec(39, "NONE", _o_none, _v_int8_2),
     OpType.STRIDED_SLICE: _OpSpec(45, "StridedSliceOptions", _o_strided_slice, _v_int8_2),
     OpType.PRELU: _OpSpec(54, "NONE", _o_none, _v_one),  # TF Lite registers PRELU version 1 only
+    OpType.RESIZE_NEAREST_NEIGHBOR: _OpSpec(97, "ResizeNearestNeighborOptions",
+                                            _o_resize("ResizeNearestNeighborOptions"), _v_resize),
+    OpType.RESIZE_BILINEAR: _OpSpec(23, "ResizeBilinearOptions", _o_resize("ResizeBilinearOptions"), _v_resize),
+    OpType.TRANSPOSE_CONV: _OpSpec(67, "TransposeConvOptions", _o_transpose_conv, _v_transpose_conv),
+    OpType.DEPTH_TO_SPACE: _OpSpec(5, "DepthToSpaceOptions", _o_depth_to_space, _v_int8_2),
+    OpType.BATCH_MATMUL: _OpSpec(126, "BatchMatMulOptions", _o_batch_matmul, _v_int8_2),
 }

@@ -146,6 +146,40 @@ def _strided_slice(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
     return StridedSliceOptions(int(o.BeginMask()), int(o.EndMask()), int(o.ShrinkAxisMask()))
 
 
+def _resize(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    from tinyprec.ir.ops import ResizeOptions
+
+    if o is None:
+        return ResizeOptions()
+    return ResizeOptions(bool(o.AlignCorners()), bool(o.HalfPixelCenters()))
+
+
+def _transpose_conv(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    from tinyprec.ir.ops import TransposeConvOptions
+
+    if o.QuantizedBiasType() not in (0, 2):  # unset or INT32
+        raise r.fail(place, "a transpose conv bias other than int32 is not supported")
+    return TransposeConvOptions(_padding(r, o.Padding(), place), _positive(r, o.StrideH(), "stride_h", place),
+                                _positive(r, o.StrideW(), "stride_w", place),
+                                _activation(r, o.FusedActivationFunction(), place))
+
+
+def _depth_to_space(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    from tinyprec.ir.ops import DepthToSpaceOptions
+
+    return DepthToSpaceOptions(_positive(r, o.BlockSize(), "block_size", place))
+
+
+def _batch_matmul(r: Any, o: Any, place: str, *_: Any) -> OpOptions:
+    from tinyprec.ir.ops import BatchMatMulOptions
+
+    if o is None:
+        return BatchMatMulOptions()
+    if o.AsymmetricQuantizeInputs():
+        raise r.fail(place, "hybrid BATCH_MATMUL (asymmetric_quantize_inputs) is not supported")
+    return BatchMatMulOptions(bool(o.AdjX()), bool(o.AdjY()))
+
+
 def _none(*_: Any) -> OpOptions:
     return NoOptions()
 
@@ -177,4 +211,9 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.TRANSPOSE: (None, _none, True),
     OpType.STRIDED_SLICE: ("StridedSliceOptions", _strided_slice, True),
     OpType.PRELU: (None, _none, True),
+    OpType.RESIZE_NEAREST_NEIGHBOR: ("ResizeNearestNeighborOptions", _resize, True),
+    OpType.RESIZE_BILINEAR: ("ResizeBilinearOptions", _resize, True),
+    OpType.TRANSPOSE_CONV: ("TransposeConvOptions", _transpose_conv, False),
+    OpType.DEPTH_TO_SPACE: ("DepthToSpaceOptions", _depth_to_space, False),
+    OpType.BATCH_MATMUL: ("BatchMatMulOptions", _batch_matmul, True),
 }

@@ -37,6 +37,12 @@ class OpType(enum.Enum):
     TRANSPOSE = "TRANSPOSE"
     STRIDED_SLICE = "STRIDED_SLICE"
     PRELU = "PRELU"
+    # issue 11: shape / upsampling ops
+    RESIZE_NEAREST_NEIGHBOR = "RESIZE_NEAREST_NEIGHBOR"
+    RESIZE_BILINEAR = "RESIZE_BILINEAR"
+    TRANSPOSE_CONV = "TRANSPOSE_CONV"
+    DEPTH_TO_SPACE = "DEPTH_TO_SPACE"
+    BATCH_MATMUL = "BATCH_MATMUL"
 
 
 class Padding(enum.Enum):
@@ -145,6 +151,43 @@ class StridedSliceOptions:
 
 
 @dataclass(frozen=True)
+class ResizeOptions:
+    """RESIZE_NEAREST_NEIGHBOR / RESIZE_BILINEAR: inputs (x NHWC, size: int32 constant (out_h, out_w));
+    TFLM refuses both flags at once."""
+
+    align_corners: bool = False
+    half_pixel_centers: bool = False
+
+
+@dataclass(frozen=True)
+class TransposeConvOptions:
+    """TRANSPOSE_CONV, TFLite's input order: (output_shape int32 [4] constant, filter OHWI int8 per-channel
+    on axis 0, x, bias int32 or absent). The leading padding is TFLM's (SAME/VALID computed from the
+    output size); there is no dilation."""
+
+    padding: Padding = Padding.VALID
+    stride_h: int = 1
+    stride_w: int = 1
+    activation: Activation = Activation.NONE
+
+
+@dataclass(frozen=True)
+class DepthToSpaceOptions:
+    """DEPTH_TO_SPACE (TF's DCR order): out[h*b + i, w*b + j, c] = in[h, w, (i*b + j) * C + c]."""
+
+    block_size: int = 2
+
+
+@dataclass(frozen=True)
+class BatchMatMulOptions:
+    """BATCH_MATMUL: inputs (lhs, rhs) of rank 2-5, batch dims broadcast; out = lhs' @ rhs' over the last two
+    axes (' transposes them when adj is set); int8 per-tensor, no fused activation."""
+
+    adj_x: bool = False
+    adj_y: bool = False
+
+
+@dataclass(frozen=True)
 class NoOptions:
     """PAD (inputs x, paddings int32 [rank, 2]), LOGISTIC, TANH, QUANTIZE, DEQUANTIZE, HARD_SWISH, MAXIMUM,
     MINIMUM, ABS."""
@@ -162,6 +205,10 @@ OpOptions = (
     | SoftmaxOptions
     | LeakyReluOptions
     | StridedSliceOptions
+    | ResizeOptions
+    | TransposeConvOptions
+    | DepthToSpaceOptions
+    | BatchMatMulOptions
     | NoOptions
 )
 
@@ -191,4 +238,9 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.TRANSPOSE: NoOptions,  # inputs (x, perm int32 constant)
     OpType.STRIDED_SLICE: StridedSliceOptions,
     OpType.PRELU: NoOptions,  # inputs (x, alpha: int8 constant with its own qparams, broadcast over x)
+    OpType.RESIZE_NEAREST_NEIGHBOR: ResizeOptions,
+    OpType.RESIZE_BILINEAR: ResizeOptions,
+    OpType.TRANSPOSE_CONV: TransposeConvOptions,
+    OpType.DEPTH_TO_SPACE: DepthToSpaceOptions,
+    OpType.BATCH_MATMUL: BatchMatMulOptions,
 }

@@ -62,6 +62,12 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     OpType.TRANSPOSE: OpSupport(_A8),
     OpType.STRIDED_SLICE: OpSupport(_A8),
     OpType.PRELU: OpSupport(_A8),  # the slope is an int8 input, not a weight
+    OpType.RESIZE_NEAREST_NEIGHBOR: OpSupport(_A8),
+    OpType.RESIZE_BILINEAR: OpSupport(_A8),
+    # int8 activations and int8 weights (filter is input 1, the activation input 2: verified by the emulator)
+    OpType.TRANSPOSE_CONV: OpSupport(_A8),
+    OpType.DEPTH_TO_SPACE: OpSupport(_A8),
+    OpType.BATCH_MATMUL: OpSupport(_A8),  # both operands are activations
 }
 
 # Weighted ops: the bias type each activation type takes.

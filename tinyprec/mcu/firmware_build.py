@@ -62,6 +62,12 @@ OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.TANH: ("tanh.cc", "activations_common.cc"),
     OpType.QUANTIZE: ("quantize.cc", "quantize_common.cc"),
     OpType.DEQUANTIZE: ("dequantize.cc", "dequantize_common.cc"),
+    # issue 11's shape ops
+    OpType.RESIZE_NEAREST_NEIGHBOR: ("resize_nearest_neighbor.cc",),
+    OpType.RESIZE_BILINEAR: ("resize_bilinear.cc",),
+    OpType.TRANSPOSE_CONV: ("transpose_conv.cc",),  # cmsis_nn/transpose_conv.cc in the CMSIS-NN set
+    OpType.DEPTH_TO_SPACE: ("depth_to_space.cc",),
+    OpType.BATCH_MATMUL: ("batch_matmul.cc", "batch_matmul_common.cc"),  # cmsis_nn/batch_matmul.cc in CMSIS-NN
 }
 _ALWAYS_KERNELS = ("kernel_util.cc",)
 # CMSIS-NN source folders the optimized kernel of each op calls into.
@@ -75,6 +81,8 @@ _CMSIS_DIRS: dict[OpType, tuple[str, ...]] = {
     OpType.MAX_POOL_2D: ("PoolingFunctions",),
     OpType.PAD: ("PadFunctions",),
     OpType.SOFTMAX: ("SoftmaxFunctions", "NNSupportFunctions"),
+    OpType.TRANSPOSE_CONV: ("ConvolutionFunctions", "NNSupportFunctions"),
+    OpType.BATCH_MATMUL: ("FullyConnectedFunctions", "NNSupportFunctions", "BasicMathFunctions"),
 }
 # Core sources only TFLM's own tests use; the library proper never references them.
 _CORE_TEST_ONLY = ("test_helpers.cc", "test_helper_custom_ops.cc", "mock_micro_graph.cc", "fake_micro_context.cc")

@@ -47,6 +47,11 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.TRANSPOSE: ("AddTranspose", 1_500),
     OpType.STRIDED_SLICE: ("AddStridedSlice", 2_000),
     OpType.PRELU: ("AddPrelu", 2_500),
+    OpType.RESIZE_NEAREST_NEIGHBOR: ("AddResizeNearestNeighbor", 1_500),
+    OpType.RESIZE_BILINEAR: ("AddResizeBilinear", 2_500),
+    OpType.TRANSPOSE_CONV: ("AddTransposeConv", 5_000),
+    OpType.DEPTH_TO_SPACE: ("AddDepthToSpace", 1_500),
+    OpType.BATCH_MATMUL: ("AddBatchMatMul", 5_000),
 }
 
 

@@ -39,6 +39,8 @@ _MAC_CLASS: dict[OpType, str] = {
     OpType.CONV_2D: "dense",
     OpType.FULLY_CONNECTED: "dense",
     OpType.DEPTHWISE_CONV_2D: "depthwise",
+    OpType.TRANSPOSE_CONV: "dense",
+    OpType.BATCH_MATMUL: "dense",
 }
 
 # Priors (not fitted): Cortex-M4 cycles per output element of the integer reference kernels
@@ -69,6 +71,11 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.TRANSPOSE: 6.0,
     OpType.STRIDED_SLICE: 4.0,
     OpType.PRELU: 40.0,
+    OpType.RESIZE_NEAREST_NEIGHBOR: 6.0,  # estimates (not calibrated): a copy per output element
+    OpType.RESIZE_BILINEAR: 40.0,  # four int64 multiply-adds per output element
+    OpType.TRANSPOSE_CONV: 40.0,  # requantization; its scatter MACs are priced as "dense" (estimate)
+    OpType.DEPTH_TO_SPACE: 6.0,  # a copy per output element (estimate)
+    OpType.BATCH_MATMUL: 40.0,  # requantization (plus the rhs transpose); MACs priced as "dense" (estimate)
 }
 _PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
 _PER_OP_OVERHEAD = 2000.0

@@ -67,6 +67,19 @@ def _nothing(graph: Graph, op: Op, out: int) -> int:
     return 0
 
 
+def _transpose_conv(graph: Graph, op: Op, out: int) -> int:
+    """Every input pixel times the whole filter (TFLM's scatter loop visits each tap, in or out of bounds)."""
+    x, w = graph.tensors[op.inputs[2]], graph.tensors[op.inputs[1]]  # type: ignore[index]
+    return _elements(x.shape) * _elements(w.shape) // max(int(w.shape[3]), 1)
+
+
+def _batch_matmul(graph: Graph, op: Op, out: int) -> int:
+    """Each output element sums over the shared axis (lhs's last, or second to last with adj_x)."""
+    x = graph.tensors[op.inputs[0]]  # type: ignore[index]
+    depth = x.shape[-2] if getattr(op.options, "adj_x", False) else x.shape[-1]
+    return out * int(depth)
+
+
 _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.CONV_2D: _conv,
     OpType.DEPTHWISE_CONV_2D: _depthwise,
@@ -93,10 +106,16 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.TRANSPOSE: _nothing,
     OpType.STRIDED_SLICE: _nothing,
     OpType.PRELU: _per_output,
+    OpType.RESIZE_NEAREST_NEIGHBOR: _nothing,
+    OpType.RESIZE_BILINEAR: _per_output,
+    OpType.TRANSPOSE_CONV: _transpose_conv,
+    OpType.DEPTH_TO_SPACE: _nothing,
+    OpType.BATCH_MATMUL: _batch_matmul,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).
-MAC_OPS = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED)
+MAC_OPS = (OpType.CONV_2D, OpType.DEPTHWISE_CONV_2D, OpType.FULLY_CONNECTED, OpType.TRANSPOSE_CONV,
+           OpType.BATCH_MATMUL)
 
 
 def op_costs(graph: Graph) -> list[OpCost]:

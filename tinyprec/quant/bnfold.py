@@ -27,6 +27,8 @@ from tinyprec.errors import QuantSpecError
 from tinyprec.quant.capture import is_bookkeeping
 
 _BN = "aten.batch_norm.default"
+_CONVS = ("aten.conv1d.default", "aten.conv2d.default")
+_TRANSPOSED = ("aten.conv_transpose1d.default", "aten.conv_transpose2d.input")  # weight [in, out, k...]
 _DROPOUT = "aten.dropout.default"
 
 
@@ -80,7 +82,7 @@ def simulate_conv_bn(gm: fx.GraphModule) -> int:
     count = 0
     for bn in [n for n in gm.graph.nodes if n.op == "call_function" and str(n.target) == _BN]:
         conv = bn.args[0]
-        if str(getattr(conv, "target", "")) not in ("aten.conv1d.default", "aten.conv2d.default"):
+        if str(getattr(conv, "target", "")) not in (*_CONVS, *_TRANSPOSED):
             continue
         x, weight, bias = conv.args[0], conv.args[1], conv.args[2] if len(conv.args) > 2 else None
         if bias is None:
@@ -89,6 +91,8 @@ def simulate_conv_bn(gm: fx.GraphModule) -> int:
         eps = float(bn.args[7])
         rank = len(_attr(gm, weight).shape)
         w_shape, b_shape = [-1] + [1] * (rank - 1), [1, -1] + [1] * (rank - 2)
+        if str(conv.target) in _TRANSPOSED:
+            w_shape = [1, -1] + [1] * (rank - 2)  # output channels on axis 1
         graph = gm.graph
         with graph.inserting_before(conv):
             sf = graph.call_function(aten.div.Tensor, (gamma, graph.call_function(
@@ -134,7 +138,7 @@ def fold_bn_qat(gm: fx.GraphModule) -> int:
         add = _arg(bn, 0, "aten.add.Tensor")
         div = _arg(add, 0, "aten.div.Tensor")
         conv = div.args[0]
-        if str(getattr(conv, "target", "")) not in ("aten.conv1d.default", "aten.conv2d.default"):
+        if str(getattr(conv, "target", "")) not in (*_CONVS, *_TRANSPOSED):
             raise QuantSpecError(f"batch-norm fold: '{bn.name}' does not follow a conv")
         w_fq = _arg(conv, 1, "call_module")
         b_obs = _arg(conv, 2, "call_module")
@@ -147,7 +151,10 @@ def fold_bn_qat(gm: fx.GraphModule) -> int:
         eps_w = float(sf_node.args[1].args[0].args[1])
         with torch.no_grad():
             sf_w = gamma / torch.sqrt(var + eps_w)
-            w_folded = weight * sf_w.reshape(-1, *([1] * (weight.dim() - 1)))
+            axis = 1 if str(conv.target) in _TRANSPOSED else 0
+            shape = [1] * weight.dim()
+            shape[axis] = -1
+            w_folded = weight * sf_w.reshape(shape)
             b_folded = (conv_bias - mean) * (gamma / torch.sqrt(var + eps)) + beta
         w_name, b_name = f"_bn_folded_{index}_weight", f"_bn_folded_{index}_bias"
         gm.register_buffer(w_name, w_folded.detach().clone())

@@ -65,8 +65,11 @@ def with_biases(model: torch.nn.Module) -> torch.nn.Module:
 
     model = copy.deepcopy(model)
     for module in model.modules():
-        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear)) and module.bias is None:
+        transposed = (nn.ConvTranspose1d, nn.ConvTranspose2d)
+        if isinstance(module, (nn.Conv1d, nn.Conv2d, nn.Linear, *transposed)) and module.bias is None:
             out = module.weight.shape[0]
+            if isinstance(module, transposed):  # weight [in, out / groups, k...]
+                out = module.weight.shape[1] * module.groups
             module.bias = nn.Parameter(torch.zeros(out, dtype=module.weight.dtype, device=module.weight.device))
     return model
 

@@ -67,7 +67,9 @@ def more_modules() -> dict[str, type]:
             neg = mbqm(v * a, self.mult[1], self.shift[1])
             return self.finish(torch.where(v >= 0, pos, neg))
 
-    return {"sub": ExactSub, "prelu": ExactPrelu}
+    from tinyprec.quant.exact_shape import shape_modules
+
+    return {"sub": ExactSub, "prelu": ExactPrelu, **shape_modules()}
 
 
 def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
@@ -79,6 +81,11 @@ def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     from tinyprec.quant.exact import _act_qparams
     from tinyprec.quant.exact_int import act_range
 
+    from tinyprec.quant.exact_shape import build_shape
+
+    shaped = build_shape(gm, n, act, so, zo)  # issue 11's shape ops (quant/exact_shape.py)
+    if shaped is not None:
+        return shaped
     aten = torch.ops.aten
     t = n.target
     if t in (aten.sub.Tensor, aten.sub_.Tensor) and not n.kwargs:

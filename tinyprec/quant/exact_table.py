@@ -42,6 +42,11 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.TRANSPOSE: FLOAT_EXACT,
     OpType.STRIDED_SLICE: FLOAT_EXACT,
     OpType.PRELU: "prelu",  # quant/exact_ops.py
+    OpType.RESIZE_NEAREST_NEIGHBOR: FLOAT_EXACT,  # a copy with shared qparams (index rule checked at lowering)
+    OpType.RESIZE_BILINEAR: "resize_bilinear",  # quant/exact_shape.py
+    OpType.TRANSPOSE_CONV: "weighted",  # conv_transpose2d in ExactWeighted (quant/exact_shape.py)
+    OpType.DEPTH_TO_SPACE: FLOAT_EXACT,  # pixel_shuffle moves values with shared qparams
+    OpType.BATCH_MATMUL: "batch_matmul",  # quant/exact_shape.py
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

@@ -29,6 +29,7 @@ from tinyprec.ir import (
 )
 from tinyprec.quant.lower import Lowering, Value, qparams_of
 from tinyprec.quant.lower_more import MORE_LOWERINGS
+from tinyprec.quant.lower_shape import SHAPE_LOWERINGS
 from tinyprec.quant.optable import OPS, supported_summary
 from tinyprec.quant.lower_layout import ir_shape, storage_order
 from tinyprec.quant.lower_ops import (
@@ -209,6 +210,11 @@ def _cat(lw: Lowering, node: fx.Node) -> None:
 def _softmax(lw: Lowering, node: fx.Node) -> None:
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
+    if rank == 3 and int(node.args[1]) % rank == 2 and not x.flat4:
+        from tinyprec.quant.lower_shape import softmax_last_dim
+
+        softmax_last_dim(lw, node)  # attention scores (N, M, P): issue 11
+        return
     if _AXIS[rank][int(node.args[1]) % rank] != len(ir_shape(x.torch_shape)) - 1:
         raise UnsupportedOpError("softmax", lw.where(node), "softmax must run over the channel/feature dim")
     _, qnode = lw.tail(node, fusable=False)
@@ -278,6 +284,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "tanh": _unary(OpType.TANH),
     "identity": _identity,
     **MORE_LOWERINGS,  # issue 11's ops (quant/lower_more.py)
+    **SHAPE_LOWERINGS,  # issue 11's shape ops (quant/lower_shape.py)
 }
 
 

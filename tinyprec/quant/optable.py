@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from tinyprec.quant import optable_shape as _shape_checks
 from tinyprec.quant.roles import Fixed, Role
 
 Check = Callable[[Any], "str | None"]
@@ -156,6 +157,10 @@ def _check_linear(node: Any) -> str | None:
 def _check_batch_norm(node: Any) -> str | None:
     src = node.args[0]
     prod = str(getattr(src, "target", ""))
+    if prod.startswith("aten.conv_transpose"):  # issue 11: folded per output channel (weight axis 1)
+        if len(src.users) != 1:
+            return "the ConvTranspose before this BatchNorm has other users, so the BatchNorm cannot be folded"
+        return None
     if prod not in ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default"):
         return ("a BatchNorm is folded into the conv/linear right before it; this one follows no conv/linear "
                 "(put it after a conv, or drop it)")
@@ -215,8 +220,10 @@ def _check_expand(node: Any) -> str | None:
 def _check_softmax(node: Any) -> str | None:
     rank = _rank(node.args[0])
     dim = _arg(node, 1, "dim", -1)
+    if rank == 3 and int(dim) % rank == 2:
+        return None  # (N, M, P) attention scores over P: TRANSPOSE + SOFTMAX + TRANSPOSE
     if rank is not None and rank in (3, 4) and int(dim) % rank != 1:
-        return "softmax on a feature map only over the channel dim (dim=1)"
+        return "softmax on a feature map only over the channel dim (dim=1), or the last dim of a rank-3 tensor"
     return None
 
 
@@ -336,6 +343,46 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
         _R.FOLDED, None, "(BatchNorm in eval)", "(folded)", check=_check_batch_norm),
     "aten.sym_size.int": OpRow(_R.META, None, "(dynamic batch size)", ""),
     "<built-in function getitem>": OpRow(_R.META, None, "(tuple item)", ""),
+    # issue 11: shape / upsampling ops (checks in quant/optable_shape.py)
+    "aten.upsample_nearest2d.vec": OpRow(_R.SHARED, "resize_nearest", "Upsample(mode='nearest'), F.interpolate",
+                                         "RESIZE_NEAREST_NEIGHBOR",
+                                         "refused where PyTorch and TFLM would pick different pixels",
+                                         check=_shape_checks.check_nearest),
+    "aten._upsample_nearest_exact2d.vec": OpRow(_R.SHARED, "resize_nearest", "F.interpolate(mode='nearest-exact')",
+                                                "RESIZE_NEAREST_NEIGHBOR (half-pixel centres)",
+                                                "refused where PyTorch and TFLM would pick different pixels",
+                                                check=_shape_checks.check_nearest),
+    "aten.upsample_bilinear2d.vec": OpRow(_R.SHARED, "resize_bilinear", "Upsample(mode='bilinear'), F.interpolate",
+                                          "RESIZE_BILINEAR (align_corners, or half-pixel centres)",
+                                          "TFLM's 10-bit weights: within 1 LSB of PyTorch's float; no antialias",
+                                          check=_shape_checks.check_bilinear),
+    "aten.conv_transpose2d.input": OpRow(_R.TRANSPOSED, "conv_transpose", "ConvTranspose2d",
+                                         "TRANSPOSE_CONV (+ STRIDED_SLICE where TF's padding differs)",
+                                         "groups 1, dilation 1, int8 weights; a BatchNorm right after it is folded",
+                                         check=_shape_checks.check_conv_transpose),
+    "aten.conv_transpose1d.default": OpRow(_R.TRANSPOSED, "conv_transpose", "ConvTranspose1d",
+                                           "TRANSPOSE_CONV (+ STRIDED_SLICE where TF's padding differs)",
+                                           "as ConvTranspose2d, on (N, C, L)",
+                                           check=_shape_checks.check_conv_transpose),
+    "aten.upsample_nearest1d.vec": OpRow(_R.SHARED, "resize_nearest", "Upsample / F.interpolate on (N, C, L), nearest",
+                                         "RESIZE_NEAREST_NEIGHBOR",
+                                         "refused where PyTorch and TFLM would pick different pixels",
+                                         check=_shape_checks.check_nearest),
+    "aten._upsample_nearest_exact1d.vec": OpRow(_R.SHARED, "resize_nearest", "F.interpolate(mode='nearest-exact'), 1-D",
+                                                "RESIZE_NEAREST_NEIGHBOR (half-pixel centres)",
+                                                "refused where PyTorch and TFLM would pick different pixels",
+                                                check=_shape_checks.check_nearest),
+    "aten.upsample_linear1d.vec": OpRow(_R.SHARED, "resize_bilinear", "Upsample / F.interpolate(mode='linear')",
+                                        "RESIZE_BILINEAR (one row)", "as bilinear", check=_shape_checks.check_bilinear),
+    "aten.pixel_shuffle.default": OpRow(_R.SHARED, "pixel_shuffle", "PixelShuffle, F.pixel_shuffle",
+                                        "DEPTH_TO_SPACE (after RESHAPE + TRANSPOSE + RESHAPE unless C_out = 1)",
+                                        "PyTorch's channel order regrouped to TF's DCR; (N, C, H, W) only"),
+    "aten.matmul.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.matmul, a @ b (two activations)", "BATCH_MATMUL",
+                                 "(N, M, K) @ (N, K, P) activations; own output qparams; fold a 1/sqrt(d) "
+                                 "scale into a projection", check=_shape_checks.check_matmul),
+    "aten.bmm.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.bmm", "BATCH_MATMUL",
+                              "(N, M, K) @ (N, K, P) activations; own output qparams",
+                              check=_shape_checks.check_matmul),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
@@ -346,13 +393,14 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "elu": "use LeakyReLU or ReLU (ELU is not lowered yet)",
     "div": "multiply by the reciprocal held in a buffer (division is not lowered yet)",
     "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
-    "matmul": "use Linear layers (matmul between activations is not lowered yet)",
-    "bmm": "use Linear layers (bmm is not lowered yet)",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
-    "upsample_nearest2d": "Upsample is not lowered yet; a stride-1 conv on a zero-padded map is the workaround",
     "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
     "amax": "use AdaptiveAvgPool or MaxPool with the full window (amax is not lowered yet)",
     "zeros": "create constants as registered buffers, not inside forward",
+    # issue 11: shape ops TFLM lacks
+    "upsample_bicubic2d": "bicubic resizing has no TFLM op; use mode='bilinear' or 'nearest'",
+    "_upsample_bilinear2d_aa": "antialiased resizing has no TFLM op; use antialias=False",
+    "pixel_unshuffle": "PixelUnshuffle (SPACE_TO_DEPTH) is not lowered yet; use a strided conv",
 })
 
 #: Layers reported as a whole (their internal ops are not named one by one): module class name -> hint.
@@ -360,10 +408,9 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "GRU": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "LSTM": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "RNN": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
-    "MultiheadAttention": "attention is not lowered yet; use convolutions or Linear layers",
+    "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj, rank-4 heads); write the block "
+                           "with Conv1d projections, torch.matmul and softmax(dim=-1) (BATCH_MATMUL)"),
     "LayerNorm": "LayerNorm is not lowered yet; use BatchNorm right after a conv/linear",
-    "ConvTranspose1d": "transposed convolution is not lowered yet; use Upsample-free decoders or Conv + reshape",
-    "ConvTranspose2d": "transposed convolution is not lowered yet; use Upsample-free decoders or Conv + reshape",
 })
 
 

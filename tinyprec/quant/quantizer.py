@@ -8,6 +8,8 @@ activation edge carries exactly one set of qparams.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import operator
 from collections.abc import Callable, Mapping
 
@@ -230,6 +232,41 @@ class TFLiteInt8Quantizer(Quantizer):
     def _skip(self, node: fx.Node, state: _State) -> None:
         return None
 
+    def _transposed(self, node: fx.Node, state: _State) -> None:
+        """ConvTranspose: int8 weights [in, out, kh, kw] per output channel (axis 1), an int32 bias derived
+        as for conv, one output observer (after a ReLU/ReLU6 it fuses); always int8."""
+        x, w = node.args[0], node.args[1]
+        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+        spec = self.weight
+        if self.per_channel:
+            # PT2E passes ch_axis only to constructors named "PerChannel..."; a QAT fake quant gets it baked in.
+            ctr = spec.observer_or_fake_quant_ctr
+            if self.qat:
+                part = ctr.p  # type: ignore[union-attr]
+                ctr = type(ctr)(functools.partial(part.func, *part.args, **{**part.keywords, "ch_axis": 1}))
+            spec = dataclasses.replace(spec, ch_axis=1, observer_or_fake_quant_ctr=ctr)
+        inputs: dict[fx.Node, QuantizationSpecBase] = {x: self._edge(x, state), w: spec}
+        if isinstance(bias, fx.Node):
+            inputs[bias] = DerivedQuantizationSpec(
+                derived_from=[(x, node), (w, node)], derive_qparams_fn=derive_bias_qparams, dtype=torch.int32,
+                quant_min=INT32_QMIN, quant_max=INT32_QMAX,
+                qscheme=torch.per_channel_symmetric if self.per_channel else torch.per_tensor_symmetric,
+                ch_axis=0 if self.per_channel else None)
+        _set(node, inputs=inputs)
+        last = node
+        bn = _sole_user(node)  # QAT: a batch norm right after it is simulated, then folded (quant/bnfold.py)
+        if bn is not None and OP_ROLES.get(str(bn.target)) is Role.FOLDED:
+            state.done.add(bn)
+            last = bn
+            item = _sole_user(bn)
+            if item is not None and item.target is operator.getitem:
+                _set(bn)
+                state.done.add(item)
+                last = item
+        if last is not node:
+            _set(last)
+        self._finish(last, state)
+
     _ANNOTATORS: dict[Role, Callable[[TFLiteInt8Quantizer, fx.Node, _State], None]] = {
         Role.COMPUTE: _compute,
         Role.ELEMENTWISE: _elementwise,
@@ -243,6 +280,7 @@ class TFLiteInt8Quantizer(Quantizer):
         Role.UNARY: _activation,  # input as produced, own output observer, never fused
         Role.EXTREMUM: _extremum,
         Role.PARAMETRIC: _parametric,
+        Role.TRANSPOSED: _transposed,
     }
 
 

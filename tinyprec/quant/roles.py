@@ -20,6 +20,7 @@ class Role(enum.Enum):
     UNARY = "unary"  # hardswish / leaky relu / abs: input as produced, own output observer, never fused
     EXTREMUM = "extremum"  # maximum / minimum: both inputs and the output share one set of qparams
     PARAMETRIC = "parametric"  # prelu: input as produced, its parameter observed on its own, own output
+    TRANSPOSED = "transposed"  # conv_transpose: weights per output channel on axis 1, int32 bias, own output
 
 
 class Fixed(enum.Enum):

@@ -64,6 +64,8 @@ def run_tflite(
         raise DataError(f"{where}: input batch has shape {x.shape}; the model takes (N, {', '.join(map(str, shape[1:]))})")
     if x.dtype != np.dtype(inp["dtype"]):
         raise DataError(f"{where}: input is {x.dtype}; the model's input is {np.dtype(inp['dtype']).name}")
+    if _batch_pinned(interp):
+        chunk = 1
     results = []
     size = -1
     with captured_native_output():
@@ -86,6 +88,19 @@ def run_tflite(
     if not results:
         return np.zeros((0, *tuple(int(d) for d in out["shape"][1:])), dtype=np.dtype(out["dtype"]))
     return np.concatenate(results, axis=0)
+
+
+#: Ops whose constant shape input fixes the output's batch (TF Lite resizes the output to it): such a
+#: model runs one sample at a time.
+_BATCH_PINNED_OPS = frozenset({"TRANSPOSE_CONV"})
+
+
+def _batch_pinned(interp: Any) -> bool:
+    try:
+        details = interp._get_ops_details()
+    except AttributeError:  # pragma: no cover - older TF
+        return False
+    return any(d.get("op_name") in _BATCH_PINNED_OPS for d in details)
 
 
 def tf_lite_compatible(graph: Any) -> Any:
