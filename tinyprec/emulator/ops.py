@@ -358,3 +358,7 @@ PREPARE: dict[OpType, Callable[[Op, Graph, bool], Prepared]] = {
 from tinyprec.emulator.elementwise import PREPARE_MORE  # noqa: E402  (issue 11's ops, in their own module)
 
 PREPARE.update(PREPARE_MORE)
+
+from tinyprec.emulator.activations import PREPARE_ACT  # noqa: E402  (issue 11's ELU, ops-act)
+
+PREPARE.update(PREPARE_ACT)

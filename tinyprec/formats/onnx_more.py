@@ -112,4 +112,5 @@ MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.TRANSPOSE: _transpose,
     OpType.STRIDED_SLICE: _strided_slice,
     OpType.PRELU: _binary("PRelu"),
+    OpType.ELU: _unary("Elu"),  # alpha 1.0, ONNX's default
 }

@@ -36,6 +36,7 @@ _BUILTINS: dict[int, OpType] = {
     34: OpType.PAD, 40: OpType.MEAN, 60: OpType.PAD, 114: OpType.QUANTIZE,
     41: OpType.SUB, 55: OpType.MAXIMUM, 57: OpType.MINIMUM, 98: OpType.LEAKY_RELU, 101: OpType.ABS,
     117: OpType.HARD_SWISH, 39: OpType.TRANSPOSE, 45: OpType.STRIDED_SLICE, 54: OpType.PRELU,
+    111: OpType.ELU,
 }
 
 

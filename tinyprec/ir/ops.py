@@ -37,6 +37,7 @@ class OpType(enum.Enum):
     TRANSPOSE = "TRANSPOSE"
     STRIDED_SLICE = "STRIDED_SLICE"
     PRELU = "PRELU"
+    ELU = "ELU"  # issue 11 (ops-act): int8 table of exp(x) - 1 for x < 0
 
 
 class Padding(enum.Enum):
@@ -191,4 +192,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.TRANSPOSE: NoOptions,  # inputs (x, perm int32 constant)
     OpType.STRIDED_SLICE: StridedSliceOptions,
     OpType.PRELU: NoOptions,  # inputs (x, alpha: int8 constant with its own qparams, broadcast over x)
+    OpType.ELU: NoOptions,  # alpha 1 (TFLite's ELU has no alpha)
 }

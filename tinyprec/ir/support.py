@@ -59,6 +59,7 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     OpType.TRANSPOSE: OpSupport(_A8),
     OpType.STRIDED_SLICE: OpSupport(_A8),
     OpType.PRELU: OpSupport(_A8),  # the slope is an int8 input, not a weight
+    OpType.ELU: OpSupport(_A8),  # TFLM's ELU: float32 and int8 only
 }
 
 # Weighted ops: the bias type each activation type takes.

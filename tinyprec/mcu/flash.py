@@ -47,6 +47,7 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.TRANSPOSE: ("AddTranspose", 1_500),
     OpType.STRIDED_SLICE: ("AddStridedSlice", 2_000),
     OpType.PRELU: ("AddPrelu", 2_500),
+    OpType.ELU: ("AddElu", 1_500),  # a 256-byte table built in Prepare (expf pulls libm)
 }
 
 

@@ -69,6 +69,7 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.TRANSPOSE: 6.0,
     OpType.STRIDED_SLICE: 4.0,
     OpType.PRELU: 40.0,
+    OpType.ELU: 15.0,  # one table lookup per element (as ABS without rescale); not calibrated
 }
 _PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
 _PER_OP_OVERHEAD = 2000.0

@@ -93,6 +93,7 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.TRANSPOSE: _nothing,
     OpType.STRIDED_SLICE: _nothing,
     OpType.PRELU: _per_output,
+    OpType.ELU: _per_output,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).

@@ -42,6 +42,7 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.TRANSPOSE: FLOAT_EXACT,
     OpType.STRIDED_SLICE: FLOAT_EXACT,
     OpType.PRELU: "prelu",  # quant/exact_ops.py
+    OpType.ELU: "table",  # quant/exact_act.py
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

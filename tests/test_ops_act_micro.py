@@ -1,0 +1,90 @@
+"""Issue 11's activation / arithmetic ops (ops-act) as one-op micro-models: emulator == TFLM == TF Lite
+reference kernels, exactly, on every int8 input value: ELU (TFLM's float32 table) across input scales
+that reach its saturated and linear parts, MEAN over any axes with and without a rescale, ADD / MUL of
+a one-element int8 constant (the form ``x + c``, ``x * c``, ``x / c`` lower to)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests._micro import MicroBuilder, run_tf, run_tflm
+from tinyprec.emulator import Emulator
+from tinyprec.formats.tflite_reader import read_tflite
+from tinyprec.formats.tflite_writer import write_tflite
+from tinyprec.ir import Activation, DType, ElementwiseOptions, Graph, MeanOptions, NoOptions, OpType, QParams
+
+
+def _elu(si: float, zi: int, so: float, zo: int) -> Graph:
+    b = MicroBuilder(np.random.default_rng(0), "elu")
+    x = b.input("x", (1, 16, 16), scale=si, zp=zi)  # 256 elements: every int8 value once
+    y = b.act("y", (1, 16, 16), so, zo)
+    b.op(OpType.ELU, (x,), (y,), NoOptions())
+    return b.graph([y])
+
+
+def _mean(axes: tuple[int, ...], keep: bool, so: float, zo: int) -> Graph:
+    b = MicroBuilder(np.random.default_rng(1), "mean")
+    x = b.input("x", (1, 4, 6, 5), scale=0.03, zp=-7)
+    a = b.const("axes", np.array(axes, np.int32), DType.INT32)
+    shape = tuple(1 if i in axes else d for i, d in enumerate((1, 4, 6, 5)) if keep or i not in axes)
+    y = b.act("y", shape, so, zo)
+    b.op(OpType.MEAN, (x, a), (y,), MeanOptions(keep))
+    return b.graph([y])
+
+
+def _with_const(op_type: OpType, q: int, sc: float, so: float, zo: int, act: Activation = Activation.NONE) -> Graph:
+    b = MicroBuilder(np.random.default_rng(2), op_type.value.lower())
+    x = b.input("x", (1, 16, 16), scale=0.04, zp=9)
+    c = b.const("c", np.array([q], np.int8), DType.INT8, QParams.per_tensor(sc, 0))
+    y = b.act("y", (1, 16, 16), so, zo)
+    b.op(op_type, (x, c), (y,), ElementwiseOptions(act))
+    return b.graph([y])
+
+
+CASES = {
+    "elu": lambda: _elu(0.04, 10, 0.03, -60),
+    "elu_wide_input": lambda: _elu(0.12, -20, 0.05, -108),  # exp saturates at -1 on the left
+    "elu_narrow": lambda: _elu(0.003, 0, 0.004, 3),
+    "mean_channels_keep": lambda: _mean((3,), True, 0.03, -7),
+    "mean_width_rescale": lambda: _mean((2,), False, 0.011, 4),
+    "mean_hw_channels": lambda: _mean((1, 2, 3), True, 0.02, 0),
+    "add_const_relu6": lambda: _with_const(OpType.ADD, 1, 3.0, 6.0 / 255, -128, Activation.RELU6),
+    "add_const_negative": lambda: _with_const(OpType.ADD, -1, 1.5, 0.05, 20),
+    "mul_const": lambda: _with_const(OpType.MUL, 1, float(np.float32(1 / 6)), 0.01, -3),
+    "mul_const_negative": lambda: _with_const(OpType.MUL, -1, 0.7, 0.03, 0),
+}
+
+
+def _inputs(graph: Graph, n: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(3)
+    xs = []
+    for name in graph.inputs:
+        shape = graph.tensors[name].shape[1:]
+        x = rng.integers(-128, 128, size=(n, *shape)).astype(np.int8)
+        if int(np.prod(shape)) == 256:
+            x[0] = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(shape)
+        x[1], x[2] = -128, 127
+        xs.append(x)
+    return xs
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_act_op_matches_tflm_and_tflite_exactly(case: str) -> None:
+    graph = CASES[case]()
+    data = write_tflite(graph)
+    xs = _inputs(graph, 6)
+    want = run_tflm(data, xs)
+    np.testing.assert_array_equal(Emulator(graph).run_all(xs)[0], want)
+    reread = read_tflite(data, where=case)
+    assert [op.type for op in reread.ops] == [op.type for op in graph.ops]
+    np.testing.assert_array_equal(Emulator(reread).run_all(xs)[0], want)
+    if graph.ops[0].type is OpType.ELU:
+        # TF Lite's reference resolver registers no ELU (its builtin one does, version 1): compare with it.
+        from tinyprec.runtimes.tflite import run_tflite
+
+        np.testing.assert_array_equal(run_tflite(data, xs[0], kernels="optimized"), want)
+        with pytest.raises(Exception, match="ELU"):
+            run_tf(data, xs)  # fails when TF Lite's reference kernels gain ELU: then compare with them
+        return
+    np.testing.assert_array_equal(run_tf(data, xs), want)
