@@ -79,6 +79,11 @@ def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     from tinyprec.quant.exact import _act_qparams
     from tinyprec.quant.exact_int import act_range
 
+    from tinyprec.quant.exact_act import build_act
+
+    found = build_act(gm, n, act, so, zo, mods)  # ops-act: ELU, scalar operands, MEAN over any dims
+    if found is not None:
+        return found
     aten = torch.ops.aten
     t = n.target
     if t in (aten.sub.Tensor, aten.sub_.Tensor) and not n.kwargs:

@@ -29,6 +29,7 @@ from tinyprec.ir import (
 )
 from tinyprec.quant.lower import Lowering, Value, qparams_of
 from tinyprec.quant.lower_more import MORE_LOWERINGS
+from tinyprec.quant.lower_act import ACT_LOWERINGS
 from tinyprec.quant.optable import OPS, supported_summary
 from tinyprec.quant.lower_layout import ir_shape, storage_order
 from tinyprec.quant.lower_ops import (
@@ -269,7 +270,6 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "max_pool": _pool(OpType.MAX_POOL_2D),
     "avg_pool": _pool(OpType.AVERAGE_POOL_2D),
     "adaptive_avg_pool": _pool(OpType.AVERAGE_POOL_2D, adaptive=True),
-    "mean": _mean_dim,
     "reshape": _reshape,
     "cat": _cat,
     "pad": _pad,
@@ -278,6 +278,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "tanh": _unary(OpType.TANH),
     "identity": _identity,
     **MORE_LOWERINGS,  # issue 11's ops (quant/lower_more.py)
+    **ACT_LOWERINGS,  # issue 11's activation / arithmetic ops (quant/lower_act.py)
 }
 
 

@@ -113,14 +113,6 @@ def _check_adaptive(node: Any) -> str | None:
     return None
 
 
-def _check_mean(node: Any) -> str | None:
-    dims = _arg(node, 1, "dim", None)
-    rank = _rank(node.args[0]) or 0
-    if rank < 3 or dims is None or {int(d) % rank for d in dims} != set(range(2, rank)):
-        return "mean only over all spatial dims (global average pooling): x.mean((2, 3)) or x.mean(2) for 1-D"
-    return None
-
-
 def _check_pad(node: Any) -> str | None:
     if str(node.target) == "aten.pad.default":
         mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value", None)
@@ -220,6 +212,60 @@ def _check_softmax(node: Any) -> str | None:
     return None
 
 
+# --- checks of issue 11's activation / arithmetic rows (ops-act) ---
+def _check_scalar(node: Any) -> str | None:
+    c = node.args[1] if len(node.args) > 1 else None
+    name = str(node.target)
+    if name.startswith("aten.div") and _is_node(c):
+        return "division only by a constant number (x / 4.0); divide by a tensor is not lowered (no int8 DIV)"
+    if not isinstance(c, (int, float)) or isinstance(c, bool) or c != c or abs(c) == float("inf"):
+        return f"the constant operand must be a finite Python number, got {c!r}"
+    if name.startswith("aten.div") and _arg(node, 2, "rounding_mode", None) is not None:
+        return "division with a rounding_mode (floor/trunc) is not lowered"
+    if c == 0 and not name.startswith("aten.add"):
+        return "a multiplication by 0 (or division by 0) gives a constant: remove it"
+    return None
+
+
+def _check_elu(node: Any) -> str | None:
+    alpha, scale, in_scale = (float(_arg(node, i, k, 1.0)) for i, k in ((1, "alpha"), (2, "scale"), (3, "input_scale")))
+    if (alpha, scale, in_scale) != (1.0, 1.0, 1.0):
+        return f"ELU only with alpha=1 (TFLite's ELU has no alpha), got alpha={alpha:g}; use nn.ELU()"
+    return None
+
+
+def _check_mean_any(node: Any) -> str | None:
+    dims = _arg(node, 1, "dim", None)
+    rank = _rank(node.args[0]) or 0
+    if dims is None or not dims:
+        return "mean over every dim (a scalar) is not lowered; give the dims, e.g. x.mean((2, 3))"
+    axes = {int(d) % rank for d in dims} if rank else set()
+    if 0 in axes:
+        return "mean over the batch dim is not supported"
+    if not 2 <= rank <= 4:
+        return f"mean of a rank-{rank} tensor: ranks 2 to 4 only"
+    keep = bool(_arg(node, 2, "keepdim", False))
+    if not keep and rank - len(axes) < 2:
+        return "the mean leaves only the batch dim; keep it 2-D (keepdim=True, or mean fewer dims)"
+    return None
+
+
+def _check_amax(node: Any) -> str | None:
+    dims = _arg(node, 1, "dim", None)
+    rank = _rank(node.args[0]) or 0
+    if rank not in (3, 4) or dims is None or {int(d) % rank for d in dims} != set(range(2, rank)):
+        return "amax only over all spatial dims (global max pooling): x.amax((2, 3)) or x.amax(2) for 1-D"
+    return None
+
+
+def _check_adaptive_max(node: Any) -> str | None:
+    size = node.args[1]
+    sizes = list(size) if isinstance(size, (list, tuple)) else [size]
+    if any(int(s) != 1 for s in sizes):
+        return f"adaptive max pooling only to size 1 (global max pooling), got {tuple(sizes)}; use MaxPool"
+    return "adaptive max pooling whose indices are used (return_indices=True) has no TFLM op"
+
+
 _R = Role
 _CLAMP_TFLM = "fused RELU / RELU6 / RELU_N1_TO_1, else MAXIMUM + MINIMUM"
 _CLAMP_NOTE = "bounds (0, 6), (-1, 1), (0, inf) fuse into the op before; others keep the input's qparams"
@@ -295,8 +341,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                               "AVERAGE_POOL_2D or MEAN", "output size 1", check=_check_adaptive),
     "aten.adaptive_avg_pool2d.default": OpRow(_R.SHARED, "adaptive_avg_pool", "AdaptiveAvgPool2d(1)",
                                               "AVERAGE_POOL_2D or MEAN", "output size 1", check=_check_adaptive),
-    "aten.mean.dim": OpRow(_R.SHARED, "mean", "x.mean((2, 3))", "AVERAGE_POOL_2D or MEAN",
-                           "over all spatial dims only", check=_check_mean),
+    "aten.mean.dim": OpRow(_R.SHARED, "mean_any", "x.mean(dims, keepdim)", "AVERAGE_POOL_2D or MEAN",
+                           "any dims but the batch, keepdim both ways (a RESHAPE that would reorder NHWC data "
+                           "is refused)", check=_check_mean_any),
     "aten.flatten.using_ints": OpRow(_R.SHARED, "reshape", "Flatten, x.flatten(1)", "RESHAPE (or none before a Linear)"),
     "aten.view.default": OpRow(_R.SHARED, "reshape", "x.view(...)", "RESHAPE", "no NHWC reordering except a flatten"),
     "aten.reshape.default": OpRow(_R.SHARED, "reshape", "x.reshape(...)", "RESHAPE",
@@ -330,28 +377,56 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.clone.default": OpRow(_R.DROP, "identity", "x.clone()", ""),
     "aten.alias.default": OpRow(_R.DROP, "identity", "(alias)", ""),
     "aten.detach.default": OpRow(_R.DROP, "identity", "x.detach()", ""),
-    "aten.batch_norm.default": OpRow(_R.FOLDED, None, "BatchNorm1d/2d", "(folded into the conv/linear)",
-                                     "only right after a conv/linear", check=_check_batch_norm),
+    "aten.batch_norm.default": OpRow(_R.FOLDED, None, "BatchNorm1d/2d",
+                                     "(folded into the conv/linear), else DEPTHWISE_CONV_2D",
+                                     "folded right after a conv/linear; elsewhere on a 3-D/4-D map (at the input, "
+                                     "after an add) a depthwise 1x1 conv, statistics frozen at export",
+                                     check=_check_batch_norm),
     "aten._native_batch_norm_legit_no_training.default": OpRow(
         _R.FOLDED, None, "(BatchNorm in eval)", "(folded)", check=_check_batch_norm),
     "aten.sym_size.int": OpRow(_R.META, None, "(dynamic batch size)", ""),
     "<built-in function getitem>": OpRow(_R.META, None, "(tuple item)", ""),
+    # issue 11, ops-act: activations decomposed after export (quant/act_rewrite.py), ELU, scalar operands,
+    # global max pooling
+    "aten.silu.default": OpRow(_R.REWRITTEN, None, "SiLU, F.silu (Swish)", "LOGISTIC + MUL",
+                               "x * sigmoid(x): the sigmoid output at (1/256, -128), then MUL"),
+    "aten.silu_.default": OpRow(_R.REWRITTEN, None, "SiLU(inplace=True)", "LOGISTIC + MUL"),
+    "aten.hardsigmoid.default": OpRow(_R.REWRITTEN, None, "Hardsigmoid, F.hardsigmoid", "ADD (fused RELU6) + MUL",
+                                      "relu6(x + 3) / 6: ADD of the constant 3 with RELU6 fused, then MUL by the "
+                                      "constant 1/6 (two requantizations; TFLM has no HARD_SIGMOID)"),
+    "aten.hardsigmoid_.default": OpRow(_R.REWRITTEN, None, "Hardsigmoid(inplace=True)", "ADD (fused RELU6) + MUL"),
+    "aten.gelu.default": OpRow(_R.REWRITTEN, None, "GELU (exact or approximate='tanh')",
+                               "MUL, MUL, ADD, MUL, LOGISTIC, MUL",
+                               "the tanh form x * sigmoid(x (c1 + c3 x^2)) (TFLM registers no GELU kernel); "
+                               "within 5e-4 of the exact form in float; 5 requantizations"),
+    "aten.elu.default": OpRow(_R.UNARY, "elu", "ELU, F.elu (alpha=1)", "ELU",
+                              "own output qparams; TFLM's table uses the C library's expf (TF Lite: builtin "
+                              "kernels equal, the reference resolver has no ELU)", check=_check_elu),
+    "aten.add.Scalar": OpRow(_R.SCALAR, "scalar_add", "x + c, x - c (c a Python number)", "ADD",
+                             "c an int8 constant (+-1 with scale |c|); a ReLU/ReLU6 after it fuses",
+                             check=_check_scalar),
+    "aten.mul.Scalar": OpRow(_R.SCALAR, "scalar_mul", "x * c (c a Python number)", "MUL",
+                             "c an int8 constant (+-1 with scale |c|): one requantization", check=_check_scalar),
+    "aten.div.Tensor": OpRow(_R.SCALAR, "scalar_div", "x / c (c a Python number)", "MUL",
+                             "MUL by the int8 constant 1/c; division by a tensor is refused", check=_check_scalar),
+    "aten.amax.default": OpRow(_R.SHARED, "amax", "x.amax((2, 3)), AdaptiveMaxPool(1)",
+                               "MAX_POOL_2D (+ RESHAPE without keepdim)", "over all spatial dims only",
+                               check=_check_amax),
+    "aten.adaptive_max_pool2d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool2d(1), F.adaptive_max_pool2d",
+                                              "MAX_POOL_2D", "output size 1 (rewritten as amax)",
+                                              check=_check_adaptive_max),
+    "aten.adaptive_max_pool1d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool1d(1)", "MAX_POOL_2D",
+                                              "output size 1 (rewritten as amax)", check=_check_adaptive_max),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
-    "gelu": "use Hardswish (TFLM HARD_SWISH), ReLU or ReLU6 (GELU is not lowered yet)",
-    "silu": "use Hardswish (TFLM HARD_SWISH), ReLU or ReLU6 (SiLU/Swish is not lowered yet)",
-    "hardsigmoid": "use Sigmoid, or F.relu6(x + b) * s with b and s as buffers (Hardsigmoid is not lowered yet)",
-    "elu": "use LeakyReLU or ReLU (ELU is not lowered yet)",
-    "div": "multiply by the reciprocal held in a buffer (division is not lowered yet)",
     "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
     "matmul": "use Linear layers (matmul between activations is not lowered yet)",
     "bmm": "use Linear layers (bmm is not lowered yet)",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
     "upsample_nearest2d": "Upsample is not lowered yet; a stride-1 conv on a zero-padded map is the workaround",
     "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
-    "amax": "use AdaptiveAvgPool or MaxPool with the full window (amax is not lowered yet)",
     "zeros": "create constants as registered buffers, not inside forward",
 })
 
