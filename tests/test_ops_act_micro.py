@@ -88,3 +88,45 @@ def test_act_op_matches_tflm_and_tflite_exactly(case: str) -> None:
             run_tf(data, xs)  # fails when TF Lite's reference kernels gain ELU: then compare with them
         return
     np.testing.assert_array_equal(run_tf(data, xs), want)
+
+
+def every_act_op() -> Graph:
+    """ELU -> ADD of a constant (fused RELU6) -> MUL by a constant -> MEAN over the channels (keep_dims)."""
+    b = MicroBuilder(np.random.default_rng(4), "act_ops")
+    x = b.input("x", (1, 4, 6, 3), scale=0.05, zp=-10)
+    b.op(OpType.ELU, (x,), (b.act("elu", (1, 4, 6, 3), 0.04, -100),), NoOptions())
+    three = b.const("three", np.array([[[[1]]]], np.int8), DType.INT8, QParams.per_tensor(3.0, 0))
+    b.op(OpType.ADD, ("elu", three), (b.act("add", (1, 4, 6, 3), 6.0 / 255, -128),),
+         ElementwiseOptions(Activation.RELU6))
+    sixth = b.const("sixth", np.array([[[[1]]]], np.int8), DType.INT8, QParams.per_tensor(1 / 6, 0))
+    b.op(OpType.MUL, ("add", sixth), (b.act("mul", (1, 4, 6, 3), 1.0 / 255, -128),), ElementwiseOptions())
+    axes = b.const("axes", np.array([3], np.int32), DType.INT32)
+    b.op(OpType.MEAN, ("mul", axes), (b.act("y", (1, 4, 6, 1), 1.0 / 255, -128),), MeanOptions(True))
+    return b.graph(["y"])
+
+
+def test_chain_of_act_ops_is_exact() -> None:
+    data = write_tflite(every_act_op())
+    x = np.random.default_rng(1).integers(-128, 128, (8, 4, 6, 3)).astype(np.int8)
+    np.testing.assert_array_equal(Emulator(read_tflite(data)).run(x), run_tflm(data, [x]))
+
+
+@pytest.mark.slow
+def test_mutations_of_act_ops_read_cleanly_or_raise() -> None:
+    from tests.test_fuzz_tflite_reader import _check_clean, _check_emulates, _mutate
+    from tinyprec.errors import ModelFormatError
+
+    data = write_tflite(every_act_op())
+    rng = np.random.default_rng(20261130)
+    outcomes = {"clean": 0, "error": 0, "ran": 0, "refused": 0}
+    for _ in range(600):
+        try:
+            graph = read_tflite(_mutate(data, rng), where="fuzz.tflite")
+        except ModelFormatError as err:
+            assert str(err).startswith("fuzz.tflite: ") and "\n" not in str(err)
+            outcomes["error"] += 1
+            continue
+        _check_clean(graph)
+        outcomes["clean"] += 1
+        outcomes[_check_emulates(graph)] += 1
+    assert outcomes["error"] > 50 and outcomes["ran"] > 0 and outcomes["refused"] > 0, outcomes
