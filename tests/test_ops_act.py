@@ -112,6 +112,7 @@ CASES = {
     "mean_width_keepdim": (lambda: MeanDims((3,), True), (2, 6, 6), ["MEAN"]),
     "mean_width_nokeep": (lambda: MeanDims((3,), False), (2, 6, 6), ["MEAN", "RESHAPE"]),
     "mean_channels_hw": (lambda: MeanDims((1, 3), True), (2, 6, 6), ["MEAN"]),
+    "mean_height_nokeep": (lambda: MeanDims((2,), False), (2, 6, 6), ["MEAN", "RESHAPE"]),
     "mean_sequence": (lambda: SequenceMean(), (3, 10), ["AVERAGE_POOL_2D"]),
     "gelu": (lambda: Block(nn.GELU()), (2, 6, 6), ["LOGISTIC", "MUL", "ADD"]),
     "gelu_tanh": (lambda: Block(nn.GELU(approximate="tanh")), (2, 6, 6), ["LOGISTIC", "MUL", "ADD"]),
@@ -132,3 +133,29 @@ def test_act_op_end_to_end_exact(case: str) -> None:
         assert_exact(out, tflite=False, onnx_lsb=2)
         return
     assert_exact(out, onnx_lsb=1 if case.startswith("mean_") else 2)
+
+
+class Refused(nn.Module):
+    """What the new rows still refuse, each before training with its reason."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c = nn.Conv2d(2, 4, 3)
+        self.elu = nn.ELU(alpha=0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.c(x)
+        y = self.elu(y) / y.amax()  # ELU alpha != 1; a division by a tensor; amax over every dim
+        y = y * 0.0  # a multiplication by zero
+        return F.adaptive_max_pool2d(y, 2).flatten(1) + y.mean(1).flatten(1)  # pool to 2x2; a reordering mean
+
+
+def test_new_rows_refuse_what_they_cannot_convert_before_training() -> None:
+    from tinyprec.errors import UnsupportedOpsError
+    from tinyprec.quant.opcheck import check_model_ops
+
+    with pytest.raises(UnsupportedOpsError) as info:
+        check_model_ops(Refused(), torch.zeros(2, 2, 6, 6))
+    hints = {r.op: r.hint for r in info.value.refusals}
+    assert "alpha=1" in hints["elu"] and "constant number" in hints["div"] and "spatial" in hints["amax"]
+    assert "by 0" in hints["mul"] and "size 1" in hints["adaptive_max_pool2d"] and "reorder" in hints["mean"]

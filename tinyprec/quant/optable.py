@@ -247,6 +247,15 @@ def _check_mean_any(node: Any) -> str | None:
     keep = bool(_arg(node, 2, "keepdim", False))
     if not keep and rank - len(axes) < 2:
         return "the mean leaves only the batch dim; keep it 2-D (keepdim=True, or mean fewer dims)"
+    shape = getattr(getattr(node.args[0], "meta", {}).get("val"), "shape", None)
+    if not keep and shape is not None and rank - len(axes) > 2:
+        from tinyprec.quant.lower_layout import storage_order
+
+        kept = tuple(1 if i in axes or i == 0 else int(d) for i, d in enumerate(shape))
+        out = tuple(d for i, d in enumerate(kept) if i not in axes)
+        if list(storage_order(kept)) != list(storage_order(out)):
+            return ("dropping this dim would reorder the NHWC data (it needs a TRANSPOSE); use keepdim=True "
+                    "and reshape where the order allows")
     return None
 
 
