@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from tests._micro import MicroBuilder, run_tf, run_tflm
+from tests.test_mcu_firmware import TREE, needs_firmware
 from tinyprec.emulator import Emulator
 from tinyprec.formats.tflite_reader import read_tflite
 from tinyprec.formats.tflite_writer import write_tflite
@@ -130,3 +131,19 @@ def test_mutations_of_act_ops_read_cleanly_or_raise() -> None:
         outcomes["clean"] += 1
         outcomes[_check_emulates(graph)] += 1
     assert outcomes["error"] > 50 and outcomes["ran"] > 0 and outcomes["refused"] > 0, outcomes
+
+
+@pytest.mark.slow
+@needs_firmware
+def test_elu_table_on_cortex_m4_matches_host_tflm(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """TFLM's ELU table is built on the device with its own libm's expf (newlib on Cortex-M): on every int8
+    input value it equals host TFLM's (glibc) table, in qemu-system-arm's Cortex-M4."""
+    from tinyprec.mcu.emulated import compare_with_host, measure, write_bundle_for_tflite
+
+    for case in ("elu", "elu_wide_input"):
+        graph = CASES[case]()
+        data = write_tflite(graph)
+        bundle = write_bundle_for_tflite(data, tmp_path / case / "bundle", golden=2, where=case)
+        x = _inputs(graph, 3)[0]
+        m = measure(bundle, x, tree=TREE, target="cortex-m4", kernels="reference", build_dir=tmp_path / case / "b")
+        assert compare_with_host(data, x, m.outputs, where=case).differing_elements == 0
