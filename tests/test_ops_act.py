@@ -102,6 +102,7 @@ CASES = {
     "elu": (lambda: Block(nn.ELU()), (2, 6, 6), ["ELU"]),
     "div_constant": (lambda: Block(Lambda(lambda x: x / 3.0)), (2, 6, 6), ["MUL"]),
     "scalar_arith": (lambda: Block(Lambda(lambda x: torch.relu(x * 0.5 + 1.0) - 0.25)), (2, 6, 6), ["MUL", "ADD"]),
+    "rsub_constant": (lambda: Block(Lambda(lambda x: 1.0 - torch.sigmoid(x))), (2, 6, 6), ["SUB", "LOGISTIC"]),
     "input_bn": (lambda: _bn_stats(InputBN()), (3, 6, 6), ["DEPTHWISE_CONV_2D", "CONV_2D"]),
     "input_bn_1d": (lambda: _bn_stats(InputBN(one_d=True)), (3, 12), ["DEPTHWISE_CONV_2D", "CONV_2D"]),
     "bn_after_add": (lambda: _bn_stats(AddBN()), (2, 6, 6), ["ADD", "DEPTHWISE_CONV_2D"]),

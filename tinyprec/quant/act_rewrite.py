@@ -10,7 +10,8 @@ Each rewrite puts the quantizer's observers exactly where TFLM requantizes, so t
   LOGISTIC, MUL (the pinned TFLM registers no GELU kernel). The tanh form differs from the exact (erf) form
   by at most 0.0005 in float, far below one int8 step of any usual scale.
 - ``x + c``, ``x - c``, ``x * c`` with a Python number ``c`` -> ``aten.add.Scalar`` / ``aten.mul.Scalar``
-  (ADD / MUL with an int8 constant); ``x / c`` stays ``aten.div.Tensor`` (MUL by the constant ``1 / c``).
+  (ADD / MUL with an int8 constant); ``x / c`` stays ``aten.div.Tensor`` (MUL by the constant ``1 / c``)
+  and ``c - x`` stays ``aten.rsub.Scalar`` (SUB from the constant).
 - a BatchNorm that cannot fold into a conv/linear before it (at the input, after an add, a pool, ...) ->
   a depthwise 1x1 convolution with the BatchNorm's per-channel scale and shift as weight and bias
   (DEPTHWISE_CONV_2D: one requantization, per-channel int8 weights), its running statistics frozen.

@@ -19,8 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
     from torch import fx
 
 
-def _const_input(inner: Any, q: int) -> Any:
-    """``inner(x, c)`` as a one-input module, ``c`` the int8 constant ``q``."""
+def _const_input(inner: Any, q: int, const_first: bool = False) -> Any:
+    """``inner(x, c)`` (``inner(c, x)`` when ``const_first``) as a one-input module, ``c`` the int8 constant ``q``."""
     import torch
 
     class WithConstant(torch.nn.Module):
@@ -30,7 +30,7 @@ def _const_input(inner: Any, q: int) -> Any:
             self.register_buffer("c", torch.tensor(q, dtype=torch.int8))
 
         def forward(self, x: "torch.Tensor") -> "torch.Tensor":
-            return self.inner(x, self.c)
+            return self.inner(self.c, x) if const_first else self.inner(x, self.c)
 
     return WithConstant()
 
@@ -84,7 +84,7 @@ def build_act(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
 
     aten = torch.ops.aten
     t = n.target
-    if t in (aten.add.Scalar, aten.mul.Scalar, aten.div.Tensor):
+    if t in (aten.add.Scalar, aten.mul.Scalar, aten.div.Tensor, aten.rsub.Scalar):
         x = _act_qparams(n.args[0])
         if x is None or n.kwargs or not isinstance(n.args[1], (int, float)):
             return None
@@ -92,6 +92,10 @@ def build_act(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
 
         q, sc = scalar_operand(scalar_value(n))
         lo, hi = act_range(act, so, zo)
+        if t is aten.rsub.Scalar:
+            from tinyprec.quant.exact_ops import more_modules
+
+            return _const_input(more_modules()["sub"](sc, 0, x[1], x[2], so, zo, lo, hi), q, True), [x[0]]
         inner = mods["add" if t is aten.add.Scalar else "mul"](x[1], x[2], sc, 0, so, zo, lo, hi)
         return _const_input(inner, q), [x[0]]
     if t is aten.elu.default and act == "none":

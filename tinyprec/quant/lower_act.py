@@ -21,7 +21,7 @@ from tinyprec.quant.lower_ops import _AXIS, _arg, _finish, _hw, _no_order, _requ
 
 
 def scalar_value(node: fx.Node) -> float:
-    """The number a scalar node applies: c for ``x + c`` / ``x * c``, ``1 / c`` (float32) for ``x / c``."""
+    """The number a scalar node applies: c for ``x + c`` / ``x * c`` / ``c - x``, ``1 / c`` (float32) for ``x / c``."""
     c = float(node.args[1])  # type: ignore[arg-type]
     if str(node.target).startswith("aten.div"):
         return float(np.float32(1.0) / np.float32(c))
@@ -35,7 +35,7 @@ def scalar_operand(c: float) -> tuple[int, float]:
     return (1 if c > 0 else -1), float(np.float32(abs(c)))
 
 
-def _scalar(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
+def _scalar(op_type: OpType, const_first: bool = False) -> Callable[[Lowering, fx.Node], None]:
     def handler(lw: Lowering, node: fx.Node) -> None:
         x = lw.act(node.args[0], node)
         if x.dtype is not DType.INT8:
@@ -46,7 +46,8 @@ def _scalar(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
         const = lw.add_const(f"{src or node.name}.const", np.full((1,) * rank, q, np.int8), DType.INT8,
                              QParams.per_tensor(scale, 0), src)
         act, qnode = lw.tail(node, fusable=True)
-        _finish(lw, node, op_type, (x.name, const), ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
+        inputs = (const, x.name) if const_first else (x.name, const)
+        _finish(lw, node, op_type, inputs, ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
 
     return handler
 
@@ -114,6 +115,7 @@ ACT_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "scalar_add": _scalar(OpType.ADD),
     "scalar_mul": _scalar(OpType.MUL),
     "scalar_div": _scalar(OpType.MUL),
+    "scalar_rsub": _scalar(OpType.SUB, const_first=True),  # c - x: SUB(c, x)
     "amax": _amax,
     "mean_any": _mean_any,
 }

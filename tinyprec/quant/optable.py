@@ -222,7 +222,9 @@ def _check_scalar(node: Any) -> str | None:
         return f"the constant operand must be a finite Python number, got {c!r}"
     if name.startswith("aten.div") and _arg(node, 2, "rounding_mode", None) is not None:
         return "division with a rounding_mode (floor/trunc) is not lowered"
-    if c == 0 and not name.startswith("aten.add"):
+    if node.kwargs.get("alpha", 1) != 1:
+        return "alpha != 1 is not supported; scale the operand with a mul"
+    if c == 0 and not name.startswith(("aten.add", "aten.rsub")):
         return "a multiplication by 0 (or division by 0) gives a constant: remove it"
     return None
 
@@ -416,6 +418,8 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                              check=_check_scalar),
     "aten.mul.Scalar": OpRow(_R.SCALAR, "scalar_mul", "x * c (c a Python number)", "MUL",
                              "c an int8 constant (+-1 with scale |c|): one requantization", check=_check_scalar),
+    "aten.rsub.Scalar": OpRow(_R.SCALAR, "scalar_rsub", "c - x (c a Python number)", "SUB",
+                              "SUB from the int8 constant c", check=_check_scalar),
     "aten.div.Tensor": OpRow(_R.SCALAR, "scalar_div", "x / c (c a Python number)", "MUL",
                              "MUL by the int8 constant 1/c; division by a tensor is refused", check=_check_scalar),
     "aten.amax.default": OpRow(_R.SHARED, "amax", "x.amax((2, 3)), AdaptiveMaxPool(1)",
