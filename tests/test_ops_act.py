@@ -105,6 +105,8 @@ CASES = {
     "rsub_constant": (lambda: Block(Lambda(lambda x: 1.0 - torch.sigmoid(x))), (2, 6, 6), ["SUB", "LOGISTIC"]),
     "input_bn": (lambda: _bn_stats(InputBN()), (3, 6, 6), ["DEPTHWISE_CONV_2D", "CONV_2D"]),
     "input_bn_1d": (lambda: _bn_stats(InputBN(one_d=True)), (3, 12), ["DEPTHWISE_CONV_2D", "CONV_2D"]),
+    "input_bn_features": (lambda: _bn_stats(nn.Sequential(nn.BatchNorm1d(6), nn.Linear(6, 3))), (6,),
+                          ["DEPTHWISE_CONV_2D"]),
     "bn_after_add": (lambda: _bn_stats(AddBN()), (2, 6, 6), ["ADD", "DEPTHWISE_CONV_2D"]),
     "global_max_adaptive": (lambda: GlobalMax("adaptive"), (2, 6, 6), ["MAX_POOL_2D"]),
     "global_max_module": (lambda: GlobalMax("module"), (2, 6, 6), ["MAX_POOL_2D"]),

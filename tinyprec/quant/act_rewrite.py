@@ -14,7 +14,8 @@ Each rewrite puts the quantizer's observers exactly where TFLM requantizes, so t
   and ``c - x`` stays ``aten.rsub.Scalar`` (SUB from the constant).
 - a BatchNorm that cannot fold into a conv/linear before it (at the input, after an add, a pool, ...) ->
   a depthwise 1x1 convolution with the BatchNorm's per-channel scale and shift as weight and bias
-  (DEPTHWISE_CONV_2D: one requantization, per-channel int8 weights), its running statistics frozen.
+  (DEPTHWISE_CONV_2D: one requantization, per-channel int8 weights), its running statistics frozen;
+  on an (N, F) input it runs as (N, F, 1) between an unsqueeze and a squeeze (two RESHAPEs).
 - ``adaptive_max_pool1d/2d(x, 1)`` -> ``amax`` over the spatial dims (MAX_POOL_2D over the whole map).
 """
 
@@ -121,7 +122,7 @@ def _standalone_bn(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
     check = OPS[str(node.target)].check
     x = node.args[0]
     val = x.meta.get("val") if _is_node(x) else None
-    if check is None or check(node) is None or val is None or len(val.shape) not in (3, 4):
+    if check is None or check(node) is None or val is None or len(val.shape) not in (2, 3, 4):
         return False
     users = list(node.users)
     tuple_out = str(node.target) != "aten.batch_norm.default"
@@ -139,7 +140,7 @@ def _standalone_bn(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
         shift = beta - params[2] * scale
     index = sum(1 for name, _ in gm.named_parameters() if name.startswith("_standalone_bn_")) // 2
     w_name, b_name = f"_standalone_bn_{index}_weight", f"_standalone_bn_{index}_bias"
-    shape = (channels, 1, 1, 1) if len(val.shape) == 4 else (channels, 1, 1)
+    shape = (channels, 1, 1, 1) if len(val.shape) == 4 else (channels, 1, 1)  # (N, F) runs as (N, F, 1)
     gm.register_parameter(w_name, torch.nn.Parameter(scale.detach().reshape(shape).clone().float()))
     gm.register_parameter(b_name, torch.nn.Parameter(shift.detach().clone().float()))
     with gm.graph.inserting_before(node):
@@ -147,11 +148,20 @@ def _standalone_bn(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
     w_node.meta["val"] = getattr(gm, w_name)
     b_node.meta["val"] = getattr(gm, b_name)
     conv = aten.conv2d.default if len(val.shape) == 4 else aten.conv1d.default
-    dims = len(val.shape) - 2
+    dims = max(len(val.shape) - 2, 1)
     anchor = users[0] if tuple_out else node
-    new = _Builder(gm, anchor)(conv, x, w_node, b_node, [1] * dims, [0] * dims, [1] * dims, channels)
-    new.meta["nn_module_stack"] = node.meta.get("nn_module_stack")
-    new.meta["stack_trace"] = node.meta.get("stack_trace")
+    build = _Builder(gm, anchor)
+    source = x
+    if len(val.shape) == 2:  # BatchNorm1d on (N, F): unsqueeze -> depthwise conv1d -> squeeze
+        source = build(aten.unsqueeze.default, x, 2)
+        source.meta["val"] = val.unsqueeze(2)
+    new = build(conv, source, w_node, b_node, [1] * dims, [0] * dims, [1] * dims, channels)
+    if len(val.shape) == 2:
+        new.meta["val"] = val.unsqueeze(2)
+        new = build(aten.squeeze.dims, new, [2])
+    for n in {source, new} - {x}:
+        n.meta["nn_module_stack"] = node.meta.get("nn_module_stack")
+        n.meta["stack_trace"] = node.meta.get("stack_trace")
     for user in users if tuple_out else []:
         if int(user.args[1]) == 0:
             _replace(gm, user, new)

@@ -390,8 +390,8 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.detach.default": OpRow(_R.DROP, "identity", "x.detach()", ""),
     "aten.batch_norm.default": OpRow(_R.FOLDED, None, "BatchNorm1d/2d",
                                      "(folded into the conv/linear), else DEPTHWISE_CONV_2D",
-                                     "folded right after a conv/linear; elsewhere on a 3-D/4-D map (at the input, "
-                                     "after an add) a depthwise 1x1 conv, statistics frozen at export",
+                                     "folded right after a conv/linear; elsewhere (at the input, after an add) a "
+                                     "depthwise 1x1 conv, statistics frozen at export (needs running statistics)",
                                      check=_check_batch_norm),
     "aten._native_batch_norm_legit_no_training.default": OpRow(
         _R.FOLDED, None, "(BatchNorm in eval)", "(folded)", check=_check_batch_norm),
