@@ -143,11 +143,12 @@ class Refused(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
+        self.norm = nn.BatchNorm2d(2, track_running_stats=False)
         self.c = nn.Conv2d(2, 4, 3)
         self.elu = nn.ELU(alpha=0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.c(x)
+        y = self.c(self.norm(x))  # a standalone BatchNorm without running statistics
         y = self.elu(y) / y.amax()  # ELU alpha != 1; a division by a tensor; amax over every dim
         y = y * 0.0  # a multiplication by zero
         return F.adaptive_max_pool2d(y, 2).flatten(1) + y.mean(1).flatten(1)  # pool to 2x2; a reordering mean
@@ -161,4 +162,4 @@ def test_new_rows_refuse_what_they_cannot_convert_before_training() -> None:
         check_model_ops(Refused(), torch.zeros(2, 2, 6, 6))
     hints = {r.op: r.hint for r in info.value.refusals}
     assert "alpha=1" in hints["elu"] and "constant number" in hints["div"] and "spatial" in hints["amax"]
-    assert "by 0" in hints["mul"] and "size 1" in hints["adaptive_max_pool2d"] and "reorder" in hints["mean"]
+    assert "running statistics" in hints["batch_norm"] and "by 0" in hints["mul"] and "size 1" in hints["adaptive_max_pool2d"] and "reorder" in hints["mean"]

@@ -126,7 +126,7 @@ def _standalone_bn(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
         return False
     users = list(node.users)
     tuple_out = str(node.target) != "aten.batch_norm.default"
-    if tuple_out and any(u.target is not operator.getitem or (int(u.args[1]) != 0 and u.users) for u in users):
+    if not users or tuple_out and any(u.target is not operator.getitem or (int(u.args[1]) != 0 and u.users) for u in users):
         return False
     params = [_attr(gm, node.args[i]) if node.args[i] is not None else None for i in range(1, 5)]
     if params[2] is None or params[3] is None:
@@ -151,15 +151,20 @@ def _standalone_bn(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
     dims = max(len(val.shape) - 2, 1)
     anchor = users[0] if tuple_out else node
     build = _Builder(gm, anchor)
+    made = []
     source = x
     if len(val.shape) == 2:  # BatchNorm1d on (N, F): unsqueeze -> depthwise conv1d -> squeeze
         source = build(aten.unsqueeze.default, x, 2)
         source.meta["val"] = val.unsqueeze(2)
+        made.append(source)
     new = build(conv, source, w_node, b_node, [1] * dims, [0] * dims, [1] * dims, channels)
+    made.append(new)
     if len(val.shape) == 2:
         new.meta["val"] = val.unsqueeze(2)
         new = build(aten.squeeze.dims, new, [2])
-    for n in {source, new} - {x}:
+        new.meta["val"] = val
+        made.append(new)
+    for n in made:
         n.meta["nn_module_stack"] = node.meta.get("nn_module_stack")
         n.meta["stack_trace"] = node.meta.get("stack_trace")
     for user in users if tuple_out else []:

@@ -149,8 +149,8 @@ def _check_batch_norm(node: Any) -> str | None:
     src = node.args[0]
     prod = str(getattr(src, "target", ""))
     if prod not in ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default"):
-        return ("a BatchNorm is folded into the conv/linear right before it; this one follows no conv/linear "
-                "(put it after a conv, or drop it)")
+        return ("a BatchNorm folds into the conv/linear right before it, and one elsewhere becomes a depthwise "
+                "1x1 conv only with running statistics (track_running_stats=True) on a 2-D to 4-D input")
     if len(src.users) != 1:
         return "the conv/linear before this BatchNorm has other users, so the BatchNorm cannot be folded"
     if prod == "aten.linear.default" and _rank(src.args[0]) != 2:
