@@ -122,6 +122,15 @@ CASES = {
 }
 
 
+#: The whole op sequence of the composed activations (between the two convs of Block): one op per place
+#: TFLM requantizes, and the fused RELU6 of Hardsigmoid's ADD.
+SEQUENCES = {
+    "silu": ["CONV_2D", "LOGISTIC", "MUL", "CONV_2D"],
+    "hardsigmoid": ["CONV_2D", "ADD", "MUL", "CONV_2D"],
+    "gelu": ["CONV_2D", "MUL", "MUL", "ADD", "MUL", "LOGISTIC", "MUL", "CONV_2D"],
+}
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_act_op_end_to_end_exact(case: str) -> None:
     build, shape, ops = CASES[case]
@@ -129,6 +138,10 @@ def test_act_op_end_to_end_exact(case: str) -> None:
     out = run_everywhere(build().eval(), shape)
     for op in ops:
         assert op in out.op_types(), out.op_types()
+    if case in SEQUENCES:
+        assert out.op_types() == SEQUENCES[case]
+    if case == "hardsigmoid":
+        assert [op.options.activation.value for op in out.graph.ops if op.type.value == "ADD"] == ["RELU6"]
     if case == "elu":
         # TF Lite's reference resolver has no ELU (fails when it gains one); its builtin ELU equals TFLM's on
         # all 256 inputs (tests/test_ops_act_micro.py), its builtin convs are not the reference arithmetic.
