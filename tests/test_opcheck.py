@@ -55,7 +55,7 @@ def test_every_refused_op_at_once_with_module_line_and_fix() -> None:
     assert "self.rnn(" in by_op["GRU"].where  # the user's own source line, not torch's
     assert "module 'grouped'" in by_op["conv1d"].where and "groups" in by_op["conv1d"].hint
     assert "module 'head'" in by_op["linear"].where and "flatten" in by_op["linear"].hint
-    assert "constant number" in by_op["div"].hint and "spatial" in by_op["amax"].hint
+    assert "constant number" in by_op["div"].hint and "every dim" in by_op["amax"].hint
     assert all(r.hint for r in err.refusals)
     assert isinstance(err, UnsupportedOpError) and err.exit_code == 2
 

@@ -1,7 +1,7 @@
 """Issue 11's activation / arithmetic ops (ops-act) as one-op micro-models: emulator == TFLM == TF Lite
 reference kernels, exactly, on every int8 input value: ELU (TFLM's float32 table) across input scales
 that reach its saturated and linear parts, MEAN over any axes with and without a rescale, ADD / MUL of
-a one-element int8 constant (the form ``x + c``, ``x * c``, ``x / c`` lower to)."""
+a one-element int8 constant (the form ``x + c``, ``x * c``, ``x / c`` lower to), REDUCE_MAX over any axes."""
 
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ def _elu(si: float, zi: int, so: float, zo: int) -> Graph:
     return b.graph([y])
 
 
-def _mean(axes: tuple[int, ...], keep: bool, so: float, zo: int) -> Graph:
-    b = MicroBuilder(np.random.default_rng(1), "mean")
+def _mean(axes: tuple[int, ...], keep: bool, so: float, zo: int, op_type: OpType = OpType.MEAN) -> Graph:
+    b = MicroBuilder(np.random.default_rng(1), op_type.value.lower())
     x = b.input("x", (1, 4, 6, 5), scale=0.03, zp=-7)
     a = b.const("axes", np.array(axes, np.int32), DType.INT32)
-    shape = tuple(1 if i in axes else d for i, d in enumerate((1, 4, 6, 5)) if keep or i not in axes)
+    norm = {a % 4 for a in axes}
+    shape = tuple(1 if i in norm else d for i, d in enumerate((1, 4, 6, 5)) if keep or i not in norm)
     y = b.act("y", shape, so, zo)
-    b.op(OpType.MEAN, (x, a), (y,), MeanOptions(keep))
+    b.op(op_type, (x, a), (y,), MeanOptions(keep))
     return b.graph([y])
 
 
@@ -50,6 +51,9 @@ CASES = {
     "mean_channels_keep": lambda: _mean((3,), True, 0.03, -7),
     "mean_width_rescale": lambda: _mean((2,), False, 0.011, 4),
     "mean_hw_channels": lambda: _mean((1, 2, 3), True, 0.02, 0),
+    "reduce_max_channels": lambda: _mean((3,), True, 0.03, -7, OpType.REDUCE_MAX),
+    "reduce_max_hw_nokeep": lambda: _mean((1, 2), False, 0.03, -7, OpType.REDUCE_MAX),
+    "reduce_max_width": lambda: _mean((-2,), True, 0.03, -7, OpType.REDUCE_MAX),
     "add_const_relu6": lambda: _with_const(OpType.ADD, 1, 3.0, 6.0 / 255, -128, Activation.RELU6),
     "add_const_negative": lambda: _with_const(OpType.ADD, -1, 1.5, 0.05, 20),
     "mul_const": lambda: _with_const(OpType.MUL, 1, float(np.float32(1 / 6)), 0.01, -3),
@@ -92,7 +96,8 @@ def test_act_op_matches_tflm_and_tflite_exactly(case: str) -> None:
 
 
 def every_act_op() -> Graph:
-    """ELU -> ADD of a constant (fused RELU6) -> MUL by a constant -> MEAN over the channels (keep_dims)."""
+    """ELU -> ADD of a constant (fused RELU6) -> MUL by a constant -> MEAN over the channels -> REDUCE_MAX over
+    the width (keep_dims)."""
     b = MicroBuilder(np.random.default_rng(4), "act_ops")
     x = b.input("x", (1, 4, 6, 3), scale=0.05, zp=-10)
     b.op(OpType.ELU, (x,), (b.act("elu", (1, 4, 6, 3), 0.04, -100),), NoOptions())
@@ -102,8 +107,17 @@ def every_act_op() -> Graph:
     sixth = b.const("sixth", np.array([[[[1]]]], np.int8), DType.INT8, QParams.per_tensor(1 / 6, 0))
     b.op(OpType.MUL, ("add", sixth), (b.act("mul", (1, 4, 6, 3), 1.0 / 255, -128),), ElementwiseOptions())
     axes = b.const("axes", np.array([3], np.int32), DType.INT32)
-    b.op(OpType.MEAN, ("mul", axes), (b.act("y", (1, 4, 6, 1), 1.0 / 255, -128),), MeanOptions(True))
+    b.op(OpType.MEAN, ("mul", axes), (b.act("mean", (1, 4, 6, 1), 1.0 / 255, -128),), MeanOptions(True))
+    axes2 = b.const("axes2", np.array([2], np.int32), DType.INT32)
+    b.op(OpType.REDUCE_MAX, ("mean", axes2), (b.act("y", (1, 4, 1, 1), 1.0 / 255, -128),), MeanOptions(True))
     return b.graph(["y"])
+
+
+def test_reduce_max_refuses_mismatched_qparams() -> None:
+    from tinyprec.errors import ModelFormatError
+
+    with pytest.raises(ModelFormatError, match="share scale and zero point"):
+        Emulator(_mean((3,), True, 0.02, -7, OpType.REDUCE_MAX))
 
 
 def test_chain_of_act_ops_is_exact() -> None:

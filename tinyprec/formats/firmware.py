@@ -79,6 +79,7 @@ RESOLVER_METHOD: dict[OpType, str] = {
     OpType.STRIDED_SLICE: "AddStridedSlice",
     OpType.PRELU: "AddPrelu",
     OpType.ELU: "AddElu",
+    OpType.REDUCE_MAX: "AddReduceMax",
 }
 
 _C_TYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",

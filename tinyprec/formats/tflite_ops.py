@@ -275,4 +275,5 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.STRIDED_SLICE: _OpSpec(45, "StridedSliceOptions", _o_strided_slice, _v_int8_2),
     OpType.PRELU: _OpSpec(54, "NONE", _o_none, _v_one),  # TF Lite registers PRELU version 1 only
     OpType.ELU: _OpSpec(111, "NONE", _o_none, _v_one),  # TF Lite's reference resolver registers version 1 only
+    OpType.REDUCE_MAX: _OpSpec(82, "ReducerOptions", _o_mean, _v_int8_2),
 }

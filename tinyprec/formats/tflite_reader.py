@@ -36,7 +36,7 @@ _BUILTINS: dict[int, OpType] = {
     34: OpType.PAD, 40: OpType.MEAN, 60: OpType.PAD, 114: OpType.QUANTIZE,
     41: OpType.SUB, 55: OpType.MAXIMUM, 57: OpType.MINIMUM, 98: OpType.LEAKY_RELU, 101: OpType.ABS,
     117: OpType.HARD_SWISH, 39: OpType.TRANSPOSE, 45: OpType.STRIDED_SLICE, 54: OpType.PRELU,
-    111: OpType.ELU,
+    111: OpType.ELU, 82: OpType.REDUCE_MAX,
 }
 
 
@@ -263,7 +263,8 @@ def _read_qparams(r: _Reader, q: Any, shape: tuple[int, ...], place: str) -> QPa
 # Inputs each op must have (before optional ones), outputs it must have.
 _MIN_INPUTS = {OpType.CONV_2D: 2, OpType.DEPTHWISE_CONV_2D: 2, OpType.FULLY_CONNECTED: 2, OpType.ADD: 2,
                OpType.MUL: 2, OpType.MEAN: 2, OpType.PAD: 2, OpType.SUB: 2, OpType.MAXIMUM: 2, OpType.MINIMUM: 2,
-               OpType.TRANSPOSE: 2, OpType.STRIDED_SLICE: 4, OpType.PRELU: 2}
+               OpType.TRANSPOSE: 2, OpType.STRIDED_SLICE: 4, OpType.PRELU: 2,
+               OpType.REDUCE_MAX: 2}
 
 
 def _read_op(r: _Reader, op: Any, index: int, codes: list[int | str], tensor_ref: Callable[[int, str], str],

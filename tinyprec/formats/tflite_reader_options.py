@@ -178,4 +178,5 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.STRIDED_SLICE: ("StridedSliceOptions", _strided_slice, True),
     OpType.PRELU: (None, _none, True),
     OpType.ELU: (None, _none, True),
+    OpType.REDUCE_MAX: ("ReducerOptions", _mean, True),
 }

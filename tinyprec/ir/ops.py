@@ -38,6 +38,7 @@ class OpType(enum.Enum):
     STRIDED_SLICE = "STRIDED_SLICE"
     PRELU = "PRELU"
     ELU = "ELU"  # issue 11 (ops-act): int8 table of exp(x) - 1 for x < 0
+    REDUCE_MAX = "REDUCE_MAX"  # issue 11 (ops-act): max over axes, input and output share qparams
 
 
 class Padding(enum.Enum):
@@ -193,4 +194,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.STRIDED_SLICE: StridedSliceOptions,
     OpType.PRELU: NoOptions,  # inputs (x, alpha: int8 constant with its own qparams, broadcast over x)
     OpType.ELU: NoOptions,  # alpha 1 (TFLite's ELU has no alpha)
+    OpType.REDUCE_MAX: MeanOptions,  # inputs (x, axes int32 constant); TFLite's ReducerOptions (keep_dims)
 }

@@ -60,6 +60,7 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     OpType.STRIDED_SLICE: OpSupport(_A8),
     OpType.PRELU: OpSupport(_A8),  # the slope is an int8 input, not a weight
     OpType.ELU: OpSupport(_A8),  # TFLM's ELU: float32 and int8 only
+    OpType.REDUCE_MAX: OpSupport(_A8),
 }
 
 # Weighted ops: the bias type each activation type takes.

@@ -63,6 +63,7 @@ OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.QUANTIZE: ("quantize.cc", "quantize_common.cc"),
     OpType.DEQUANTIZE: ("dequantize.cc", "dequantize_common.cc"),
     OpType.ELU: ("elu.cc",),  # issue 11 (ops-act)
+    OpType.REDUCE_MAX: ("reduce.cc", "reduce_common.cc"),
 }
 _ALWAYS_KERNELS = ("kernel_util.cc",)
 # CMSIS-NN source folders the optimized kernel of each op calls into.

@@ -48,6 +48,7 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.STRIDED_SLICE: ("AddStridedSlice", 2_000),
     OpType.PRELU: ("AddPrelu", 2_500),
     OpType.ELU: ("AddElu", 1_500),  # a 256-byte table built in Prepare (expf pulls libm)
+    OpType.REDUCE_MAX: ("AddReduceMax", 3_000),  # reduce.cc is shared with MEAN
 }
 
 

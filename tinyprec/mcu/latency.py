@@ -70,8 +70,10 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.STRIDED_SLICE: 4.0,
     OpType.PRELU: 40.0,
     OpType.ELU: 15.0,  # one table lookup per element (as ABS without rescale); not calibrated
+    OpType.REDUCE_MAX: 8.0,  # per output (the per-input compares are _PER_ACCUMULATE); not calibrated
 }
-_PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
+_PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0,
+                                         OpType.REDUCE_MAX: 4.0}
 _PER_OP_OVERHEAD = 2000.0
 
 

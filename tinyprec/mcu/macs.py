@@ -94,6 +94,7 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.STRIDED_SLICE: _nothing,
     OpType.PRELU: _per_output,
     OpType.ELU: _per_output,
+    OpType.REDUCE_MAX: _input_elements,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).

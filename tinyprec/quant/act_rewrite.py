@@ -16,7 +16,8 @@ Each rewrite puts the quantizer's observers exactly where TFLM requantizes, so t
   a depthwise 1x1 convolution with the BatchNorm's per-channel scale and shift as weight and bias
   (DEPTHWISE_CONV_2D: one requantization, per-channel int8 weights), its running statistics frozen;
   on an (N, F) input it runs as (N, F, 1) between an unsqueeze and a squeeze (two RESHAPEs).
-- ``adaptive_max_pool1d/2d(x, 1)`` -> ``amax`` over the spatial dims (MAX_POOL_2D over the whole map).
+- ``adaptive_max_pool1d/2d(x, 1)`` -> ``amax`` over the spatial dims (MAX_POOL_2D over the whole map;
+  an amax over other dims is REDUCE_MAX).
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.STRIDED_SLICE: FLOAT_EXACT,
     OpType.PRELU: "prelu",  # quant/exact_ops.py
     OpType.ELU: "table",  # quant/exact_act.py
+    OpType.REDUCE_MAX: FLOAT_EXACT,  # shared qparams: the float max of dequantized values is the int8 max
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

@@ -64,9 +64,10 @@ def _amax(lw: Lowering, node: fx.Node) -> None:
 
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
-    dims = sorted(int(d) % rank for d in node.args[1])  # type: ignore[union-attr]
+    dims = sorted({int(d) % rank for d in node.args[1]})  # type: ignore[union-attr]
     if rank not in (3, 4) or dims != list(range(2, rank)):
-        raise UnsupportedOpError("amax", lw.where(node), "only the max over all spatial dims (global max pool)")
+        _reduce(lw, node, OpType.REDUCE_MAX, shared=True)
+        return
     _no_order(lw, node, x)
     keep = bool(_arg(node, 2, "keepdim", False))
     _, qnode = lw.tail(node, fusable=False)
@@ -84,7 +85,7 @@ def _amax(lw: Lowering, node: fx.Node) -> None:
 
 def _mean_any(lw: Lowering, node: fx.Node) -> None:
     """mean over any non-batch dims: the global spatial mean as before, else MEAN (keep_dims) [+ RESHAPE]."""
-    from tinyprec.quant.lower_table import _emit_reshape, _mean_dim
+    from tinyprec.quant.lower_table import _mean_dim
 
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
@@ -92,21 +93,32 @@ def _mean_any(lw: Lowering, node: fx.Node) -> None:
     if rank in (3, 4) and dims == list(range(2, rank)):
         _mean_dim(lw, node)
         return
+    _reduce(lw, node, OpType.MEAN, shared=False)
+
+
+def _reduce(lw: Lowering, node: fx.Node, op_type: OpType, *, shared: bool) -> None:
+    """MEAN / REDUCE_MAX over the IR axes of the node's dims, keep_dims, then a RESHAPE without keepdim."""
+    from tinyprec.quant.lower_table import _emit_reshape
+
+    x = lw.act(node.args[0], node)
+    rank = len(x.torch_shape)
+    dims = sorted({int(d) % rank for d in node.args[1]})  # type: ignore[union-attr]
+    what = str(node.target)
     if 0 in dims or rank not in _AXIS:
-        raise UnsupportedOpError("mean", lw.where(node), "mean over non-batch dims of a rank 2-4 tensor")
+        raise UnsupportedOpError(what, lw.where(node), "reduce over non-batch dims of a rank 2-4 tensor")
     _no_order(lw, node, x)
     keep = bool(_arg(node, 2, "keepdim", False))
     _, qnode = lw.tail(node, fusable=False)
-    qp = qparams_of(lw, qnode)
+    qp = _require_shared(lw, node, x, qnode) if shared else qparams_of(lw, qnode)
     axes = sorted(3 if x.flat4 else _AXIS[rank][d] for d in dims)
     src = lw.source(node)
     const = lw.add_const(f"{src or node.name}.axes", np.array(axes, np.int32), DType.INT32, None, src)
     kept = tuple(1 if i in dims else s for i, s in enumerate(x.torch_shape))
     if keep:
-        _finish(lw, node, OpType.MEAN, (x.name, const), MeanOptions(True), qnode, qparams=qp, flat4=x.flat4)
+        _finish(lw, node, op_type, (x.name, const), MeanOptions(True), qnode, qparams=qp, flat4=x.flat4)
         return
-    mid = lw.add_act(f"{src or node.name}.mean", kept, qp, src, flat4=x.flat4, dtype=x.dtype)
-    lw.emit(OpType.MEAN, (x.name, const), mid, MeanOptions(True), src)
+    mid = lw.add_act(f"{src or node.name}.{op_type.value.lower()}", kept, qp, src, flat4=x.flat4, dtype=x.dtype)
+    lw.emit(op_type, (x.name, const), mid, MeanOptions(True), src)
     _emit_reshape(lw, node, mid, qnode)
 
 

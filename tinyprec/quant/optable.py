@@ -263,10 +263,9 @@ def _check_mean_any(node: Any) -> str | None:
 
 def _check_amax(node: Any) -> str | None:
     dims = _arg(node, 1, "dim", None)
-    rank = _rank(node.args[0]) or 0
-    if rank not in (3, 4) or dims is None or {int(d) % rank for d in dims} != set(range(2, rank)):
-        return "amax only over all spatial dims (global max pooling): x.amax((2, 3)) or x.amax(2) for 1-D"
-    return None
+    if dims is None or not list(dims):
+        return "amax over every dim (a scalar) is not lowered; give the dims, e.g. x.amax((2, 3))"
+    return _check_mean_any(node)  # the same axes and layout rules as a mean
 
 
 def _check_adaptive_max(node: Any) -> str | None:
@@ -422,9 +421,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                               "SUB from the int8 constant c", check=_check_scalar),
     "aten.div.Tensor": OpRow(_R.SCALAR, "scalar_div", "x / c (c a Python number)", "MUL",
                              "MUL by the int8 constant 1/c; division by a tensor is refused", check=_check_scalar),
-    "aten.amax.default": OpRow(_R.SHARED, "amax", "x.amax((2, 3)), AdaptiveMaxPool(1)",
-                               "MAX_POOL_2D (+ RESHAPE without keepdim)", "over all spatial dims only",
-                               check=_check_amax),
+    "aten.amax.default": OpRow(_R.SHARED, "amax", "x.amax(dims, keepdim), AdaptiveMaxPool(1)",
+                               "MAX_POOL_2D over all spatial dims, else REDUCE_MAX (+ RESHAPE without keepdim)",
+                               "any dims but the batch; keeps the input's qparams", check=_check_amax),
     "aten.adaptive_max_pool2d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool2d(1), F.adaptive_max_pool2d",
                                               "MAX_POOL_2D", "output size 1 (rewritten as amax)",
                                               check=_check_adaptive_max),
