@@ -83,7 +83,7 @@ class SequenceMean(nn.Module):
 
 
 class SpatialAttention(nn.Module):
-    """CBAM's spatial attention: channel mean and channel max (amax over dim 1) concatenated, a conv, a
+    """CBAM's spatial attention: channel mean and channel max (torch.max over dim 1) concatenated, a conv, a
     sigmoid gate; and a max over time without keepdim on a 1-D map."""
 
     def __init__(self) -> None:
@@ -92,7 +92,7 @@ class SpatialAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = torch.relu(self.a(x))
-        stats = torch.cat([y.mean(1, keepdim=True), y.amax(1, keepdim=True)], dim=1)
+        stats = torch.cat([y.mean(1, keepdim=True), torch.max(y, dim=1, keepdim=True)[0]], dim=1)
         return self.head(y * torch.sigmoid(self.gate(stats)))
 
 
@@ -103,6 +103,15 @@ class TimeMax(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.c(x).amax(2)  # (N, C, H, W) -> (N, C, W): over the height only
+
+
+class GlobalMax1d(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.pool, self.fc = nn.Conv1d(3, 6, 3), nn.AdaptiveMaxPool1d(1), nn.Linear(6, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(torch.relu(self.c(x))).flatten(1))
 
 
 def _bn_stats(model: nn.Module) -> nn.Module:
@@ -141,6 +150,7 @@ CASES = {
     "mean_height_nokeep": (lambda: MeanDims((2,), False), (2, 6, 6), ["MEAN", "RESHAPE"]),
     "spatial_attention_amax_channels": (lambda: SpatialAttention(), (2, 6, 6), ["REDUCE_MAX", "MEAN"]),
     "amax_height_nokeep": (lambda: TimeMax(), (2, 6, 6), ["REDUCE_MAX", "RESHAPE"]),
+    "global_max_1d": (lambda: GlobalMax1d(), (3, 12), ["MAX_POOL_2D"]),
     "mean_sequence": (lambda: SequenceMean(), (3, 10), ["AVERAGE_POOL_2D"]),
     "gelu": (lambda: Block(nn.GELU()), (2, 6, 6), ["LOGISTIC", "MUL", "ADD"]),
     "gelu_tanh": (lambda: Block(nn.GELU(approximate="tanh")), (2, 6, 6), ["LOGISTIC", "MUL", "ADD"]),

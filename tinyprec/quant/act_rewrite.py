@@ -16,6 +16,7 @@ Each rewrite puts the quantizer's observers exactly where TFLM requantizes, so t
   a depthwise 1x1 convolution with the BatchNorm's per-channel scale and shift as weight and bias
   (DEPTHWISE_CONV_2D: one requantization, per-channel int8 weights), its running statistics frozen;
   on an (N, F) input it runs as (N, F, 1) between an unsqueeze and a squeeze (two RESHAPEs).
+- ``torch.max(x, dim)`` with its indices unused -> ``amax(x, [dim])``.
 - ``adaptive_max_pool1d/2d(x, 1)`` -> ``amax`` over the spatial dims (MAX_POOL_2D over the whole map;
   an amax over other dims is REDUCE_MAX).
 """
@@ -85,6 +86,8 @@ def _rewrite_node(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
             _replace(gm, node, b(aten.add.Scalar, x, float(c) if t is aten.add.Tensor else -float(c)))
     elif t in (aten.adaptive_max_pool2d.default, aten.adaptive_max_pool1d.default):
         return _global_max(gm, node, aten)
+    elif t is aten.max.dim:
+        return _max_values(gm, node, aten)
     elif str(t) in _BN_TARGETS:
         return _standalone_bn(gm, node, aten)
     else:
@@ -104,6 +107,22 @@ def _global_max(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
     for user in users:
         if int(user.args[1]) == 0:
             _replace(gm, user, _Builder(gm, user)(aten.amax.default, node.args[0], list(range(2, rank)), True))
+        else:
+            gm.graph.erase_node(user)
+    gm.graph.erase_node(node)
+    return True
+
+
+def _max_values(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
+    """``torch.max(x, dim, keepdim)`` whose indices nobody reads -> ``amax(x, [dim], keepdim)``."""
+    users = list(node.users)
+    if not users or any(u.target is not operator.getitem or (int(u.args[1]) != 0 and u.users) for u in users):
+        return False
+    dim = int(node.args[1]) if len(node.args) > 1 else int(node.kwargs.get("dim", 0))
+    keep = bool(node.args[2]) if len(node.args) > 2 else bool(node.kwargs.get("keepdim", False))
+    for user in users:
+        if int(user.args[1]) == 0:
+            _replace(gm, user, _Builder(gm, user)(aten.amax.default, node.args[0], [dim], keep))
         else:
             gm.graph.erase_node(user)
     gm.graph.erase_node(node)

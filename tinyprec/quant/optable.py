@@ -427,6 +427,10 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.adaptive_max_pool2d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool2d(1), F.adaptive_max_pool2d",
                                               "MAX_POOL_2D", "output size 1 (rewritten as amax)",
                                               check=_check_adaptive_max),
+    "aten.max.dim": OpRow(_R.REWRITTEN, None, "torch.max(x, dim)[0], x.max(dim).values", "REDUCE_MAX / MAX_POOL_2D",
+                          "rewritten as amax when the indices are not used",
+                          check=lambda node: "torch.max over a dim whose indices are used (argmax) has no int8 "
+                                             "lowering; use x.amax(dim)"),
     "aten.adaptive_max_pool1d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool1d(1)", "MAX_POOL_2D",
                                               "output size 1 (rewritten as amax)", check=_check_adaptive_max),
 })
@@ -438,7 +442,7 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "bmm": "use Linear layers (bmm is not lowered yet)",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
     "upsample_nearest2d": "Upsample is not lowered yet; a stride-1 conv on a zero-padded map is the workaround",
-    "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
+    "max": "use x.amax(dims), MaxPool or torch.maximum (a max over every dim is not lowered)",
     "zeros": "create constants as registered buffers, not inside forward",
 })
 
