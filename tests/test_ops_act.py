@@ -114,6 +114,18 @@ class GlobalMax1d(nn.Module):
         return self.fc(self.pool(torch.relu(self.c(x))).flatten(1))
 
 
+class StandaloneRelu(nn.Module):
+    """A ReLU after a max pool has nothing to fuse into: MUL by an int8 1 with a fused RELU (its constant
+    of the input's rank, so the QDQ ONNX can be written)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c, self.d = nn.Conv2d(2, 4, 3, padding=1), nn.Conv2d(4, 3, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.d(torch.relu(F.max_pool2d(self.c(x), 2)))
+
+
 def _bn_stats(model: nn.Module) -> nn.Module:
     """Non-trivial running statistics and affine parameters, as after training."""
     g = torch.Generator().manual_seed(1)
@@ -151,6 +163,7 @@ CASES = {
     "spatial_attention_amax_channels": (lambda: SpatialAttention(), (2, 6, 6), ["REDUCE_MAX", "MEAN"]),
     "amax_height_nokeep": (lambda: TimeMax(), (2, 6, 6), ["REDUCE_MAX", "RESHAPE"]),
     "global_max_1d": (lambda: GlobalMax1d(), (3, 12), ["MAX_POOL_2D"]),
+    "standalone_relu": (lambda: StandaloneRelu(), (2, 6, 6), ["MAX_POOL_2D", "MUL"]),
     "mean_sequence": (lambda: SequenceMean(), (3, 10), ["AVERAGE_POOL_2D"]),
     "gelu": (lambda: Block(nn.GELU()), (2, 6, 6), ["LOGISTIC", "MUL", "ADD"]),
     "gelu_tanh": (lambda: Block(nn.GELU(approximate="tanh")), (2, 6, 6), ["LOGISTIC", "MUL", "ADD"]),

@@ -255,8 +255,9 @@ def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
     src = lw.source(node)
     # 1.0 as int8 1 with scale 1: the requantizing multiplier is then exactly s_in / s_out, and TFLM's
     # MUL applies it with one rounding (a small int8 value would need a large right shift and round twice).
-    one = lw.add_const(f"{src or node.name}.one", np.array([1], x.dtype.numpy), x.dtype,
-                       QParams.per_tensor(1.0, 0), src)
+    # Of x's rank: the ONNX writer broadcasts only between tensors of one rank.
+    one = lw.add_const(f"{src or node.name}.one", np.ones((1,) * len(lw.tensors[x.name].shape), x.dtype.numpy),
+                       x.dtype, QParams.per_tensor(1.0, 0), src)
     _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
 
 
