@@ -351,7 +351,7 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.gelu.default": OpRow(_R.REWRITTEN, None, "GELU (exact or approximate='tanh')",
                                "MUL, MUL, ADD, MUL, LOGISTIC, MUL",
                                "the tanh form x * sigmoid(x (c1 + c3 x^2)) (TFLM registers no GELU kernel); "
-                               "within 5e-4 of the exact form in float; 5 requantizations"),
+                               "within 5e-4 of the exact form in float; 6 ops, each rounding to int8"),
     "aten.elu.default": OpRow(_R.UNARY, "elu", "ELU, F.elu (alpha=1)", "ELU",
                               "own output qparams; TFLM's table uses the C library's expf (TF Lite: builtin "
                               "kernels equal, the reference resolver has no ELU)", check=_check_elu),
