@@ -18,8 +18,9 @@ from tinyprec.errors import UnsupportedOpError, UnsupportedOpsError  # noqa: E40
 
 
 class SixRefusals(nn.Module):
-    """A GRU (decomposed by torch.export into zeros + gru), a grouped conv, a scalar add, a div, a
-    transpose, a LayerNorm, a Linear on a rank-3 input and a mean over time: each named once."""
+    """A GRU (decomposed by torch.export into zeros + gru), a grouped conv, an amax over every dim, a div by
+    a tensor, a LayerNorm and a Linear on a rank-3 input are refused, each named once; a scalar add, a
+    transpose and a mean over time convert."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -43,8 +44,9 @@ def test_every_refused_op_at_once_with_module_line_and_fix() -> None:
     err = info.value
     ops = [r.op for r in err.refusals]
     assert "GRU" in ops and "zeros" not in ops and "gru" not in ops  # the layer, not its parts
-    assert ops.count("GRU") == 1 and "LayerNorm" in ops and "conv1d" in ops and "add" in ops
-    assert "div" in ops and "linear" in ops and "mean" in ops and "transpose" not in ops  # transpose converts
+    assert ops.count("GRU") == 1 and "LayerNorm" in ops and "conv1d" in ops and "amax" in ops
+    assert "div" in ops and "linear" in ops
+    assert "add" not in ops and "mean" not in ops and "transpose" not in ops  # these convert
     lines = str(err).splitlines()
     assert len(lines) == len(err.refusals) + 1 and str(len(err.refusals)) in lines[0]
     me = Path(__file__).name
@@ -53,7 +55,7 @@ def test_every_refused_op_at_once_with_module_line_and_fix() -> None:
     assert "self.rnn(" in by_op["GRU"].where  # the user's own source line, not torch's
     assert "module 'grouped'" in by_op["conv1d"].where and "groups" in by_op["conv1d"].hint
     assert "module 'head'" in by_op["linear"].where and "flatten" in by_op["linear"].hint
-    assert "scalar" in by_op["add"].hint and "buffer" in by_op["add"].hint
+    assert "constant number" in by_op["div"].hint and "every dim" in by_op["amax"].hint
     assert all(r.hint for r in err.refusals)
     assert isinstance(err, UnsupportedOpError) and err.exit_code == 2
 
@@ -81,7 +83,7 @@ def test_cli_train_and_run_exit_2_listing_every_op(tmp_path: Path, capsys: pytes
         "        self.fc = nn.Linear(8, 4)\n\n"
         "    def forward(self, x):\n"
         "        y, _ = self.rnn(x.squeeze(1))\n"
-        "        return self.fc(torch.nn.functional.gelu(y[:, -1]))\n\n"
+        "        return self.fc(torch.nn.functional.softplus(y[:, -1]))\n\n"
         "def build():\n    return Net()\n")
     (tmp_path / "r.toml").write_text(
         '[model]\nmodule = "mymodel.py:build"\n[data]\nname = "synthetic"\nshape = [1, 8, 8]\n'
@@ -89,7 +91,7 @@ def test_cli_train_and_run_exit_2_listing_every_op(tmp_path: Path, capsys: pytes
     for cmd in (["train"], ["run"]):
         code, out, err = run_cli([*cmd, str(tmp_path / "r.toml"), "--out", str(tmp_path / "o")], capsys)
         assert code == 2, (out, err)
-        assert "'LSTM' at module 'rnn'" in err and "mymodel.py:11" in err and "'gelu'" in err, err
+        assert "'LSTM' at module 'rnn'" in err and "mymodel.py:11" in err and "'softplus'" in err, err
         assert not (tmp_path / "o" / "train" / "model_fp32.pt").exists()
 
 

@@ -20,7 +20,7 @@ from torch import nn
 
 
 def small(act: str = "relu"):
-    layer = {"relu": nn.ReLU(), "gelu": nn.GELU()}[act]
+    layer = {"relu": nn.ReLU(), "softplus": nn.Softplus()}[act]
     return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), layer, nn.AdaptiveAvgPool2d(1),
                          nn.Flatten(), nn.Linear(4, 3))
 '''
@@ -95,11 +95,11 @@ def test_qat_without_stage_one_weights_says_what_to_run(tmp_path, capsys):
 
 
 def test_qat_refuses_unsupported_op_in_one_line(tmp_path, capsys):
-    recipe, out = _setup(tmp_path, "gelu")
+    recipe, out = _setup(tmp_path, "softplus")  # GELU converts now (tests/test_ops_act.py)
     code, _, err = _cli(capsys, "qat", str(recipe), "--out", str(out))
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1, err
-    assert "unsupported op 'gelu'" in lines[0] and "module '2'" in lines[0] and "Hardswish" in lines[0]  # a fix
+    assert "unsupported op 'softplus'" in lines[0] and "module '2'" in lines[0] and "Hardswish" in lines[0]  # a fix
     assert not (out / "quant").exists()
 
 

@@ -223,8 +223,8 @@ def test_load_converted_missing_names_the_stage(tmp_path):
 
 
 @pytest.mark.parametrize("layer, op, hint", [
-    (nn.GELU(), "gelu", "GELU is not lowered"),
-    (nn.SiLU(), "silu", "ReLU6"),
+    (nn.Softplus(), "softplus", "no int8 lowering"),  # GELU and SiLU convert now (tests/test_ops_act.py)
+    (nn.ELU(alpha=0.5), "elu", "alpha=1"),
     (nn.LayerNorm(4), "LayerNorm", "BatchNorm"),  # reported as the layer, not its decomposed ops
 ])
 def test_unsupported_op_named_with_module_path(layer, op, hint):
@@ -237,18 +237,18 @@ def test_unsupported_op_named_with_module_path(layer, op, hint):
     assert "\n" not in str(info.value)
 
 
-def test_scalar_operand_refused_before_training(tmp_path):
+def test_division_by_a_tensor_refused_before_training(tmp_path):
     from tinyprec.quant import quantize_model
 
-    class AddsOne(nn.Module):
+    class DividesByInput(nn.Module):  # a scalar operand converts (x + 1.0 is an ADD of a constant)
         def __init__(self) -> None:
             super().__init__()
             self.fc = nn.Linear(4, 2)
 
         def forward(self, x):
-            return self.fc(x) + 1.0
+            return self.fc(x) / (x[:, :2] + 1.0)
 
     ds = tiny_images(n=20, shape=(4,), classes=2)
-    with pytest.raises(UnsupportedOpError, match="scalar"):
-        quantize_model(AddsOne(), ds, FAST, tmp_path)
+    with pytest.raises(UnsupportedOpError, match="constant number"):
+        quantize_model(DividesByInput(), ds, FAST, tmp_path)
     assert not (tmp_path / "quant").exists()

@@ -35,7 +35,8 @@ _KIND_HELP = {
 
 # Inputs an op cannot do without (weights, second operand, axes, paddings).
 _REQUIRED_INPUTS = {OpType.CONV_2D: 2, OpType.DEPTHWISE_CONV_2D: 2, OpType.FULLY_CONNECTED: 2, OpType.ADD: 2,
-                    OpType.MUL: 2, OpType.MEAN: 2, OpType.PAD: 2}
+                    OpType.MUL: 2, OpType.MEAN: 2, OpType.PAD: 2,
+                    OpType.REDUCE_MAX: 2}
 
 
 def _check_op(graph: Graph, op: Op) -> None:

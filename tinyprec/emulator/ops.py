@@ -362,3 +362,6 @@ PREPARE.update(PREPARE_MORE)
 from tinyprec.emulator.shape_ops import PREPARE_SHAPE  # noqa: E402  (issue 11's shape ops)
 
 PREPARE.update(PREPARE_SHAPE)
+from tinyprec.emulator.activations import PREPARE_ACT  # noqa: E402  (issue 11's ELU, ops-act)
+
+PREPARE.update(PREPARE_ACT)

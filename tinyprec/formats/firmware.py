@@ -83,6 +83,8 @@ RESOLVER_METHOD: dict[OpType, str] = {
     OpType.TRANSPOSE_CONV: "AddTransposeConv",
     OpType.DEPTH_TO_SPACE: "AddDepthToSpace",
     OpType.BATCH_MATMUL: "AddBatchMatMul",
+    OpType.ELU: "AddElu",
+    OpType.REDUCE_MAX: "AddReduceMax",
 }
 
 _C_TYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",

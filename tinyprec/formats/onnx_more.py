@@ -102,6 +102,22 @@ def _strided_slice(b: Any, op: Op, i: int) -> str:
     return str(b.node("Slice", [b.value(op.inputs[0], op, i), *ints], f"{op.outputs[0]}_slice"))
 
 
+def _reduce_max(b: Any, op: Op, i: int) -> str:
+    """REDUCE_MAX (keep_dims) as ReduceMax over the ONNX axes (a 4-D IR tensor is NCHW in ONNX)."""
+    from tinyprec.formats.onnx_qdq import NHWC_TO_NCHW_AXIS, _const_ints
+    from tinyprec.ir.ops import MeanOptions
+
+    o = op.options
+    assert isinstance(o, MeanOptions)
+    rank = b.rank(op.inputs[0])
+    if not o.keep_dims:
+        raise UnsupportedOpError("REDUCE_MAX", f"op {i} '{op.outputs[0]}'", "only keep_dims=True is written to ONNX")
+    axes = sorted({int(a) % rank for a in _const_ints(b, op, i, 1).reshape(-1)})
+    if rank == 4:
+        axes = sorted(NHWC_TO_NCHW_AXIS[a] for a in axes)
+    return str(b.node("ReduceMax", [b.value(op.inputs[0], op, i)], f"{op.outputs[0]}_max", axes=axes, keepdims=1))
+
+
 MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.HARD_SWISH: _unary("HardSwish"),
     OpType.LEAKY_RELU: _unary("LeakyRelu"),
@@ -112,4 +128,6 @@ MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.TRANSPOSE: _transpose,
     OpType.STRIDED_SLICE: _strided_slice,
     OpType.PRELU: _binary("PRelu"),
+    OpType.ELU: _unary("Elu"),  # alpha 1.0, ONNX's default
+    OpType.REDUCE_MAX: _reduce_max,
 }

@@ -319,4 +319,6 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.TRANSPOSE_CONV: _OpSpec(67, "TransposeConvOptions", _o_transpose_conv, _v_transpose_conv),
     OpType.DEPTH_TO_SPACE: _OpSpec(5, "DepthToSpaceOptions", _o_depth_to_space, _v_int8_2),
     OpType.BATCH_MATMUL: _OpSpec(126, "BatchMatMulOptions", _o_batch_matmul, _v_int8_2),
+    OpType.ELU: _OpSpec(111, "NONE", _o_none, _v_one),  # TF Lite's reference resolver registers version 1 only
+    OpType.REDUCE_MAX: _OpSpec(82, "ReducerOptions", _o_mean, _v_int8_2),
 }

@@ -38,6 +38,7 @@ _BUILTINS: dict[int, OpType] = {
     117: OpType.HARD_SWISH, 39: OpType.TRANSPOSE, 45: OpType.STRIDED_SLICE, 54: OpType.PRELU,
     97: OpType.RESIZE_NEAREST_NEIGHBOR, 23: OpType.RESIZE_BILINEAR, 67: OpType.TRANSPOSE_CONV,
     5: OpType.DEPTH_TO_SPACE, 126: OpType.BATCH_MATMUL,
+    111: OpType.ELU, 82: OpType.REDUCE_MAX,
 }
 
 
@@ -267,6 +268,7 @@ _MIN_INPUTS = {OpType.CONV_2D: 2, OpType.DEPTHWISE_CONV_2D: 2, OpType.FULLY_CONN
                OpType.TRANSPOSE: 2, OpType.STRIDED_SLICE: 4, OpType.PRELU: 2,
                OpType.RESIZE_NEAREST_NEIGHBOR: 2, OpType.RESIZE_BILINEAR: 2,
                OpType.TRANSPOSE_CONV: 3, OpType.BATCH_MATMUL: 2}
+               OpType.REDUCE_MAX: 2}
 
 
 def _read_op(r: _Reader, op: Any, index: int, codes: list[int | str], tensor_ref: Callable[[int, str], str],

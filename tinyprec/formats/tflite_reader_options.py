@@ -216,4 +216,6 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.TRANSPOSE_CONV: ("TransposeConvOptions", _transpose_conv, False),
     OpType.DEPTH_TO_SPACE: ("DepthToSpaceOptions", _depth_to_space, False),
     OpType.BATCH_MATMUL: ("BatchMatMulOptions", _batch_matmul, True),
+    OpType.ELU: (None, _none, True),
+    OpType.REDUCE_MAX: ("ReducerOptions", _mean, True),
 }

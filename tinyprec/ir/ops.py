@@ -43,6 +43,8 @@ class OpType(enum.Enum):
     TRANSPOSE_CONV = "TRANSPOSE_CONV"
     DEPTH_TO_SPACE = "DEPTH_TO_SPACE"
     BATCH_MATMUL = "BATCH_MATMUL"
+    ELU = "ELU"  # issue 11 (ops-act): int8 table of exp(x) - 1 for x < 0
+    REDUCE_MAX = "REDUCE_MAX"  # issue 11 (ops-act): max over axes, input and output share qparams
 
 
 class Padding(enum.Enum):
@@ -243,4 +245,6 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.TRANSPOSE_CONV: TransposeConvOptions,
     OpType.DEPTH_TO_SPACE: DepthToSpaceOptions,
     OpType.BATCH_MATMUL: BatchMatMulOptions,
+    OpType.ELU: NoOptions,  # alpha 1 (TFLite's ELU has no alpha)
+    OpType.REDUCE_MAX: MeanOptions,  # inputs (x, axes int32 constant); TFLite's ReducerOptions (keep_dims)
 }

@@ -68,6 +68,8 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     OpType.TRANSPOSE_CONV: OpSupport(_A8),
     OpType.DEPTH_TO_SPACE: OpSupport(_A8),
     OpType.BATCH_MATMUL: OpSupport(_A8),  # both operands are activations
+    OpType.ELU: OpSupport(_A8),  # TFLM's ELU: float32 and int8 only
+    OpType.REDUCE_MAX: OpSupport(_A8),
 }
 
 # Weighted ops: the bias type each activation type takes.

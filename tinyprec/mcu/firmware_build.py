@@ -68,6 +68,8 @@ OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.TRANSPOSE_CONV: ("transpose_conv.cc",),  # cmsis_nn/transpose_conv.cc in the CMSIS-NN set
     OpType.DEPTH_TO_SPACE: ("depth_to_space.cc",),
     OpType.BATCH_MATMUL: ("batch_matmul.cc", "batch_matmul_common.cc"),  # cmsis_nn/batch_matmul.cc in CMSIS-NN
+    OpType.ELU: ("elu.cc",),  # issue 11 (ops-act)
+    OpType.REDUCE_MAX: ("reduce.cc", "reduce_common.cc"),
 }
 _ALWAYS_KERNELS = ("kernel_util.cc",)
 # CMSIS-NN source folders the optimized kernel of each op calls into.

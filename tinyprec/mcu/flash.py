@@ -52,6 +52,8 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.TRANSPOSE_CONV: ("AddTransposeConv", 5_000),
     OpType.DEPTH_TO_SPACE: ("AddDepthToSpace", 1_500),
     OpType.BATCH_MATMUL: ("AddBatchMatMul", 5_000),
+    OpType.ELU: ("AddElu", 1_500),  # a 256-byte table built in Prepare (expf pulls libm)
+    OpType.REDUCE_MAX: ("AddReduceMax", 3_000),  # reduce.cc is shared with MEAN
 }
 
 

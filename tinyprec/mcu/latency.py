@@ -76,8 +76,11 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.TRANSPOSE_CONV: 40.0,  # requantization; its scatter MACs are priced as "dense" (estimate)
     OpType.DEPTH_TO_SPACE: 6.0,  # a copy per output element (estimate)
     OpType.BATCH_MATMUL: 40.0,  # requantization (plus the rhs transpose); MACs priced as "dense" (estimate)
+    OpType.ELU: 15.0,  # one table lookup per element (as ABS without rescale); not calibrated
+    OpType.REDUCE_MAX: 8.0,  # per output (the per-input compares are _PER_ACCUMULATE); not calibrated
 }
-_PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0}
+_PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0,
+                                         OpType.REDUCE_MAX: 4.0}
 _PER_OP_OVERHEAD = 2000.0
 
 

@@ -111,6 +111,8 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.TRANSPOSE_CONV: _transpose_conv,
     OpType.DEPTH_TO_SPACE: _nothing,
     OpType.BATCH_MATMUL: _batch_matmul,
+    OpType.ELU: _per_output,
+    OpType.REDUCE_MAX: _input_elements,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).

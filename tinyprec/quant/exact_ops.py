@@ -86,6 +86,11 @@ def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     shaped = build_shape(gm, n, act, so, zo)  # issue 11's shape ops (quant/exact_shape.py)
     if shaped is not None:
         return shaped
+    from tinyprec.quant.exact_act import build_act
+
+    found = build_act(gm, n, act, so, zo, mods)  # ops-act: ELU, scalar operands, MEAN over any dims
+    if found is not None:
+        return found
     aten = torch.ops.aten
     t = n.target
     if t in (aten.sub.Tensor, aten.sub_.Tensor) and not n.kwargs:

@@ -47,6 +47,8 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.TRANSPOSE_CONV: "weighted",  # conv_transpose2d in ExactWeighted (quant/exact_shape.py)
     OpType.DEPTH_TO_SPACE: FLOAT_EXACT,  # pixel_shuffle moves values with shared qparams
     OpType.BATCH_MATMUL: "batch_matmul",  # quant/exact_shape.py
+    OpType.ELU: "table",  # quant/exact_act.py
+    OpType.REDUCE_MAX: FLOAT_EXACT,  # shared qparams: the float max of dequantized values is the int8 max
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

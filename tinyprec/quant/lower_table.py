@@ -30,6 +30,7 @@ from tinyprec.ir import (
 from tinyprec.quant.lower import Lowering, Value, qparams_of
 from tinyprec.quant.lower_more import MORE_LOWERINGS
 from tinyprec.quant.lower_shape import SHAPE_LOWERINGS
+from tinyprec.quant.lower_act import ACT_LOWERINGS
 from tinyprec.quant.optable import OPS, supported_summary
 from tinyprec.quant.lower_layout import ir_shape, storage_order
 from tinyprec.quant.lower_ops import (
@@ -260,8 +261,9 @@ def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
     src = lw.source(node)
     # 1.0 as int8 1 with scale 1: the requantizing multiplier is then exactly s_in / s_out, and TFLM's
     # MUL applies it with one rounding (a small int8 value would need a large right shift and round twice).
-    one = lw.add_const(f"{src or node.name}.one", np.array([1], x.dtype.numpy), x.dtype,
-                       QParams.per_tensor(1.0, 0), src)
+    # Of x's rank: the ONNX writer broadcasts only between tensors of one rank.
+    one = lw.add_const(f"{src or node.name}.one", np.ones((1,) * len(lw.tensors[x.name].shape), x.dtype.numpy),
+                       x.dtype, QParams.per_tensor(1.0, 0), src)
     _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
 
 
@@ -275,7 +277,6 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "max_pool": _pool(OpType.MAX_POOL_2D),
     "avg_pool": _pool(OpType.AVERAGE_POOL_2D),
     "adaptive_avg_pool": _pool(OpType.AVERAGE_POOL_2D, adaptive=True),
-    "mean": _mean_dim,
     "reshape": _reshape,
     "cat": _cat,
     "pad": _pad,
@@ -285,6 +286,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "identity": _identity,
     **MORE_LOWERINGS,  # issue 11's ops (quant/lower_more.py)
     **SHAPE_LOWERINGS,  # issue 11's shape ops (quant/lower_shape.py)
+    **ACT_LOWERINGS,  # issue 11's activation / arithmetic ops (quant/lower_act.py)
 }
 
 

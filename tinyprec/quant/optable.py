@@ -20,6 +20,13 @@ from types import MappingProxyType
 from typing import Any
 
 from tinyprec.quant import optable_shape as _shape_checks
+from tinyprec.quant.optable_checks import (
+    check_adaptive_max as _check_adaptive_max,
+    check_amax as _check_amax,
+    check_elu as _check_elu,
+    check_mean_any as _check_mean_any,
+    check_scalar as _check_scalar,
+)
 from tinyprec.quant.roles import Fixed, Role
 
 Check = Callable[[Any], "str | None"]
@@ -114,14 +121,6 @@ def _check_adaptive(node: Any) -> str | None:
     return None
 
 
-def _check_mean(node: Any) -> str | None:
-    dims = _arg(node, 1, "dim", None)
-    rank = _rank(node.args[0]) or 0
-    if rank < 3 or dims is None or {int(d) % rank for d in dims} != set(range(2, rank)):
-        return "mean only over all spatial dims (global average pooling): x.mean((2, 3)) or x.mean(2) for 1-D"
-    return None
-
-
 def _check_pad(node: Any) -> str | None:
     if str(node.target) == "aten.pad.default":
         mode, value = _arg(node, 2, "mode", "constant"), _arg(node, 3, "value", None)
@@ -162,8 +161,8 @@ def _check_batch_norm(node: Any) -> str | None:
             return "the ConvTranspose before this BatchNorm has other users, so the BatchNorm cannot be folded"
         return None
     if prod not in ("aten.conv1d.default", "aten.conv2d.default", "aten.linear.default"):
-        return ("a BatchNorm is folded into the conv/linear right before it; this one follows no conv/linear "
-                "(put it after a conv, or drop it)")
+        return ("a BatchNorm folds into the conv/linear right before it, and one elsewhere becomes a depthwise "
+                "1x1 conv only with running statistics (track_running_stats=True) on a 2-D to 4-D input")
     if len(src.users) != 1:
         return "the conv/linear before this BatchNorm has other users, so the BatchNorm cannot be folded"
     if prod == "aten.linear.default" and _rank(src.args[0]) != 2:
@@ -302,8 +301,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                               "AVERAGE_POOL_2D or MEAN", "output size 1", check=_check_adaptive),
     "aten.adaptive_avg_pool2d.default": OpRow(_R.SHARED, "adaptive_avg_pool", "AdaptiveAvgPool2d(1)",
                                               "AVERAGE_POOL_2D or MEAN", "output size 1", check=_check_adaptive),
-    "aten.mean.dim": OpRow(_R.SHARED, "mean", "x.mean((2, 3))", "AVERAGE_POOL_2D or MEAN",
-                           "over all spatial dims only", check=_check_mean),
+    "aten.mean.dim": OpRow(_R.SHARED, "mean_any", "x.mean(dims, keepdim)", "AVERAGE_POOL_2D or MEAN",
+                           "any dims but the batch, keepdim both ways (a RESHAPE that would reorder NHWC data "
+                           "is refused)", check=_check_mean_any),
     "aten.flatten.using_ints": OpRow(_R.SHARED, "reshape", "Flatten, x.flatten(1)", "RESHAPE (or none before a Linear)"),
     "aten.view.default": OpRow(_R.SHARED, "reshape", "x.view(...)", "RESHAPE", "no NHWC reordering except a flatten"),
     "aten.reshape.default": OpRow(_R.SHARED, "reshape", "x.reshape(...)", "RESHAPE",
@@ -337,8 +337,11 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.clone.default": OpRow(_R.DROP, "identity", "x.clone()", ""),
     "aten.alias.default": OpRow(_R.DROP, "identity", "(alias)", ""),
     "aten.detach.default": OpRow(_R.DROP, "identity", "x.detach()", ""),
-    "aten.batch_norm.default": OpRow(_R.FOLDED, None, "BatchNorm1d/2d", "(folded into the conv/linear)",
-                                     "only right after a conv/linear", check=_check_batch_norm),
+    "aten.batch_norm.default": OpRow(_R.FOLDED, None, "BatchNorm1d/2d",
+                                     "(folded into the conv/linear), else DEPTHWISE_CONV_2D",
+                                     "folded right after a conv/linear; elsewhere (at the input, after an add) a "
+                                     "depthwise 1x1 conv, statistics frozen at export (needs running statistics)",
+                                     check=_check_batch_norm),
     "aten._native_batch_norm_legit_no_training.default": OpRow(
         _R.FOLDED, None, "(BatchNorm in eval)", "(folded)", check=_check_batch_norm),
     "aten.sym_size.int": OpRow(_R.META, None, "(dynamic batch size)", ""),
@@ -383,19 +386,50 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.bmm.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.bmm", "BATCH_MATMUL",
                               "(N, M, K) @ (N, K, P) activations; own output qparams",
                               check=_shape_checks.check_matmul),
+    # issue 11, ops-act: activations decomposed after export (quant/act_rewrite.py), ELU, scalar operands,
+    # global max pooling
+    "aten.silu.default": OpRow(_R.REWRITTEN, None, "SiLU, F.silu (Swish)", "LOGISTIC + MUL",
+                               "x * sigmoid(x): the sigmoid output at (1/256, -128), then MUL"),
+    "aten.silu_.default": OpRow(_R.REWRITTEN, None, "SiLU(inplace=True)", "LOGISTIC + MUL"),
+    "aten.hardsigmoid.default": OpRow(_R.REWRITTEN, None, "Hardsigmoid, F.hardsigmoid", "ADD (fused RELU6) + MUL",
+                                      "relu6(x + 3) / 6: ADD of the constant 3 with RELU6 fused, then MUL by the "
+                                      "constant 1/6 (two requantizations; TFLM has no HARD_SIGMOID)"),
+    "aten.hardsigmoid_.default": OpRow(_R.REWRITTEN, None, "Hardsigmoid(inplace=True)", "ADD (fused RELU6) + MUL"),
+    "aten.gelu.default": OpRow(_R.REWRITTEN, None, "GELU (exact or approximate='tanh')",
+                               "MUL, MUL, ADD, MUL, LOGISTIC, MUL",
+                               "the tanh form x * sigmoid(x (c1 + c3 x^2)) (TFLM registers no GELU kernel); "
+                               "within 5e-4 of the exact form in float; 6 ops, each rounding to int8"),
+    "aten.elu.default": OpRow(_R.UNARY, "elu", "ELU, F.elu (alpha=1)", "ELU",
+                              "own output qparams; TFLM's table uses the C library's expf (TF Lite: builtin "
+                              "kernels equal, the reference resolver has no ELU)", check=_check_elu),
+    "aten.add.Scalar": OpRow(_R.SCALAR, "scalar_add", "x + c, x - c (c a Python number)", "ADD",
+                             "c an int8 constant (+-1 with scale |c|); a ReLU/ReLU6 after it fuses",
+                             check=_check_scalar),
+    "aten.mul.Scalar": OpRow(_R.SCALAR, "scalar_mul", "x * c (c a Python number)", "MUL",
+                             "c an int8 constant (+-1 with scale |c|): one requantization", check=_check_scalar),
+    "aten.rsub.Scalar": OpRow(_R.SCALAR, "scalar_rsub", "c - x (c a Python number)", "SUB",
+                              "SUB from the int8 constant c", check=_check_scalar),
+    "aten.div.Tensor": OpRow(_R.SCALAR, "scalar_div", "x / c (c a Python number)", "MUL",
+                             "MUL by the int8 constant 1/c; division by a tensor is refused", check=_check_scalar),
+    "aten.amax.default": OpRow(_R.SHARED, "amax", "x.amax(dims, keepdim), AdaptiveMaxPool(1)",
+                               "MAX_POOL_2D over all spatial dims, else REDUCE_MAX (+ RESHAPE without keepdim)",
+                               "any dims but the batch; keeps the input's qparams", check=_check_amax),
+    "aten.adaptive_max_pool2d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool2d(1), F.adaptive_max_pool2d",
+                                              "MAX_POOL_2D", "output size 1 (rewritten as amax)",
+                                              check=_check_adaptive_max),
+    "aten.max.dim": OpRow(_R.REWRITTEN, None, "torch.max(x, dim)[0], x.max(dim).values", "REDUCE_MAX / MAX_POOL_2D",
+                          "rewritten as amax when the indices are not used",
+                          check=lambda node: "torch.max over a dim whose indices are used (argmax) has no int8 "
+                                             "lowering; use x.amax(dim)"),
+    "aten.adaptive_max_pool1d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool1d(1)", "MAX_POOL_2D",
+                                              "output size 1 (rewritten as amax)", check=_check_adaptive_max),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
-    "gelu": "use Hardswish (TFLM HARD_SWISH), ReLU or ReLU6 (GELU is not lowered yet)",
-    "silu": "use Hardswish (TFLM HARD_SWISH), ReLU or ReLU6 (SiLU/Swish is not lowered yet)",
-    "hardsigmoid": "use Sigmoid, or F.relu6(x + b) * s with b and s as buffers (Hardsigmoid is not lowered yet)",
-    "elu": "use LeakyReLU or ReLU (ELU is not lowered yet)",
-    "div": "multiply by the reciprocal held in a buffer (division is not lowered yet)",
     "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
-    "max": "use MaxPool or torch.maximum (max over a dim is not lowered yet)",
-    "amax": "use AdaptiveAvgPool or MaxPool with the full window (amax is not lowered yet)",
+    "max": "use x.amax(dims), MaxPool or torch.maximum (a max over every dim is not lowered)",
     "zeros": "create constants as registered buffers, not inside forward",
     # issue 11: shape ops TFLM lacks
     "upsample_bicubic2d": "bicubic resizing has no TFLM op; use mode='bilinear' or 'nearest'",

@@ -266,6 +266,15 @@ class TFLiteInt8Quantizer(Quantizer):
         if last is not node:
             _set(last)
         self._finish(last, state)
+    def _scalar(self, node: fx.Node, state: _State) -> None:
+        """One tensor and a Python number (an int8 constant in the .tflite): int8, own output observer."""
+        x = node.args[0]
+        _set(node, inputs={x: self._edge(x, state)})
+        self._finish(node, state)
+
+    def _rewritten(self, node: fx.Node, state: _State) -> None:
+        raise QuantSpecError(f"'{node.target}' ({module_path(node) or node.name}) should have been rewritten "
+                             "after export (tinyprec.quant.act_rewrite); its row's check refuses what it cannot")
 
     _ANNOTATORS: dict[Role, Callable[[TFLiteInt8Quantizer, fx.Node, _State], None]] = {
         Role.COMPUTE: _compute,
@@ -281,6 +290,8 @@ class TFLiteInt8Quantizer(Quantizer):
         Role.EXTREMUM: _extremum,
         Role.PARAMETRIC: _parametric,
         Role.TRANSPOSED: _transposed,
+        Role.SCALAR: _scalar,
+        Role.REWRITTEN: _rewritten,
     }
 
 

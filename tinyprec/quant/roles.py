@@ -21,6 +21,8 @@ class Role(enum.Enum):
     EXTREMUM = "extremum"  # maximum / minimum: both inputs and the output share one set of qparams
     PARAMETRIC = "parametric"  # prelu: input as produced, its parameter observed on its own, own output
     TRANSPOSED = "transposed"  # conv_transpose: weights per output channel on axis 1, int32 bias, own output
+    SCALAR = "scalar"  # x + c, x * c, x / c (c a Python number): input as produced, own output (+ ReLU fused)
+    REWRITTEN = "rewritten"  # silu, hardsigmoid, gelu, ...: replaced after export by other rows' ops
 
 
 class Fixed(enum.Enum):
