@@ -267,7 +267,7 @@ _MIN_INPUTS = {OpType.CONV_2D: 2, OpType.DEPTHWISE_CONV_2D: 2, OpType.FULLY_CONN
                OpType.MUL: 2, OpType.MEAN: 2, OpType.PAD: 2, OpType.SUB: 2, OpType.MAXIMUM: 2, OpType.MINIMUM: 2,
                OpType.TRANSPOSE: 2, OpType.STRIDED_SLICE: 4, OpType.PRELU: 2,
                OpType.RESIZE_NEAREST_NEIGHBOR: 2, OpType.RESIZE_BILINEAR: 2,
-               OpType.TRANSPOSE_CONV: 3, OpType.BATCH_MATMUL: 2}
+               OpType.TRANSPOSE_CONV: 3, OpType.BATCH_MATMUL: 2,
                OpType.REDUCE_MAX: 2}
 
 
