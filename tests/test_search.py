@@ -64,7 +64,13 @@ def test_search_end_to_end_and_the_chosen_arena_on_tflm(tmp_path) -> None:  # ty
     found = search_assignment(model, ds, cfg)
     assert found.candidates and found.candidates[found.chosen].assignment == {k: v.name for k, v in found.assignment.items()}
     chosen = found.candidates[found.chosen]
-    assert chosen.fits and chosen.arena_bytes <= found.arena_budget and chosen.val_drop <= 1.0
+    assert chosen.fits and chosen.arena_bytes <= found.arena_budget and chosen.val_cost <= 1.0
+    assert found.int8_val_accuracy is not None  # the cost is what the bits below int8 lose on top of int8 PTQ
+    for c in found.candidates:
+        assert abs(c.val_cost - (found.int8_val_accuracy - c.val_accuracy)) < 1e-9
+        assert abs(c.val_drop - (found.fp32_val_accuracy - c.val_accuracy)) < 1e-9
+    cheaper = [c for c in found.candidates if c.flash_bytes < chosen.flash_bytes and c.fits]
+    assert all(c.val_cost > 1.0 for c in cheaper)  # the least flash within the bound
     assert any(v.weight_bits == 4 for v in found.assignment.values())
     flashes = [c.flash_bytes for c in found.candidates]
     assert flashes == sorted(flashes) and chosen.flash_bytes < found.int8_file_bytes

@@ -101,15 +101,17 @@ def test_qat_float_twin_holds_the_fine_tuned_weights() -> None:
 
 def test_search_section_and_tradeoff_plot(tmp_path: Path) -> None:
     cand = {"assignment": {"0": "int8", "3": "w4a8"}, "kl_bound": 1.0, "kl_proxy": 0.5, "flash_bytes": 9000,
-            "arena_bytes": 7000, "int4_scratch_bytes": 2048, "val_accuracy": 98.5, "val_drop": 0.25, "fits": True}
+            "arena_bytes": 7000, "int4_scratch_bytes": 2048, "val_accuracy": 98.5, "val_drop": 0.25, "val_cost": 0.0, "fits": True}
     search = {"assignment": {"0": "int8", "3": "w4a8"}, "chosen": 1, "arena_budget": 7500, "int8_arena_bytes": 6000,
               "int8_file_bytes": 12000, "fp32_val_accuracy": 98.75, "max_drop": 0.5, "seconds": 12.5, "notes": [],
+              "int8_val_accuracy": 98.5,
               "candidates": [{**cand, "assignment": {"0": "int8", "3": "int8"}, "flash_bytes": 12000,
                               "int4_scratch_bytes": 0}, cand]}
     rep = _report([ROW], "QAT float weights")
     rep["search"] = search
     md = markdown(rep)
     assert "## Precision search" in md and "| 1 | w4a8 | int8 |" not in md
-    assert "| 1 | int8 | w4a8 | 9,000 | 7,000 | 2,048 | 98.50 | 0.25 | **chosen** |" in md
+    assert "| 1 | int8 | w4a8 | 9,000 | 7,000 | 2,048 | 98.50 | 0.25 | 0.00 | **chosen** |" in md
+    assert "(FP32 98.75, all-int8 PTQ 98.50)" in md
     page = write_reports(rep, tmp_path)["report_html"].read_text()
     assert "Precision search: trade-off" in page and len(re.findall(r"data:image/png;base64,", page)) == 3

@@ -92,9 +92,9 @@ class QuantConfig:
     # 4-bit weights: PTQ scales (and QAT's start) "mse" or "minmax"; QAT learns them (LSQ) unless false.
     weight_scales: Literal["mse", "minmax"] = "mse"
     learn_scales: bool = True
-    # precision = "mixed" (tinyprec.quant.search): the accuracy drop the searched assignment may cost on the
-    # validation split (points, at PTQ; QAT then runs on it) and the RAM budget (TFLM arena bytes, or a
-    # multiple of the all-int8 model's measured arena).
+    # precision = "mixed" (tinyprec.quant.search): the accuracy the bits below int8 may cost on the
+    # validation split (points below the all-int8 PTQ model, at PTQ; QAT then runs on the choice) and the RAM
+    # budget (TFLM arena bytes, or a multiple of the all-int8 model's measured arena).
     search_max_drop: float = 0.5
     arena_budget: int | None = None
     arena_budget_ratio: float = 1.25

@@ -15,7 +15,9 @@
    (TFLM's greedy plan of the changed graph); a miss tightens the RAM bound and solves again.
 4. **Trade-off curve.** Sweeping the KL bound gives candidates from all-int8 to the most int4 that fits;
    each is PTQ-quantized for real and scored on the validation split. The chosen assignment is the one
-   with the least flash whose validation accuracy drop (vs the FP32 model) is within ``search_max_drop``.
+   with the least flash whose cost, its validation accuracy below the all-int8 PTQ model's, is within
+   ``search_max_drop``: the search spends accuracy on bits below int8 only; the int8 quantization error
+   itself is what QAT and the validation gate (``[validate] max_drop`` vs FP32, on TFLM) answer for.
    QAT then runs once, on that assignment (:func:`tinyprec.quant.stage.quantize_model`). One more point,
    the least flash without the RAM bound, shows what the budget costs (marked as not fitting).
 
@@ -61,10 +63,11 @@ class Candidate:
     arena_bytes: int
     int4_scratch_bytes: int
     val_accuracy: float
-    val_drop: float
+    val_drop: float  # vs the FP32 model
     fits: bool
     measured_file_bytes: int | None = None  # set for the candidates the choice confirmed on TFLM
     measured_arena_bytes: int | None = None
+    val_cost: float = 0.0  # below the all-int8 PTQ model's validation accuracy: what search_max_drop bounds
 
 
 @dataclass(frozen=True)
@@ -82,6 +85,7 @@ class SearchResult:
     notes: tuple[str, ...] = field(default_factory=tuple)
     arena_kernels: str = "reference"
     arena_measured_on: str = "host TFLM (reference kernels)"
+    int8_val_accuracy: float | None = None  # the all-int8 PTQ model: the reference of each candidate's val_cost
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -250,6 +254,12 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
     tflite = write_tflite(graph)
     report = tflm_arena_report(tflite)
     rest = report.arena_bytes - report.head_bytes
+    int8_val = evaluate(program, x_val, y_val, task=task)
+
+    def scored(acc: float) -> tuple[float, float]:  # (drop vs FP32, cost vs all-int8 PTQ): larger is worse
+        sign = -1.0 if task == "autoencoder" else 1.0
+        return sign * (fp32_val - acc), sign * (int8_val - acc)
+
     kernels = cfg.arena_kernels
     on_target, measured_on = _arena_meter(kernels, notes)
     int8_arena = report.arena_bytes if kernels == "reference" or on_target is None else on_target(tflite)
@@ -279,10 +289,10 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
         say(f"search: candidate {len(seen) + 1}: {', '.join(f'{k}={v}' for k, v in zip(ops, key))}")
         programs[key] = ptq(model, dataset, cfg, assignment=found)
         acc = evaluate(programs[key], x_val, y_val, task=task)
-        drop = acc - fp32_val if task == "autoencoder" else fp32_val - acc
+        drop, cost = scored(acc)
         seen[key] = Candidate({s.layer: found[s.layer].name for s in sens}, bound, _kl_proxy(sens, found),
                               est.flash_bytes, est.arena_bytes + shift, est.int4_scratch_bytes, acc, drop,
-                              est.arena_bytes <= est_budget)
+                              est.arena_bytes <= est_budget, val_cost=cost)
     free = solve(sens, kl_bound=math.inf, head_budget=None, profile=None)  # the curve past the RAM budget
     if free is not None and tuple(free[s.layer].name for s in sens) not in seen:
         est = budget.assignment_budget(graph, free, rest_bytes=rest, file_bytes=len(tflite),
@@ -290,13 +300,12 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
         acc = evaluate(ptq(model, dataset, cfg, assignment=free), x_val, y_val, task=task)
         seen[("free",)] = Candidate({s.layer: free[s.layer].name for s in sens}, math.inf, _kl_proxy(sens, free),
                                     est.flash_bytes, est.arena_bytes + shift, est.int4_scratch_bytes, acc,
-                                    acc - fp32_val if task == "autoencoder" else fp32_val - acc,
-                                    est.arena_bytes <= est_budget)
+                                    scored(acc)[0], est.arena_bytes <= est_budget, val_cost=scored(acc)[1])
     base = budget.assignment_budget(graph, int8, rest_bytes=rest, file_bytes=len(tflite), kernels=kernels)
-    candidates = sorted(seen.values(), key=lambda c: (c.flash_bytes, c.val_drop))
+    candidates = sorted(seen.values(), key=lambda c: (c.flash_bytes, c.val_cost))
     chosen = None
     for i, c in enumerate(candidates):  # least flash first; confirmed by TFLM's measured arena of the file
-        if not (c.fits and c.val_drop <= cfg.search_max_drop + 1e-9):
+        if not (c.fits and c.val_cost <= cfg.search_max_drop + 1e-9):
             continue
         key = tuple(c.assignment[s.layer] for s in sens)
         split = cfg.int4_max_scratch if budget.unpacks_int4(kernels) else None
@@ -316,14 +325,12 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
         assignment = {k: PRESETS[v] for k, v in candidates[chosen].assignment.items()}
     else:
         notes.append("no candidate met max_drop within the RAM budget: all int8")
-        acc = evaluate(program, x_val, y_val, task=task)
         candidates.append(Candidate({k: "int8" for k in ops}, 0.0, 0.0, base.flash_bytes, base.arena_bytes + shift, 0,
-                                    acc, acc - fp32_val if task == "autoencoder" else fp32_val - acc, True,
-                                    len(tflite), int8_arena))
+                                    int8_val, scored(int8_val)[0], True, len(tflite), int8_arena))
         chosen, assignment = len(candidates) - 1, int8
     return SearchResult(assignment, chosen, tuple(candidates), tuple(sens), len(tflite), int8_arena,
                         arena_budget, float(cfg.search_max_drop), fp32_val, round(time.perf_counter() - t0, 2),
-                        tuple(notes), kernels, measured_on)
+                        tuple(notes), kernels, measured_on, int8_val)
 
 
 def _arena_meter(kernels: str, notes: list[str]) -> tuple[Callable[[bytes], int] | None, str]:
