@@ -60,17 +60,20 @@ class AugmentConfig:
     freq_masks: int = 0  # SpecAugment feature (frequency/coefficient) masks per sample
     freq_mask_width: int = 0  # each feature mask covers 0..freq_mask_width features
     noise_std: float = 0.0  # Gaussian noise, standard deviation in units of the normalized input
+    freq_warp: float = 0.0  # MFCC inputs: stretch each sample's spectrum by a factor in [1 - w, 1 + w] (VTLP-like)
     probability: float = 1.0  # chance that a sample is augmented at all
 
     @property
     def active(self) -> bool:
         return self.probability > 0 and (self.time_shift > 0 or self.time_masks * self.time_mask_width > 0
-                                         or self.freq_masks * self.freq_mask_width > 0 or self.noise_std > 0)
+                                         or self.freq_masks * self.freq_mask_width > 0 or self.noise_std > 0
+                                         or self.freq_warp > 0)
 
     @property
     def spectral(self) -> bool:
         """Whether it needs (C, T, F) inputs (shift or masks)."""
-        return self.time_shift > 0 or self.time_masks * self.time_mask_width > 0 or self.freq_masks * self.freq_mask_width > 0
+        return (self.time_shift > 0 or self.time_masks * self.time_mask_width > 0
+                or self.freq_masks * self.freq_mask_width > 0 or self.freq_warp > 0)
 
     def check(self, where: str = "train.augment") -> None:
         """One-line RecipeError for a negative count or width, a negative noise or a probability outside [0, 1]."""
@@ -79,6 +82,9 @@ class AugmentConfig:
             if f.name == "probability":
                 if not 0.0 <= value <= 1.0:
                     raise RecipeError(f"'{where}.probability' = {value!r} must be in [0, 1]")
+            elif f.name == "freq_warp":
+                if not 0.0 <= value < 0.5:
+                    raise RecipeError(f"'{where}.freq_warp' = {value!r} must be in [0, 0.5) (0.1: factors 0.9 to 1.1)")
             elif value < 0:
                 raise RecipeError(f"'{where}.{f.name}' = {value!r} must be >= 0 (0 turns it off)")
         for count, width in (("time_masks", "time_mask_width"), ("freq_masks", "freq_mask_width")):

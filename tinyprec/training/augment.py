@@ -2,8 +2,10 @@
 
 For spectrogram-like inputs (C, T, F) — time on the second-to-last axis, features on the last, as the MFCC of
 ``spoken_keywords`` (1, 49, 10) — it offers a random time shift (vacated frames repeat the edge frame),
-SpecAugment's time and feature masks (masked values set to 0, the training mean after normalization) and
-Gaussian noise (in units of the normalized input, for any input shape). All off by default; the validation
+SpecAugment's time and feature masks (masked values set to 0, the training mean after normalization),
+Gaussian noise (in units of the normalized input, for any input shape) and, for MFCC inputs, a random
+frequency stretch of the spectrum done in the cepstral domain (vocal-tract-length perturbation: a 10 x 10
+matrix per warp factor, :func:`tinyprec.data.mfcc.warp_matrix`). All off by default; the validation
 and test splits are never augmented. Draws come from a generator seeded with (recipe seed, epoch), so a run
 is reproducible and a resumed run draws what an uninterrupted one would.
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tinyprec.errors import RecipeError
 from tinyprec.recipe import AugmentConfig
 
 
@@ -46,14 +49,52 @@ def _masks(n: int, length: int, count: int, width: int, gen: Any, device: Any) -
     return out
 
 
-def augment_batch(x: Any, cfg: AugmentConfig, gen: Any) -> Any:
-    """``x`` (N, ...) augmented as ``cfg`` says (a new tensor), or ``x`` itself when nothing is on."""
+WARP_STEPS = 33  # warp factors drawn from this many evenly spaced values in [1 - w, 1 + w]
+
+
+def cepstral_warps(cfg: AugmentConfig, preprocess: Any, device: Any) -> tuple[Any, Any] | None:
+    """For ``freq_warp``: (K, C, C) matrices and (K, C) offsets that warp *normalized* MFCC inputs.
+
+    ``preprocess`` is the dataset's record: its ``frontend`` (an MFCC :class:`tinyprec.data.mfcc.FrontEnd`)
+    gives the mel and DCT layout, its (mean, std) the normalization undone around the warp
+    (``x' = T x + mean * (T 1 - 1) / std``). None when freq_warp is off; RecipeError without an MFCC front end.
+    """
+    import numpy as np
+    import torch
+
+    if cfg.freq_warp <= 0:
+        return None
+    fe = getattr(preprocess, "frontend", None)
+    if fe is None or not hasattr(fe, "mel_bins") or not hasattr(fe, "coefficients"):
+        raise RecipeError("'train.augment.freq_warp' needs MFCC inputs from a front end (data.name = "
+                          "'spoken_keywords'); set it to 0 for this data")
+    from tinyprec.data.mfcc import warp_matrix
+
+    alphas = np.linspace(1.0 - cfg.freq_warp, 1.0 + cfg.freq_warp, WARP_STEPS)
+    mats = np.stack([warp_matrix(float(a), fe) for a in alphas])
+    offsets = float(preprocess.mean) * (mats.sum(axis=2) - 1.0) / float(preprocess.std)
+    return (torch.tensor(mats, dtype=torch.float32, device=device),
+            torch.tensor(offsets, dtype=torch.float32, device=device))
+
+
+def augment_batch(x: Any, cfg: AugmentConfig, gen: Any, warps: tuple[Any, Any] | None = None) -> Any:
+    """``x`` (N, ...) augmented as ``cfg`` says (a new tensor), or ``x`` itself when nothing is on.
+
+    ``warps`` (from :func:`cepstral_warps`) is needed when ``cfg.freq_warp`` is on.
+    """
     import torch
 
     if not cfg.active:
         return x
     n, device = x.shape[0], x.device
     out = x.clone()
+    if cfg.freq_warp > 0:
+        if warps is None:
+            raise ValueError("augment_batch: freq_warp needs the matrices of cepstral_warps()")
+        mats, offsets = warps
+        pick = torch.randint(0, mats.shape[0], (n,), generator=gen, device=device)
+        shape = (n, *([1] * (x.dim() - 2)), x.shape[-1])
+        out = torch.einsum("n...c,ndc->n...d", out, mats[pick]) + offsets[pick].view(shape)
     if cfg.time_shift > 0:
         t = x.shape[-2]
         shift = torch.randint(-cfg.time_shift, cfg.time_shift + 1, (n,), generator=gen, device=device)
@@ -74,4 +115,4 @@ def augment_batch(x: Any, cfg: AugmentConfig, gen: Any) -> Any:
     return out
 
 
-__all__ = ["AugmentConfig", "augment_batch", "epoch_generator"]
+__all__ = ["AugmentConfig", "augment_batch", "cepstral_warps", "epoch_generator"]

@@ -16,7 +16,7 @@ from tinyprec.data import Dataset, check_model_fits
 from tinyprec.errors import ArtifactError, TinyprecError
 from tinyprec.recipe import TrainConfig
 from tinyprec.training import distributed as dd
-from tinyprec.training.augment import augment_batch, epoch_generator
+from tinyprec.training.augment import augment_batch, cepstral_warps, epoch_generator
 from tinyprec.training.checkpoint import load_checkpoint, save_checkpoint
 from tinyprec.training.precision import autocast_context, make_grad_scaler, select_precision
 from tinyprec.training.safety import SafetyMeter
@@ -218,6 +218,7 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
                 torch.from_numpy(getattr(dataset, split).y).to(device))
 
     cfg.augment.check_shape(tuple(dataset.input_shape))
+    warps = cepstral_warps(cfg.augment, dataset.preprocess, device)
     (x_tr, y_tr), (x_val, y_val) = tensors("train"), tensors("val")
     from torch.utils.data.distributed import DistributedSampler
 
@@ -265,7 +266,7 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
             if len(idx) < 2 and step > 0:
                 break  # batch norm cannot train on a single sample
             gstep = epoch * steps_per_epoch + step
-            xb = x_tr[idx] if gen is None else augment_batch(x_tr[idx], cfg.augment, gen)
+            xb = x_tr[idx] if gen is None else augment_batch(x_tr[idx], cfg.augment, gen, warps)
             out = train_step(net, xb, y_tr[idx], loss_fn, optimizer, scaler, precision, device,
                              grad_clip=cfg.grad_clip, meter=meter, global_step=gstep, observe=step % sample_every == 0,
                              classification=dataset.task == "classification")
