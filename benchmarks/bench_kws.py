@@ -7,7 +7,9 @@
    (../shared/fixtures/mlperf_tiny/kws_ref_model.tflite, trained on real Speech Commands) on it with
    `tinyprec validate --tflite` (TFLM, TF Lite and the emulator), with per-class recall. Chance is 8.3%.
 
-    nice python benchmarks/bench_kws.py [--out benchmarks/results/kws.json] [--reuse-cache]
+    OMP_NUM_THREADS=1 nice python benchmarks/bench_kws.py [--out benchmarks/results/kws.json] [--reuse-cache]
+
+(One torch thread: on the shared 2-core machine two threads ran an epoch 7x slower.)
 """
 
 from __future__ import annotations

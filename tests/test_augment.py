@@ -56,7 +56,7 @@ def test_not_a_table(tmp_path: Path) -> None:
 def test_off_in_every_shipped_recipe_but_kws() -> None:
     for path in sorted(MODELS.glob("*.toml")):
         active = load_recipe(path).train.augment.active
-        assert active == (path.stem == "kws_ds_cnn"), path.name
+        assert active == path.stem.startswith("kws_ds_cnn"), path.name
 
 
 def test_shape_checked_against_the_input() -> None:
