@@ -190,3 +190,10 @@ def test_training_with_a_warp(tmp_path: Path) -> None:
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(60, 4))
     result = train_model(model, data, cfg, tmp_path, seed=0)
     assert result.val_accuracy is not None and result.epochs_run == 1
+
+
+def test_a_config_built_in_code_is_checked_by_training(tmp_path: Path) -> None:
+    cfg = TrainConfig(epochs=1, precision="fp32", augment=AugmentConfig(time_shift=-2))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(60, 4))
+    with pytest.raises(RecipeError, match=r"'train\.augment\.time_shift' = -2 must be >= 0"):
+        train_model(model, _mfcc_dataset(), cfg, tmp_path, seed=0)

@@ -217,6 +217,7 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
         return (torch.from_numpy(dataset.inputs(split)).to(device),
                 torch.from_numpy(getattr(dataset, split).y).to(device))
 
+    cfg.augment.check()  # recipes check on load; a config built in code is checked here
     cfg.augment.check_shape(tuple(dataset.input_shape))
     warps = cepstral_warps(cfg.augment, dataset.preprocess, device)
     (x_tr, y_tr), (x_val, y_val) = tensors("train"), tensors("val")
