@@ -7,7 +7,9 @@
    (../shared/fixtures/mlperf_tiny/kws_ref_model.tflite, trained on real Speech Commands) on it with
    `tinyprec validate --tflite` (TFLM, TF Lite and the emulator), with per-class recall. Chance is 8.3%.
 
-    nice python benchmarks/bench_kws.py [--out benchmarks/results/kws.json] [--reuse-cache]
+    OMP_NUM_THREADS=1 nice python benchmarks/bench_kws.py [--out benchmarks/results/kws.json] [--reuse-cache]
+
+(One torch thread: on the shared 2-core machine two threads ran an epoch 7x slower.)
 """
 
 from __future__ import annotations
@@ -34,12 +36,18 @@ def _cli(*args: str) -> subprocess.CompletedProcess[str]:
                           cwd=ROOT)
 
 
+def _pct(fraction: float | None) -> float | None:
+    return None if fraction is None else round(100.0 * fraction, 2)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "kws.json")
     parser.add_argument("--recipe", type=Path, default=ROOT / "models" / "kws_ds_cnn.toml")
     parser.add_argument("--reuse-cache", action="store_true", help="Use the normal data cache (skip timing generation).")
     args = parser.parse_args()
+
+    import torch
 
     from tinyprec.data import load_dataset
     from tinyprec.pipeline import run_recipe
@@ -61,6 +69,8 @@ def main() -> None:
         pipeline_s = time.perf_counter() - t0
         s = result.summary
         report = json.loads((out / "report" / "report.json").read_text())
+        train_metrics = json.loads((out / "train" / "metrics.json").read_text())
+        quant_metrics = json.loads((out / "quant" / "metrics.json").read_text())
         print(f"run: fp32 {s.get('fp32_accuracy')}, tflm {s.get('mcu_accuracy')}, gate {result.gate_passed}", flush=True)
 
         npz = work / "test.npz"
@@ -101,12 +111,21 @@ def main() -> None:
         "accuracy_percent": {"fp32": s.get("fp32_accuracy"), "fake_quant": s.get("fake_quant_accuracy"),
                              "tflm_int8": s.get("mcu_accuracy"), "ptq_fake_quant": s.get("ptq_accuracy")},
         "report_accuracy_percent": report["accuracy"],
+        "val_accuracy_percent": {"fp32": _pct(train_metrics.get("val_accuracy")),
+                                 "qat_fake_quant": quant_metrics.get("val_qat"),  # stage 2 reports percent
+                                 "ptq_fake_quant": quant_metrics.get("val_ptq")},
+        "quant_selected": quant_metrics.get("selected"),
+        "train_config": train_metrics["config"],
+        "train_epochs": [{"epoch": e["epoch"], "train_accuracy": _pct(e["train_accuracy"]),
+                          "val_accuracy": _pct(e["val_accuracy"]), "seconds": round(e["seconds"], 1)}
+                         for e in train_metrics["epochs"]],
         "gate_passed": result.gate_passed,
         "max_drop": recipe.validate.max_drop,
         "pipeline_seconds": round(pipeline_s, 1),
         "stage_seconds": {o.stage: round(o.seconds, 1) for o in result.stages},
         "mlperf_reference_model": ref,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "note": "2 cores shared with other jobs"},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "torch_threads": torch.get_num_threads(),
+                    "note": "2 cores shared with other jobs"},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(doc, indent=2) + "\n")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import tomllib
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,6 +51,61 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class AugmentConfig:
+    """``[train.augment]``: what to do to each training batch (all zero: nothing)."""
+
+    time_shift: int = 0  # shift each sample by up to +-time_shift frames
+    time_masks: int = 0  # SpecAugment time masks per sample
+    time_mask_width: int = 0  # each time mask covers 0..time_mask_width frames
+    freq_masks: int = 0  # SpecAugment feature (frequency/coefficient) masks per sample
+    freq_mask_width: int = 0  # each feature mask covers 0..freq_mask_width features
+    noise_std: float = 0.0  # Gaussian noise, standard deviation in units of the normalized input
+    freq_warp: float = 0.0  # MFCC inputs: stretch each sample's spectrum by a factor in [1 - w, 1 + w] (VTLP-like)
+    probability: float = 1.0  # chance that a sample is augmented at all
+
+    @property
+    def active(self) -> bool:
+        return self.probability > 0 and (self.time_shift > 0 or self.time_masks * self.time_mask_width > 0
+                                         or self.freq_masks * self.freq_mask_width > 0 or self.noise_std > 0
+                                         or self.freq_warp > 0)
+
+    @property
+    def spectral(self) -> bool:
+        """Whether it needs (C, T, F) inputs (shift or masks)."""
+        return (self.time_shift > 0 or self.time_masks * self.time_mask_width > 0
+                or self.freq_masks * self.freq_mask_width > 0 or self.freq_warp > 0)
+
+    def check(self, where: str = "train.augment") -> None:
+        """One-line RecipeError for a negative count or width, a negative noise or a probability outside [0, 1]."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "probability":
+                if not 0.0 <= value <= 1.0:
+                    raise RecipeError(f"'{where}.probability' = {value!r} must be in [0, 1]")
+            elif f.name == "freq_warp":
+                if not 0.0 <= value < 0.5:
+                    raise RecipeError(f"'{where}.freq_warp' = {value!r} must be in [0, 0.5) (0.1: factors 0.9 to 1.1)")
+            elif value < 0:
+                raise RecipeError(f"'{where}.{f.name}' = {value!r} must be >= 0 (0 turns it off)")
+        for count, width in (("time_masks", "time_mask_width"), ("freq_masks", "freq_mask_width")):
+            if (getattr(self, count) > 0) != (getattr(self, width) > 0):
+                raise RecipeError(f"'{where}': set both '{count}' and '{width}' (or neither)")
+
+    def check_shape(self, input_shape: tuple[int, ...], where: str = "train.augment") -> None:
+        """One-line RecipeError when shifts or masks do not fit the model input (C, T, F)."""
+        if not self.spectral:
+            return
+        if len(input_shape) != 3:
+            raise RecipeError(f"'{where}': time shift and masks need (C, T, F) inputs such as MFCC, not "
+                              f"{tuple(input_shape)}; use only noise_std")
+        _, t, f = input_shape
+        if self.time_shift >= t or self.time_mask_width > t:
+            raise RecipeError(f"'{where}': time_shift and time_mask_width must be below the {t} time frames")
+        if self.freq_mask_width > f:
+            raise RecipeError(f"'{where}': freq_mask_width must be at most the {f} features")
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     """Stage 1: mixed-precision training."""
 
@@ -67,6 +122,7 @@ class TrainConfig:
     grad_clip: float | None = None
     init_scale: float = 65536.0  # GradScaler's first loss scale (fp16 only)
     deterministic: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # [train.augment]; off by default
 
 
 @dataclass(frozen=True)
@@ -231,6 +287,9 @@ def _section(cls: type, table: Any, where: str, section: str, base: Path) -> Any
     for key, value in table.items():
         if key not in hints:
             raise RecipeError(f"{where}: unknown key '{section}.{key}'; allowed: {', '.join(names)}")
+        if is_dataclass(hints[key]):  # a sub-table such as [train.augment]
+            kwargs[key] = _section(hints[key], value, where, f"{section}.{key}", base)
+            continue
         try:
             kwargs[key] = _convert(value, hints[key], base)
         except TypeError:
@@ -240,7 +299,13 @@ def _section(cls: type, table: Any, where: str, section: str, base: Path) -> Any
     for f in fields(cls):
         if f.default is MISSING and f.default_factory is MISSING and f.name not in kwargs:
             raise RecipeError(f"{where}: missing key '{section}.{f.name}'")
-    return cls(**kwargs)
+    built = cls(**kwargs)
+    if hasattr(built, "check"):
+        try:
+            built.check(section)
+        except RecipeError as err:
+            raise RecipeError(f"{where}: {err}") from None
+    return built
 
 
 def _check_model(model: ModelConfig, where: str, base: Path) -> ModelConfig:

@@ -121,3 +121,46 @@ def mfcc(pcm: Any, fe: FrontEnd = MLPERF_KWS, *, batch: int = 512) -> np.ndarray
     run = _graph(fe)
     out = [np.asarray(run(x[i: i + batch]), dtype=np.float32) for i in range(0, len(x), batch)]
     return np.concatenate(out, axis=0)
+
+
+def _hz_to_mel(hz: Any) -> Any:
+    return 2595.0 * np.log10(1.0 + np.asarray(hz, dtype=np.float64) / 700.0)
+
+
+def _mel_to_hz(mel: Any) -> Any:
+    return 700.0 * (10.0 ** (np.asarray(mel, dtype=np.float64) / 2595.0) - 1.0)
+
+
+def dct_matrix(fe: FrontEnd = MLPERF_KWS) -> np.ndarray:
+    """(coefficients, mel_bins) float64: the MFCC step, ``mfcc = D @ log_mel`` (DCT-II scaled by 1/sqrt(2M))."""
+    m = fe.mel_bins
+    k = np.arange(fe.coefficients)[:, None]
+    n = np.arange(m)[None, :]
+    return np.sqrt(2.0 / m) * np.cos(np.pi * k * (2 * n + 1) / (2 * m))
+
+
+def warp_matrix(alpha: float, fe: FrontEnd = MLPERF_KWS) -> np.ndarray:
+    """(coefficients, coefficients) float64: MFCC -> MFCC of the spectrum stretched in frequency by ``alpha``.
+
+    A vocal-tract-length-style warp in the cepstral domain: the log-mel spectrum is rebuilt from the kept
+    coefficients (least-squares inverse of :func:`dct_matrix`), each mel bin takes the value the old spectrum had
+    at its centre frequency divided by ``alpha`` (formants move up by ``alpha``; linear interpolation between
+    bin centres, the edge bins held beyond the band), and the result goes back through the DCT. ``alpha = 1`` is
+    the identity.
+
+    >>> bool(np.allclose(warp_matrix(1.0), np.eye(10)))
+    True
+    """
+    if not alpha > 0:
+        raise DataError(f"MFCC warp: alpha must be positive, got {alpha}")
+    edges = np.linspace(_hz_to_mel(fe.lower_hz), _hz_to_mel(fe.upper_hz), fe.mel_bins + 2)
+    centres_hz = _mel_to_hz(edges[1:-1])
+    pos = np.interp(_hz_to_mel(centres_hz / alpha), edges[1:-1], np.arange(fe.mel_bins))  # fractional source bin
+    lo = np.floor(pos).astype(int)
+    hi = np.minimum(lo + 1, fe.mel_bins - 1)
+    frac = pos - lo
+    w = np.zeros((fe.mel_bins, fe.mel_bins))
+    w[np.arange(fe.mel_bins), lo] += 1.0 - frac
+    w[np.arange(fe.mel_bins), hi] += frac
+    d = dct_matrix(fe)
+    return d @ w @ np.linalg.pinv(d)

@@ -16,6 +16,7 @@ from tinyprec.data import Dataset, check_model_fits
 from tinyprec.errors import ArtifactError, TinyprecError
 from tinyprec.recipe import TrainConfig
 from tinyprec.training import distributed as dd
+from tinyprec.training.augment import augment_batch, cepstral_warps, epoch_generator
 from tinyprec.training.checkpoint import load_checkpoint, save_checkpoint
 from tinyprec.training.precision import autocast_context, make_grad_scaler, select_precision
 from tinyprec.training.safety import SafetyMeter
@@ -216,6 +217,9 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
         return (torch.from_numpy(dataset.inputs(split)).to(device),
                 torch.from_numpy(getattr(dataset, split).y).to(device))
 
+    cfg.augment.check()  # recipes check on load; a config built in code is checked here
+    cfg.augment.check_shape(tuple(dataset.input_shape))
+    warps = cepstral_warps(cfg.augment, dataset.preprocess, device)
     (x_tr, y_tr), (x_val, y_val) = tensors("train"), tensors("val")
     from torch.utils.data.distributed import DistributedSampler
 
@@ -256,13 +260,15 @@ def train_model(model: Any, dataset: Dataset, cfg: TrainConfig, out_dir: Path, *
         sampler.set_epoch(epoch)
         order = torch.tensor(list(sampler), dtype=torch.long, device=device)
         meter = SafetyMeter(precision, float(scaler.get_scale()) if scaler.is_enabled() else 1.0)
+        gen = epoch_generator(seed, epoch, device) if cfg.augment.active else None
         loss_sum = correct = seen = skipped = 0.0
         for step in range(steps_per_epoch):
             idx = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
             if len(idx) < 2 and step > 0:
                 break  # batch norm cannot train on a single sample
             gstep = epoch * steps_per_epoch + step
-            out = train_step(net, x_tr[idx], y_tr[idx], loss_fn, optimizer, scaler, precision, device,
+            xb = x_tr[idx] if gen is None else augment_batch(x_tr[idx], cfg.augment, gen, warps)
+            out = train_step(net, xb, y_tr[idx], loss_fn, optimizer, scaler, precision, device,
                              grad_clip=cfg.grad_clip, meter=meter, global_step=gstep, observe=step % sample_every == 0,
                              classification=dataset.task == "classification")
             scheduler.step()
