@@ -91,9 +91,11 @@ def test_int4_on_cortex_m4_exact_and_arena_as_planned(tmp_path: Path) -> None:
 @needs_firmware
 @pytest.mark.parametrize("name", sorted(OTHER_MODELS))
 @pytest.mark.parametrize("kernels", KERNELS)
-def test_16x8_and_mixed_on_cortex_m4_match_host_tflm(name: str, kernels: str, tmp_path: Path) -> None:
+def test_16x8_and_mixed_on_cortex_m4_match_host_tflm(name: str, kernels: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     g = OTHER_MODELS[name](np.random.default_rng(5))
-    m, x, tflite = _run(g, kernels, tmp_path)
+    monkeypatch.chdir(tmp_path)  # a relative build folder, as `tinyprec run` gives it (export/<name>/mcu/...)
+    m, x, tflite = _run(g, kernels, Path("run"))
     cmp = compare_with_host(tflite, x, m.outputs)
     assert m.golden_passed and cmp.samples == SAMPLES and cmp.identical, (name, kernels, cmp)
 

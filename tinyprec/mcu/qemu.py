@@ -65,7 +65,7 @@ def _launch(app: App, tools: Toolchain, work: Path, args: list[str], limit: floa
     cmd = [tools.qemu, "-M", app.target.board, "-nographic", "-monitor", "none", "-serial", "none",
            "-icount", "shift=0", "-chardev", "file,id=console,path=console.txt",
            "-semihosting-config", "enable=on,target=native,chardev=console," + ",".join(f"arg={a}" for a in args),
-           "-kernel", str(app.elf)]
+           "-kernel", str(Path(app.elf).resolve())]  # QEMU runs in work/: an absolute path
     start = time.perf_counter()
     try:
         proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=limit, check=False)
