@@ -194,7 +194,7 @@ def test_validation_runs_the_mcu_runner_when_a_tree_is_found(digits_run, monkeyp
 
     out, _, recipe = digits_run
     monkeypatch.setenv(firmware_build.TREE_ENV, str(TREE))
-    run_recipe(recipe, out_dir=out, stages="validate")
+    result = run_recipe(recipe, out_dir=out, stages="validate")
     report = json.loads((out / "report" / "report.json").read_text())
     assert report["runners"]["mcu"]["ran"], report["runners"]["mcu"]["note"]
     assert report["accuracy"]["mcu"] == report["accuracy"]["tflm"]
@@ -212,6 +212,13 @@ def test_validation_runs_the_mcu_runner_when_a_tree_is_found(digits_run, monkeyp
     assert report["resources"]["gate_source"].startswith("measured: firmware image on the emulated cortex-m4")
     fit = next(c for c in report["gate"]["checks"] if c["name"] == "board_fit")
     assert fit["passed"] and "(measured: firmware image" in fit["message"]
+    head = result.summary["measured"]  # what `tinyprec run` prints in its table
+    assert (head["arena_used_bytes"], head["flash_bytes"]) == (measured["ram"]["arena_used_bytes"],
+                                                               measured["flash"]["total_bytes"])
+    from tinyprec.cli.run import _measured_rows
+
+    rows = dict(_measured_rows(head))
+    assert rows["TFLM arena used on the core (cortex-m4, cmsis-nn, measured)"] == f"{head['arena_used_bytes']:,} B"
     monkeypatch.delenv(firmware_build.TREE_ENV)
     run_recipe(recipe, out_dir=out, stages="validate", force=True)
     report = json.loads((out / "report" / "report.json").read_text())

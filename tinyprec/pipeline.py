@@ -291,6 +291,8 @@ def _headline(out: Path, outcomes: Sequence[StageOutcome]) -> dict[str, Any]:
                     emulator_accuracy=acc.get("emulator"), drop=v.get("drop", {}).get("tflm"),
                     flash_bytes=v.get("flash_bytes"), arena_bytes=v.get("arena_bytes", head.get("arena_bytes")),
                     board=v.get("board"), gate_passed=v.get("gate_passed"), gate_failures=v.get("gate_failures"))
+        if v.get("measured"):  # the firmware image on the emulated core (the `mcu` runner)
+            head["measured"] = v["measured"]
     arts = manifest.load(out).get("artifacts", {})
     head["artifacts"] = {role: str(out / meta["path"]) for role, meta in sorted(arts.items())}
     return head
