@@ -10,6 +10,7 @@ import pytest
 
 from tests._fuzz import fuzz_reads
 from tests._micro import MicroBuilder, run_tf, run_tflm
+from tests._one_op import corner_inputs, emulator_matches_tflm
 from tests.test_mcu_firmware import TREE, needs_firmware
 from tinyprec.emulator import Emulator
 from tinyprec.formats.tflite_reader import read_tflite
@@ -62,29 +63,10 @@ CASES = {
 }
 
 
-def _inputs(graph: Graph, n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(3)
-    xs = []
-    for name in graph.inputs:
-        shape = graph.tensors[name].shape[1:]
-        x = rng.integers(-128, 128, size=(n, *shape)).astype(np.int8)
-        if int(np.prod(shape)) == 256:
-            x[0] = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(shape)
-        x[1], x[2] = -128, 127
-        xs.append(x)
-    return xs
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_act_op_matches_tflm_and_tflite_exactly(case: str) -> None:
     graph = CASES[case]()
-    data = write_tflite(graph)
-    xs = _inputs(graph, 6)
-    want = run_tflm(data, xs)
-    np.testing.assert_array_equal(Emulator(graph).run_all(xs)[0], want)
-    reread = read_tflite(data, where=case)
-    assert [op.type for op in reread.ops] == [op.type for op in graph.ops]
-    np.testing.assert_array_equal(Emulator(reread).run_all(xs)[0], want)
+    data, xs, want, _ = emulator_matches_tflm(graph, case)
     if graph.ops[0].type is OpType.ELU:
         # TF Lite's reference resolver registers no ELU (its builtin one does, version 1): compare with it.
         from tinyprec.runtimes.tflite import run_tflite
@@ -145,6 +127,6 @@ def test_elu_table_on_cortex_m4_matches_host_tflm(tmp_path) -> None:  # type: ig
         graph = CASES[case]()
         data = write_tflite(graph)
         bundle = write_bundle_for_tflite(data, tmp_path / case / "bundle", golden=2, where=case)
-        x = _inputs(graph, 3)[0]
+        x = corner_inputs(graph, 3)[0]
         m = measure(bundle, x, tree=TREE, target="cortex-m4", kernels="reference", build_dir=tmp_path / case / "b")
         assert compare_with_host(data, x, m.outputs, where=case).differing_elements == 0
