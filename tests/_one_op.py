@@ -5,6 +5,8 @@ every int8 value once where the input has 256 elements, samples 1 and 2 all -128
 ``emulator_matches_tflm(graph, where)`` writes the .tflite, runs those inputs through TFLM, asserts that the
 emulator on the graph and on the file read back equals TFLM exactly and that the read-back has the same ops,
 and returns what the caller compares further: (file, inputs, TFLM's output, graph read back).
+``chain_matches_tflm(graph, n)`` does the same for a chain of ops on ``n`` random int8 samples, with the emulator
+on the file read back, and returns TFLM's output.
 """
 
 from __future__ import annotations
@@ -40,3 +42,11 @@ def emulator_matches_tflm(graph: Graph, where: str) -> tuple[bytes, list[np.ndar
     assert [op.type for op in reread.ops] == [op.type for op in graph.ops]
     np.testing.assert_array_equal(Emulator(reread).run_all(xs)[0], want)
     return data, xs, want, reread
+
+
+def chain_matches_tflm(graph: Graph, n: int) -> np.ndarray:
+    data = write_tflite(graph)
+    x = np.random.default_rng(1).integers(-128, 128, (n, *graph.tensors[graph.inputs[0]].shape[1:])).astype(np.int8)
+    want = run_tflm(data, [x])
+    np.testing.assert_array_equal(Emulator(read_tflite(data)).run(x), want)
+    return want
