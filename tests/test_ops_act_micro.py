@@ -8,10 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests._micro import MicroBuilder, run_tf, run_tflm
+from tests._fuzz import fuzz_reads
+from tests._micro import MicroBuilder, run_tf
+from tests._one_op import chain_matches_tflm, corner_inputs, emulator_matches_tflm
 from tests.test_mcu_firmware import TREE, needs_firmware
 from tinyprec.emulator import Emulator
-from tinyprec.formats.tflite_reader import read_tflite
 from tinyprec.formats.tflite_writer import write_tflite
 from tinyprec.ir import Activation, DType, ElementwiseOptions, Graph, MeanOptions, NoOptions, OpType, QParams
 
@@ -61,29 +62,10 @@ CASES = {
 }
 
 
-def _inputs(graph: Graph, n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(3)
-    xs = []
-    for name in graph.inputs:
-        shape = graph.tensors[name].shape[1:]
-        x = rng.integers(-128, 128, size=(n, *shape)).astype(np.int8)
-        if int(np.prod(shape)) == 256:
-            x[0] = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(shape)
-        x[1], x[2] = -128, 127
-        xs.append(x)
-    return xs
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_act_op_matches_tflm_and_tflite_exactly(case: str) -> None:
     graph = CASES[case]()
-    data = write_tflite(graph)
-    xs = _inputs(graph, 6)
-    want = run_tflm(data, xs)
-    np.testing.assert_array_equal(Emulator(graph).run_all(xs)[0], want)
-    reread = read_tflite(data, where=case)
-    assert [op.type for op in reread.ops] == [op.type for op in graph.ops]
-    np.testing.assert_array_equal(Emulator(reread).run_all(xs)[0], want)
+    data, xs, want, _ = emulator_matches_tflm(graph, case)
     if graph.ops[0].type is OpType.ELU:
         # TF Lite's reference resolver registers no ELU (its builtin one does, version 1): compare with it.
         from tinyprec.runtimes.tflite import run_tflite
@@ -121,29 +103,13 @@ def test_reduce_max_refuses_mismatched_qparams() -> None:
 
 
 def test_chain_of_act_ops_is_exact() -> None:
-    data = write_tflite(every_act_op())
-    x = np.random.default_rng(1).integers(-128, 128, (8, 4, 6, 3)).astype(np.int8)
-    np.testing.assert_array_equal(Emulator(read_tflite(data)).run(x), run_tflm(data, [x]))
+    assert chain_matches_tflm(every_act_op(), 8).shape == (8, 4, 1, 1)
 
 
 @pytest.mark.slow
 def test_mutations_of_act_ops_read_cleanly_or_raise() -> None:
-    from tests.test_fuzz_tflite_reader import _check_clean, _check_emulates, _mutate
-    from tinyprec.errors import ModelFormatError
-
     data = write_tflite(every_act_op())
-    rng = np.random.default_rng(20261130)
-    outcomes = {"clean": 0, "error": 0, "ran": 0, "refused": 0}
-    for _ in range(600):
-        try:
-            graph = read_tflite(_mutate(data, rng), where="fuzz.tflite")
-        except ModelFormatError as err:
-            assert str(err).startswith("fuzz.tflite: ") and "\n" not in str(err)
-            outcomes["error"] += 1
-            continue
-        _check_clean(graph)
-        outcomes["clean"] += 1
-        outcomes[_check_emulates(graph)] += 1
+    outcomes, _ = fuzz_reads(data, 600, seed=20261130)  # every clean read is emulated
     assert outcomes["error"] > 50 and outcomes["ran"] > 0 and outcomes["refused"] > 0, outcomes
 
 
@@ -158,6 +124,6 @@ def test_elu_table_on_cortex_m4_matches_host_tflm(tmp_path) -> None:  # type: ig
         graph = CASES[case]()
         data = write_tflite(graph)
         bundle = write_bundle_for_tflite(data, tmp_path / case / "bundle", golden=2, where=case)
-        x = _inputs(graph, 3)[0]
+        x = corner_inputs(graph, 3)[0]
         m = measure(bundle, x, tree=TREE, target="cortex-m4", kernels="reference", build_dir=tmp_path / case / "b")
         assert compare_with_host(data, x, m.outputs, where=case).differing_elements == 0

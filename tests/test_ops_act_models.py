@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._api_e2e import assert_tflite_reference_matches_tflm, train_to_tflite
+
 torch = pytest.importorskip("torch")
 nn = torch.nn
 F = torch.nn.functional
@@ -68,33 +70,15 @@ def _data(shape: tuple[int, ...], n: int = 160) -> tuple[np.ndarray, np.ndarray]
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["input_bn_cnn", "swish_se_block"])
 def test_act_architecture_runs_exact_through_the_api(tmp_path: Path, arch: str) -> None:
-    import tinyprec
-    from tinyprec.recipe import QuantConfig, TrainConfig, ValidateConfig
-
     torch.manual_seed(0)
     model = InputBNCNN() if arch == "input_bn_cnn" else SwishSEBlock()
     data = _data((1, 8, 8))
     out = tmp_path / arch
-    trained = tinyprec.train(model, data, config=TrainConfig(epochs=3, batch_size=32, precision="fp32"), out_dir=out)
-    q = tinyprec.quantize(trained.model, data, out_dir=out,
-                          config=QuantConfig(mode="qat", epochs=1, batch_size=32, autocast="fp32"))
-    tinyprec.export(q, data, model_fp32=trained.model, out_dir=out)
-    result = tinyprec.validate(out, data, model_fp32=trained.model, config=ValidateConfig(max_drop=100.0))
-    agreement = result.report["agreement"]
-    assert agreement["tflm_vs_emulator"]["identical_outputs"] == 100.0, agreement["tflm_vs_emulator"]
-    assert agreement["tflm_vs_fake_quant_tflm"]["identical_outputs"] == 100.0, agreement["tflm_vs_fake_quant_tflm"]
-    from tinyprec.formats.tflite_reader import read_tflite
-    from tinyprec.runtimes.tflite import run_tflite
-    from tinyprec.runtimes.tflm import run_tflm
-
-    blob = (out / "model" / "model_int8.tflite").read_bytes()
-    graph = read_tflite(blob)
+    blob, graph = train_to_tflite(model, data, out)
     types = [op.type.value for op in graph.ops]
     expected = ({"DEPTHWISE_CONV_2D", "ELU", "MAX_POOL_2D", "MUL"} if arch == "input_bn_cnn"
                 else {"LOGISTIC", "MUL", "ADD", "MEAN"})
     assert expected <= set(types), types
     if "ELU" in types:
         return  # TF Lite's reference resolver has no ELU (its builtin ELU == TFLM: test_ops_act_micro.py)
-    shape = graph.tensors[graph.inputs[0]].shape[1:]
-    xq = np.random.default_rng(1).integers(-128, 128, (32, *shape)).astype(np.int8)
-    np.testing.assert_array_equal(np.asarray(run_tflite(blob, xq, kernels="reference")), np.asarray(run_tflm(blob, xq)))
+    assert_tflite_reference_matches_tflm(blob, graph)

@@ -8,11 +8,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests._micro import MicroBuilder, run_tf, run_tflm
+from tests._micro import MicroBuilder, run_tf
+from tests._one_op import emulator_matches_tflm
 from tinyprec.emulator import Emulator
 from tinyprec.errors import ModelFormatError
-from tinyprec.formats.tflite_reader import read_tflite
-from tinyprec.formats.tflite_writer import write_tflite
 from tinyprec.ir import Activation, DType, ElementwiseOptions, Graph, NoOptions, OpType, QParams
 from tinyprec.ir.ops import LeakyReluOptions
 
@@ -100,31 +99,12 @@ CASES = {
 }
 
 
-def _inputs(graph: Graph, n: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(3)
-    xs = []
-    for name in graph.inputs:
-        shape = graph.tensors[name].shape[1:]
-        x = rng.integers(-128, 128, size=(n, *shape)).astype(np.int8)
-        if int(np.prod(shape)) == 256:
-            x[0] = np.arange(-128, 128, dtype=np.int16).astype(np.int8).reshape(shape)
-        x[1], x[2] = -128, 127
-        xs.append(x)
-    return xs
-
-
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_new_op_matches_tflm_and_tflite_exactly(case: str) -> None:
     graph = CASES[case]()
-    data = write_tflite(graph)
-    xs = _inputs(graph, 6)
-    want = run_tflm(data, xs)
-    np.testing.assert_array_equal(Emulator(graph).run_all(xs)[0], want)
-    reread = read_tflite(data, where=case)
-    assert [op.type for op in reread.ops] == [op.type for op in graph.ops]
+    data, xs, want, reread = emulator_matches_tflm(graph, case)
     a, b = reread.ops[0].options, graph.ops[0].options
     assert a == b or (isinstance(a, LeakyReluOptions) and np.float32(a.alpha) == np.float32(b.alpha))  # type: ignore[union-attr]
-    np.testing.assert_array_equal(Emulator(reread).run_all(xs)[0], want)
     tf = run_tf(data, xs)
     if case in TFLITE_DIFFERS:
         diff = np.abs(tf.astype(np.int64) - want.astype(np.int64))

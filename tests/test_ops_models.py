@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests._api_e2e import assert_tflite_reference_matches_tflm, train_to_tflite
+
 torch = pytest.importorskip("torch")
 nn = torch.nn
 
@@ -61,29 +63,9 @@ def _data(shape: tuple[int, ...], n: int = 160) -> tuple[np.ndarray, np.ndarray]
 @pytest.mark.slow
 @pytest.mark.parametrize("arch", ["mobilenet_v3_block", "permuted_tcn"])
 def test_user_architecture_runs_exact_through_the_api(tmp_path: Path, arch: str) -> None:
-    import tinyprec
-    from tinyprec.recipe import QuantConfig, TrainConfig, ValidateConfig
-
     torch.manual_seed(0)
     model, shape = (MobileNetV3Block(), (1, 8, 8)) if arch == "mobilenet_v3_block" else (PermutedTCN(), (24, 6))
     data = _data(shape)
     out = tmp_path / arch
-    trained = tinyprec.train(model, data, config=TrainConfig(epochs=3, batch_size=32, precision="fp32"), out_dir=out)
-    q = tinyprec.quantize(trained.model, data, out_dir=out,
-                          config=QuantConfig(mode="qat", epochs=1, batch_size=32, autocast="fp32"))
-    tinyprec.export(q, data, model_fp32=trained.model, out_dir=out)
-    result = tinyprec.validate(out, data, model_fp32=trained.model, config=ValidateConfig(max_drop=100.0))
-    agreement = result.report["agreement"]
-    assert agreement["tflm_vs_emulator"]["identical_outputs"] == 100.0, agreement["tflm_vs_emulator"]
-    assert agreement["tflm_vs_fake_quant_tflm"]["identical_outputs"] == 100.0, agreement["tflm_vs_fake_quant_tflm"]
-    # TF Lite's reference kernels (validation's runner uses its optimized ones, which round some conv1d
-    # differently, see docs/DESIGN.md) on random int8 inputs of the exported file.
-    from tinyprec.formats.tflite_reader import read_tflite
-    from tinyprec.runtimes.tflite import run_tflite
-    from tinyprec.runtimes.tflm import run_tflm
-
-    data = (out / "model" / "model_int8.tflite").read_bytes()
-    graph = read_tflite(data)
-    shape = graph.tensors[graph.inputs[0]].shape[1:]
-    xq = np.random.default_rng(1).integers(-128, 128, (32, *shape)).astype(np.int8)
-    np.testing.assert_array_equal(np.asarray(run_tflite(data, xq, kernels="reference")), np.asarray(run_tflm(data, xq)))
+    blob, graph = train_to_tflite(model, data, out)
+    assert_tflite_reference_matches_tflm(blob, graph)

@@ -7,11 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tests._micro import MicroBuilder, run_tflm
-from tests.test_fuzz_tflite_reader import _check_clean, _check_emulates, _mutate
-from tinyprec.emulator import Emulator
-from tinyprec.errors import ModelFormatError
-from tinyprec.formats.tflite_reader import read_tflite
+from tests._fuzz import fuzz_reads
+from tests._micro import MicroBuilder
+from tests._one_op import chain_matches_tflm
 from tinyprec.formats.tflite_writer import write_tflite
 from tinyprec.ir import DType, Graph, OpType, Padding
 from tinyprec.ir.ops import BatchMatMulOptions, DepthToSpaceOptions, ResizeOptions, TransposeConvOptions
@@ -37,27 +35,12 @@ def every_shape_op() -> Graph:
 
 
 def test_chain_of_shape_ops_is_exact() -> None:
-    graph = every_shape_op()
-    data = write_tflite(graph)
-    x = np.random.default_rng(1).integers(-128, 128, (4, 2, 3, 4)).astype(np.int8)
-    want = run_tflm(data, [x])
+    want = chain_matches_tflm(every_shape_op(), 4)
     assert len(np.unique(want)) > 20
-    np.testing.assert_array_equal(Emulator(read_tflite(data)).run(x), want)
 
 
 @pytest.mark.slow
 def test_mutations_of_shape_ops_read_cleanly_or_raise() -> None:
     data = write_tflite(every_shape_op())
-    rng = np.random.default_rng(20261130)
-    outcomes = {"clean": 0, "error": 0, "ran": 0, "refused": 0}
-    for _ in range(600):
-        try:
-            graph = read_tflite(_mutate(data, rng), where="fuzz.tflite")
-        except ModelFormatError as err:
-            assert str(err).startswith("fuzz.tflite: ") and "\n" not in str(err)
-            outcomes["error"] += 1
-            continue
-        _check_clean(graph)
-        outcomes["clean"] += 1
-        outcomes[_check_emulates(graph)] += 1
+    outcomes, _ = fuzz_reads(data, 600, seed=20261130)  # every clean read is emulated
     assert outcomes["error"] > 50 and outcomes["ran"] > 0 and outcomes["refused"] > 0, outcomes

@@ -26,6 +26,9 @@ from tinyprec.quant.optable_checks import (
     check_elu as _check_elu,
     check_mean_any as _check_mean_any,
     check_scalar as _check_scalar,
+    is_node as _is_node,
+    node_arg as _arg,
+    node_rank as _rank,
 )
 from tinyprec.quant.roles import Fixed, Role
 
@@ -47,20 +50,6 @@ class OpRow:
 
 
 # --- argument checks (each returns the broken rule, or None) ----------------------------------------------
-def _arg(node: Any, i: int, name: str, default: Any) -> Any:
-    return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
-
-
-def _rank(value: Any) -> int | None:
-    val = getattr(value, "meta", {}).get("val") if value is not None else None
-    shape = getattr(val, "shape", None)
-    return None if shape is None else len(shape)
-
-
-def _is_node(value: Any) -> bool:
-    return hasattr(value, "meta") and hasattr(value, "users")
-
-
 #: Clamp bounds TFLite fuses into the op before it (CONV_2D, ADD, ...): (lo, hi) -> activation name.
 FUSABLE_CLAMPS: MappingProxyType[tuple[float, float], str] = MappingProxyType({
     (0.0, 6.0): "RELU6", (-1.0, 1.0): "RELU_N1_TO_1",

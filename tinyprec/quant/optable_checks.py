@@ -9,28 +9,31 @@ from __future__ import annotations
 from typing import Any
 
 
-def _arg(node: Any, i: int, name: str, default: Any) -> Any:
+def node_arg(node: Any, i: int, name: str, default: Any) -> Any:
+    """Argument ``i`` of ``node``, given by position or as keyword ``name``, else ``default``."""
     return node.args[i] if len(node.args) > i else node.kwargs.get(name, default)
 
 
-def _rank(value: Any) -> int | None:
+def node_rank(value: Any) -> int | None:
+    """The rank of a node's traced value (``meta['val']``), or None where it has none."""
     val = getattr(value, "meta", {}).get("val") if value is not None else None
     shape = getattr(val, "shape", None)
     return None if shape is None else len(shape)
 
 
-def _is_node(value: Any) -> bool:
+def is_node(value: Any) -> bool:
+    """Whether ``value`` is a graph node (not a Python number or None)."""
     return hasattr(value, "meta") and hasattr(value, "users")
 
 
 def check_scalar(node: Any) -> str | None:
     c = node.args[1] if len(node.args) > 1 else None
     name = str(node.target)
-    if name.startswith("aten.div") and _is_node(c):
+    if name.startswith("aten.div") and is_node(c):
         return "division only by a constant number (x / 4.0); divide by a tensor is not lowered (no int8 DIV)"
     if not isinstance(c, (int, float)) or isinstance(c, bool) or c != c or abs(c) == float("inf"):
         return f"the constant operand must be a finite Python number, got {c!r}"
-    if name.startswith("aten.div") and _arg(node, 2, "rounding_mode", None) is not None:
+    if name.startswith("aten.div") and node_arg(node, 2, "rounding_mode", None) is not None:
         return "division with a rounding_mode (floor/trunc) is not lowered"
     if node.kwargs.get("alpha", 1) != 1:
         return "alpha != 1 is not supported; scale the operand with a mul"
@@ -40,15 +43,16 @@ def check_scalar(node: Any) -> str | None:
 
 
 def check_elu(node: Any) -> str | None:
-    alpha, scale, in_scale = (float(_arg(node, i, k, 1.0)) for i, k in ((1, "alpha"), (2, "scale"), (3, "input_scale")))
+    alpha, scale, in_scale = (float(node_arg(node, i, k, 1.0))
+                              for i, k in ((1, "alpha"), (2, "scale"), (3, "input_scale")))
     if (alpha, scale, in_scale) != (1.0, 1.0, 1.0):
         return f"ELU only with alpha=1 (TFLite's ELU has no alpha), got alpha={alpha:g}; use nn.ELU()"
     return None
 
 
 def check_mean_any(node: Any) -> str | None:
-    dims = _arg(node, 1, "dim", None)
-    rank = _rank(node.args[0]) or 0
+    dims = node_arg(node, 1, "dim", None)
+    rank = node_rank(node.args[0]) or 0
     if dims is None or not dims:
         return "mean over every dim (a scalar) is not lowered; give the dims, e.g. x.mean((2, 3))"
     axes = {int(d) % rank for d in dims} if rank else set()
@@ -56,7 +60,7 @@ def check_mean_any(node: Any) -> str | None:
         return "mean over the batch dim is not supported"
     if not 2 <= rank <= 4:
         return f"mean of a rank-{rank} tensor: ranks 2 to 4 only"
-    keep = bool(_arg(node, 2, "keepdim", False))
+    keep = bool(node_arg(node, 2, "keepdim", False))
     if not keep and rank - len(axes) < 2:
         return "the mean leaves only the batch dim; keep it 2-D (keepdim=True, or mean fewer dims)"
     shape = getattr(getattr(node.args[0], "meta", {}).get("val"), "shape", None)
@@ -72,7 +76,7 @@ def check_mean_any(node: Any) -> str | None:
 
 
 def check_amax(node: Any) -> str | None:
-    dims = _arg(node, 1, "dim", None)
+    dims = node_arg(node, 1, "dim", None)
     if dims is None or not list(dims):
         return "amax over every dim (a scalar) is not lowered; give the dims, e.g. x.amax((2, 3))"
     return check_mean_any(node)  # the same axes and layout rules as a mean

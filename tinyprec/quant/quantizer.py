@@ -144,12 +144,18 @@ class TFLiteInt8Quantizer(Quantizer):
         return precision
 
     def _compute(self, node: fx.Node, state: _State) -> None:
-        x, w = node.args[0], node.args[1]
-        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
         precision = self._layer(node)
         bits = precision.act_bits
-        inputs: dict[fx.Node, QuantizationSpecBase] = {x: self._edge(x, state, bits),
-                                                       w: self.weights[precision.weight_bits]}
+        x_spec = self._edge(node.args[0], state, bits)
+        self._weighted(node, state, x_spec, self.weights[precision.weight_bits], bits)
+
+    def _weighted(self, node: fx.Node, state: _State, x_spec: QuantizationSpecBase,
+                  w_spec: QuantizationSpecBase, bits: int = 8) -> None:
+        """A conv / linear / transposed conv: its input and weight specs, an int32 bias derived from both, then
+        a batch norm right after it (QAT: simulated, then folded, quant/bnfold.py) and the output observer."""
+        x, w = node.args[0], node.args[1]
+        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+        inputs: dict[fx.Node, QuantizationSpecBase] = {x: x_spec, w: w_spec}
         if isinstance(bias, fx.Node):
             inputs[bias] = DerivedQuantizationSpec(
                 derived_from=[(x, node), (w, node)],
@@ -235,8 +241,6 @@ class TFLiteInt8Quantizer(Quantizer):
     def _transposed(self, node: fx.Node, state: _State) -> None:
         """ConvTranspose: int8 weights [in, out, kh, kw] per output channel (axis 1), an int32 bias derived
         as for conv, one output observer (after a ReLU/ReLU6 it fuses); always int8."""
-        x, w = node.args[0], node.args[1]
-        bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
         spec = self.weight
         if self.per_channel:
             # PT2E passes ch_axis only to constructors named "PerChannel..."; a QAT fake quant gets it baked in.
@@ -245,27 +249,8 @@ class TFLiteInt8Quantizer(Quantizer):
                 part = ctr.p  # type: ignore[union-attr]
                 ctr = type(ctr)(functools.partial(part.func, *part.args, **{**part.keywords, "ch_axis": 1}))
             spec = dataclasses.replace(spec, ch_axis=1, observer_or_fake_quant_ctr=ctr)
-        inputs: dict[fx.Node, QuantizationSpecBase] = {x: self._edge(x, state), w: spec}
-        if isinstance(bias, fx.Node):
-            inputs[bias] = DerivedQuantizationSpec(
-                derived_from=[(x, node), (w, node)], derive_qparams_fn=derive_bias_qparams, dtype=torch.int32,
-                quant_min=INT32_QMIN, quant_max=INT32_QMAX,
-                qscheme=torch.per_channel_symmetric if self.per_channel else torch.per_tensor_symmetric,
-                ch_axis=0 if self.per_channel else None)
-        _set(node, inputs=inputs)
-        last = node
-        bn = _sole_user(node)  # QAT: a batch norm right after it is simulated, then folded (quant/bnfold.py)
-        if bn is not None and OP_ROLES.get(str(bn.target)) is Role.FOLDED:
-            state.done.add(bn)
-            last = bn
-            item = _sole_user(bn)
-            if item is not None and item.target is operator.getitem:
-                _set(bn)
-                state.done.add(item)
-                last = item
-        if last is not node:
-            _set(last)
-        self._finish(last, state)
+        self._weighted(node, state, self._edge(node.args[0], state), spec)
+
     def _scalar(self, node: fx.Node, state: _State) -> None:
         """One tensor and a Python number (an int8 constant in the .tflite): int8, own output observer."""
         x = node.args[0]
