@@ -103,6 +103,9 @@ def lowbits() -> list[str]:
             acc = (f"{v['tflm_accuracy_mean']:.2f}" if v["seeds"] == 1 else
                    f"{v['tflm_accuracy_mean']:.2f} [{v['tflm_accuracy_min']:.2f}, {v['tflm_accuracy_max']:.2f}]"
                    + (f" ({v['seeds']} seeds)" if v["seeds"] < len(d["seeds"]) and "QAT" in label else ""))
+            kept = sum(1 for run in v.get("runs", []) if run.get("selected") == "ptq")
+            if "QAT" in label and kept:  # stage 2 keeps PTQ when QAT does not score better on validation
+                acc += f" (PTQ kept in {kept} of {len(v['runs'])} seeds)"
             m4 = v.get("cortex_m4") or {}
             arena = " / ".join(f"{m4[k]['arena_used_bytes']:,}" for k in ("reference", "cmsis-nn")) if m4 else "-"
             instr = " / ".join(f"{m4[k]['instructions'] / 1e6:.2f} M" for k in ("reference", "cmsis-nn")) if m4 else "-"
