@@ -23,7 +23,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 # The mixed recipe of each model (its [quant] search keys), where one exists; else these defaults.
-MIXED_RECIPE = {"mnist1d_cnn": "mnist1d_cnn_mixed", "kws_ds_cnn": "kws_ds_cnn_mixed"}
+MIXED_RECIPE = {"mnist1d_cnn": "mnist1d_cnn_mixed", "kws_ds_cnn": "kws_ds_cnn_mixed", "digits_cnn": "digits_cnn_mixed"}
 
 
 def _tflm_accuracy(tflite: bytes, graph, dataset) -> float:  # type: ignore[no-untyped-def]
