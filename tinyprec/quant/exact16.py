@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from tinyprec.ir.qparams import round_half_away
 from tinyprec.quant.exact_int import act_range, encode, mbqm, wrap32
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -39,19 +38,8 @@ def _dtype_name(dtype: Any) -> str | None:
 
 
 def act_range16(act: str, scale: float, zp: int) -> tuple[int, int]:
-    """TFLM CalculateActivationRangeQuantized for an int16 output (type bounds, then the fused activation)."""
-
-    def q(f: float) -> int:
-        return zp + round_half_away(float(np.float32(f) / np.float32(scale)))
-
-    lo, hi = _BOUNDS["int16"]
-    if act == "relu":
-        lo = max(lo, q(0.0))
-    elif act == "relu6":
-        lo, hi = max(lo, q(0.0)), min(hi, q(6.0))
-    elif act == "relu_n1_to_1":
-        lo, hi = max(lo, q(-1.0)), min(hi, q(1.0))
-    return lo, hi
+    """TFLM CalculateActivationRangeQuantized for an int16 output."""
+    return act_range(act, scale, zp, _BOUNDS["int16"])
 
 
 def mbqm64(x: "torch.Tensor", mult: "torch.Tensor", shift: "torch.Tensor") -> "torch.Tensor":

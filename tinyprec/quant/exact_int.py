@@ -65,13 +65,14 @@ def encode(reals: list[float]) -> tuple["torch.Tensor", "torch.Tensor"]:
             torch.tensor([p[1] for p in pairs], dtype=torch.int64))
 
 
-def act_range(act: str, scale: float, zp: int) -> tuple[int, int]:
-    """TFLM CalculateActivationRangeQuantized for an int8 output."""
+def act_range(act: str, scale: float, zp: int, bounds: tuple[int, int] = (-128, 127)) -> tuple[int, int]:
+    """TFLM CalculateActivationRangeQuantized: the output type's ``bounds`` (int8 by default), then the fused
+    activation."""
 
     def q(f: float) -> int:
         return zp + round_half_away(float(np.float32(f) / np.float32(scale)))
 
-    lo, hi = -128, 127
+    lo, hi = bounds
     if act == "relu":
         lo = max(lo, q(0.0))
     elif act == "relu6":
