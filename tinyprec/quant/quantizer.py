@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import operator
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import torch
 
@@ -284,10 +285,15 @@ def lowered_op_type(node: fx.Node) -> str:
     """The TFLite op a conv/linear node lowers to (Linear: CONV_2D, the lowering's default)."""
     if str(node.target) == "aten.linear.default":
         return "CONV_2D"
-    groups = node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1)
-    w = node.args[1].meta.get("val") if isinstance(node.args[1], fx.Node) else None
-    depthwise = int(groups) > 1 and w is not None and int(w.shape[1]) == 1 and int(w.shape[0]) % int(groups) == 0
+    groups, w = _groups_and_weight(node)
+    depthwise = groups > 1 and w is not None and int(w.shape[1]) == 1 and int(w.shape[0]) % groups == 0
     return "DEPTHWISE_CONV_2D" if depthwise else "CONV_2D"
+
+
+def _groups_and_weight(node: fx.Node) -> tuple[int, Any]:
+    """A conv node's groups and its weight's example value (None when it has none)."""
+    groups = int(node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1))
+    return groups, node.args[1].meta.get("val") if isinstance(node.args[1], fx.Node) else None
 
 
 def layer_nodes(gm: fx.GraphModule) -> dict[str, fx.Node]:
@@ -309,8 +315,7 @@ def node_rule(node: fx.Node, precision: LayerPrecision, *, per_channel: bool) ->
     rule = layer_rule(op_type, precision, per_channel=per_channel)
     if rule is not None or op_type != "DEPTHWISE_CONV_2D":
         return rule
-    w = node.args[1].meta.get("val") if isinstance(node.args[1], fx.Node) else None
-    groups = int(node.args[6] if len(node.args) > 6 else node.kwargs.get("groups", 1))
+    groups, w = _groups_and_weight(node)
     weights = DType.INT4 if precision.weight_bits == 4 else DType.INT8
     return cmsis_nn_rule(OpType.DEPTHWISE_CONV_2D, weights, groups, int(w.shape[0]) // groups) if w is not None else None
 
