@@ -45,8 +45,8 @@ def measure(arch: str) -> dict[str, object]:
     sys.path.insert(0, str(ROOT))
     from tests.test_export_zoo import short_qat
     from tinyprec.exporting import export_converted
-    from tinyprec.quant.lower import lower_with_trace
-    from tinyprec.quant.lower_check import compare_with_converted, describe, per_op_agreement
+    from tinyprec.lowering.driver import lower_with_trace
+    from tinyprec.lowering.check import compare_with_converted, describe, per_op_agreement
     from tinyprec.recipe import ExportConfig
     from tinyprec.zoo import build_model
 

@@ -44,8 +44,8 @@ def _variant(model, dataset, cfg, work: Path, *, mode: str, seed: int, split: in
 
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant import quantize_model
-    from tinyprec.quant.lower import lower_to_ir
-    from tinyprec.quant.lower_split import split_int4_layers
+    from tinyprec.lowering.driver import lower_to_ir
+    from tinyprec.lowering.split import split_int4_layers
     from tinyprec.runtimes.tflm import tflm_arena_bytes
 
     t0 = time.perf_counter()

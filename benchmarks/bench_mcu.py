@@ -51,7 +51,7 @@ def _fully_connected_variant(run: Path) -> Path:
 
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.converted import load_converted
-    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.lowering.driver import lower_to_ir
 
     path = run / "model" / "model_int8_fc.tflite"
     graph = lower_to_ir(load_converted(run), torch.zeros(1, 640), name="ad_autoencoder_fc", linear_as_conv=False)

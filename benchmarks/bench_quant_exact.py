@@ -30,8 +30,8 @@ def measure(arch: str, samples: int) -> dict[str, object]:
 
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.exact import tflm_exact
-    from tinyprec.quant.lower import lower_to_ir
-    from tinyprec.quant.lower_check import compare_with_converted, describe, float_input_for, quantize_input
+    from tinyprec.lowering.driver import lower_to_ir
+    from tinyprec.lowering.check import compare_with_converted, describe, float_input_for, quantize_input
 
     heavy = arch == "mobilenet_v1"
     n = min(samples, 8) if heavy else samples

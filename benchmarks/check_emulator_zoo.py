@@ -36,7 +36,7 @@ def main() -> int:
     from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.capture import example_like
-    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.lowering.driver import lower_to_ir
     from tinyprec.quant.stage import ptq
     from tinyprec.recipe import build_model_for, load_recipe
     from tinyprec.runtimes.tflm import run_tflm, run_tflm_with_taps

@@ -53,9 +53,9 @@ def run_everywhere(model: Any, input_shape: tuple[int, ...], *, n: int = 64, see
     from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.exact import tflm_exact
-    from tinyprec.quant.lower import lower_to_ir
-    from tinyprec.quant.lower_check import float_input_for, quantize_input, reference_output
-    from tinyprec.quant.lower_layout import to_ir_layout
+    from tinyprec.lowering.driver import lower_to_ir
+    from tinyprec.lowering.check import float_input_for, quantize_input, reference_output
+    from tinyprec.ir.layout import to_ir_layout
     from tinyprec.runtimes.tflm import run_tflm
 
     converted, x = convert(model, input_shape, n=n, seed=seed)

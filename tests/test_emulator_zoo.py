@@ -23,7 +23,7 @@ def export_recipe(name: str) -> tuple[object, bytes]:
     from tinyprec.data import load_dataset
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.capture import example_like
-    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.lowering.driver import lower_to_ir
     from tinyprec.quant.stage import ptq
     from tinyprec.recipe import build_model_for, load_recipe
 

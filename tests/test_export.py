@@ -81,8 +81,8 @@ def test_export_writes_artifacts_and_manifest(setup: tuple[Any, Any, Dataset], t
     assert sources[graph.ops[0].outputs[0]] == "conv" and sources[graph.ops[-1].outputs[0]] == "fc"
     # Golden vectors: the first test samples, quantized, and TFLM's outputs for them.
     header = result.firmware["golden_header"].read_text()
-    from tinyprec.quant.lower_check import quantize_input
-    from tinyprec.quant.lower_layout import to_ir_layout
+    from tinyprec.lowering.check import quantize_input
+    from tinyprec.ir.layout import to_ir_layout
 
     q = to_ir_layout(quantize_input(ds.inputs("test")[:3], in_q), "NCHW")
     expected = run_tflm(tflite, q)
@@ -224,8 +224,8 @@ def test_float_io_export_matches_int8_export(setup: tuple[Any, Any, Dataset], tm
     assert json.loads((tmp_path / "float" / "manifest.json").read_text())["float_io"] is True
     assert "float" in flt.firmware["golden_header"].read_text()
     _, _, ds = setup
-    from tinyprec.quant.lower_check import quantize_input
-    from tinyprec.quant.lower_layout import to_ir_layout
+    from tinyprec.lowering.check import quantize_input
+    from tinyprec.ir.layout import to_ir_layout
 
     g = int8.graph
     x = ds.inputs("test")[:4]

@@ -52,8 +52,8 @@ def short_qat(arch: str, *, samples: int = 48, steps: int = 2, batch_size: int =
 
 def _check(arch: str, record_property: Any) -> None:
     from tinyprec.formats.tflite_writer import write_tflite
-    from tinyprec.quant.lower import lower_with_trace
-    from tinyprec.quant.lower_check import compare_with_converted, per_op_agreement
+    from tinyprec.lowering.driver import lower_with_trace
+    from tinyprec.lowering.check import compare_with_converted, per_op_agreement
 
     heavy = arch == "mobilenet_v1"  # 96x96x3: fewer samples and a smaller batch keep it to seconds
     converted, ds = short_qat(arch, samples=20 if heavy else 48, batch_size=4 if heavy else 8)

@@ -18,10 +18,10 @@ nn = torch.nn
 from tinyprec.errors import QuantSpecError, UnsupportedOpError  # noqa: E402
 from tinyprec.formats.tflite_writer import write_tflite  # noqa: E402
 from tinyprec.ir import OpType, Padding  # noqa: E402
-from tinyprec.quant.lower import fake_quant_taps, lower_to_ir, lower_with_trace  # noqa: E402
-from tinyprec.quant.lower_check import compare_with_converted, quantize_input  # noqa: E402
-from tinyprec.quant.lower_layout import from_ir_layout, to_ir_layout  # noqa: E402
-from tinyprec.quant.lower_ops import same_pads  # noqa: E402
+from tinyprec.lowering.driver import fake_quant_taps, lower_to_ir, lower_with_trace  # noqa: E402
+from tinyprec.lowering.check import compare_with_converted, quantize_input  # noqa: E402
+from tinyprec.ir.layout import from_ir_layout, to_ir_layout  # noqa: E402
+from tinyprec.lowering.ops import same_pads  # noqa: E402
 
 
 def _convert(model: Any, x: Any, *, separate_relu: bool = False, fc_per_tensor: bool = True) -> Any:
@@ -272,7 +272,7 @@ class _Mixed(nn.Module):
 
 def test_product_quantizer_graph_with_cat_gates_and_softmax() -> None:
     from tinyprec.data import Dataset
-    from tinyprec.quant.lower_check import per_op_agreement
+    from tinyprec.lowering.check import per_op_agreement
     from tinyprec.quant.stage import ptq
     from tinyprec.recipe import QuantConfig
 

@@ -1,4 +1,4 @@
-"""No table lags: every IR OpType has a row in every layer's table, and the aten-op table (quant/optable.py)
+"""No table lags: every IR OpType has a row in every layer's table, and the aten-op table (optable/table.py)
 is the one source of the quantizer's roles, the lowering's handlers and the README's op list."""
 
 from __future__ import annotations
@@ -79,11 +79,11 @@ def test_exact_rows_name_real_modules() -> None:
 
 def test_one_aten_table_drives_quantizer_and_lowering() -> None:
     pytest.importorskip("torch")
-    from tinyprec.quant.lower_table import HANDLERS, LOWERINGS
+    from tinyprec.lowering.table import HANDLERS, LOWERINGS
     from tinyprec.quant.ops import FIXED_QPARAMS, OP_ROLES
-    from tinyprec.quant.optable import OPS
+    from tinyprec.optable.table import OPS
     from tinyprec.quant.quantizer import TFLiteInt8Quantizer
-    from tinyprec.quant.roles import Role
+    from tinyprec.optable.roles import Role
 
     handled = {str(k) for k in HANDLERS}
     for name, row in OPS.items():
@@ -100,10 +100,10 @@ def test_one_aten_table_drives_quantizer_and_lowering() -> None:
 
 
 def test_readme_op_table_is_generated_from_the_tables() -> None:
-    from tinyprec.quant.optable_doc import README_BEGIN, README_END, markdown_table
+    from tinyprec.optable.doc import README_BEGIN, README_END, markdown_table
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     assert README_BEGIN in text and README_END in text, "README lacks the generated op table markers"
     section = text.split(README_BEGIN, 1)[1].split(README_END, 1)[0]
     assert section.strip() == markdown_table().strip(), (
-        "README's op table is stale: run `python -m tinyprec.quant.optable_doc README.md`")
+        "README's op table is stale: run `python -m tinyprec.optable.doc README.md`")

@@ -23,8 +23,8 @@ def _check(arch: str) -> None:
     from tinyprec.exporting.stage import _golden
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.exact import tflm_exact
-    from tinyprec.quant.lower import lower_to_ir
-    from tinyprec.quant.lower_check import quantize_input, reference_output
+    from tinyprec.lowering.driver import lower_to_ir
+    from tinyprec.lowering.check import quantize_input, reference_output
     from tinyprec.recipe import ExportConfig
     from tinyprec.runtimes.tflm import run_tflm
 
@@ -94,8 +94,8 @@ def test_gates_tanh_add_avgpool_softmax_are_exact() -> None:
     from tinyprec.data import Dataset
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.exact import tflm_exact
-    from tinyprec.quant.lower import lower_to_ir
-    from tinyprec.quant.lower_check import compare_with_converted
+    from tinyprec.lowering.driver import lower_to_ir
+    from tinyprec.lowering.check import compare_with_converted
     from tinyprec.quant.stage import ptq
     from tinyprec.recipe import QuantConfig
 

@@ -58,7 +58,7 @@ def short_qat(case: str) -> tuple[Any, Any, dict[str, Any]]:
 
 
 def _lowered(case: str) -> tuple[Any, Any, np.ndarray]:
-    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.lowering.driver import lower_to_ir
 
     converted, ds, _ = short_qat(case)
     x = ds.inputs("test")[:16]
@@ -127,7 +127,7 @@ def test_int4_fully_connected_is_per_tensor_only() -> None:
     rule = layer_rule("FULLY_CONNECTED", LayerPrecision(4, 8), per_channel=True)
     assert rule is not None and "per-tensor" in rule and "CONV_2D" in rule
     converted, _, _ = short_qat("w4a8")
-    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.lowering.driver import lower_to_ir
 
     with pytest.raises(QuantSpecError, match="per-channel INT4 weights have no FULLY_CONNECTED kernel"):
         lower_to_ir(converted, torch.zeros(2, 1, 40), name="fc", linear_as_conv=False)
@@ -236,9 +236,9 @@ def _tflm_and_exact(converted: Any, graph: Any, x: np.ndarray) -> tuple[np.ndarr
     from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.exact import tflm_exact
-    from tinyprec.quant.lower import quantized_output
-    from tinyprec.quant.lower_check import float_input_for, quantize_input
-    from tinyprec.quant.lower_layout import from_ir_layout, to_ir_layout
+    from tinyprec.lowering.driver import quantized_output
+    from tinyprec.lowering.check import float_input_for, quantize_input
+    from tinyprec.ir.layout import from_ir_layout, to_ir_layout
     from tinyprec.runtimes.tflm import run_tflm
 
     data = write_tflite(graph)
@@ -268,7 +268,7 @@ def test_gates_add_pool_cat_softmax_across_precisions(overrides: tuple) -> None:
     from torch import nn
 
     from tinyprec.data import Dataset
-    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.lowering.driver import lower_to_ir
     from tinyprec.quant.stage import ptq
 
     class _WithRelu(_Mixed):

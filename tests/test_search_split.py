@@ -1,4 +1,4 @@
-"""Splitting an INT4 layer's output channels (tinyprec.quant.lower_split): bit-identical on TFLM, smaller arena."""
+"""Splitting an INT4 layer's output channels (tinyprec.lowering.split): bit-identical on TFLM, smaller arena."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from tests.test_budget import _fc256
 from tinyprec.formats.tflite_writer import write_tflite
 from tinyprec.ir import Activation, Conv2DOptions, OpType, Padding
 from tinyprec.mcu import budget
-from tinyprec.quant.lower_split import pieces_for, split_int4_layers
+from tinyprec.lowering.split import pieces_for, split_int4_layers
 from tinyprec.runtimes.tflm import tflm_arena_report
 
 

@@ -28,7 +28,7 @@ def test_zoo_file_overhead_and_arena_within_the_reference(recipe_name: str, fixt
     from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.capture import example_like
-    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.lowering.driver import lower_to_ir
     from tinyprec.quant.stage import ptq
     from tinyprec.recipe import build_model_for, load_recipe
 

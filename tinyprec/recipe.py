@@ -155,7 +155,7 @@ class QuantConfig:
     arena_budget: int | None = None
     arena_budget_ratio: float = 1.25
     # Split INT4 layers whose unpack scratch exceeds this many bytes into channel groups + CONCATENATION
-    # at export (tinyprec.quant.lower_split; the search models it). None: no split.
+    # at export (tinyprec.lowering.split; the search models it). None: no split.
     int4_max_scratch: int | None = None
     # The TFLM kernels the RAM budget is for: "reference" unpacks INT4 weights into arena scratch,
     # "cmsis-nn" (what Cortex-M products ship) reads them packed; the search confirms its choice on the

@@ -118,13 +118,13 @@ def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module |
                      cfg: "ExportConfig", out_dir: Path, *, name: str = "model",
                      progress: Progress | None = None, int4_max_scratch: int | None = None) -> ExportResult:
     """:func:`export_model` without a recipe: a converted GraphModule, the FP32 model, data, config.
-    ``int4_max_scratch``: split larger INT4 layers (:func:`tinyprec.quant.lower_split.split_int4_layers`)."""
+    ``int4_max_scratch``: split larger INT4 layers (:func:`tinyprec.lowering.split.split_int4_layers`)."""
     import torch
 
     from tinyprec.formats.firmware import write_bundle
     from tinyprec.formats.onnx_qdq import write_onnx_qdq
     from tinyprec.formats.tflite_writer import write_tflite
-    from tinyprec.quant.lower import lower_to_ir, sources_of
+    from tinyprec.lowering.driver import lower_to_ir, sources_of
     from tinyprec.runtimes.tflm import run_tflm, tflm_arena_bytes
 
     say = progress or (lambda _msg: None)
@@ -134,7 +134,7 @@ def export_converted(converted: "fx.GraphModule", model_fp32: "torch.nn.Module |
     say("lowering the converted graph to the int8 IR")
     graph = lower_to_ir(converted, torch.from_numpy(x[:2]), name=name)
     if int4_max_scratch is not None:
-        from tinyprec.quant.lower_split import split_int4_layers
+        from tinyprec.lowering.split import split_int4_layers
 
         graph = split_int4_layers(graph, int4_max_scratch)
     say("writing the int8 .tflite")
@@ -214,8 +214,8 @@ def _move(src: Path, dst: Path) -> Path:
 def _golden(converted: "fx.GraphModule", graph: Graph, tflite: bytes, x: np.ndarray, cfg: "ExportConfig",
             run_tflm: Callable[..., np.ndarray]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
     """Golden inputs/outputs in the file's I/O types (IR layout), and the converted-vs-TFLM check."""
-    from tinyprec.quant.lower_check import quantize_input, reference_output
-    from tinyprec.quant.lower_layout import from_ir_layout, to_ir_layout
+    from tinyprec.lowering.check import quantize_input, reference_output
+    from tinyprec.ir.layout import from_ir_layout, to_ir_layout
 
     in_qp = graph.tensors[graph.inputs[0]].qparams
     assert in_qp is not None

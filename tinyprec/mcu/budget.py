@@ -46,7 +46,7 @@ MAX_PIECES = 10  # TFLM's CONCATENATION takes at most 10 inputs (kMaxInputNum in
 EXTRA_OP_REST_BYTES = 120
 EXTRA_INT4_REST_BYTES = 8
 EXTRA_OP_FILE_BYTES = 144
-# Splitting an INT4 layer into k channel groups + CONCATENATION (tinyprec.quant.lower_split), per piece:
+# Splitting an INT4 layer into k channel groups + CONCATENATION (tinyprec.lowering.split), per piece:
 # measured 230 / 247 B on a 256x256 FULLY_CONNECTED split 2, 4 and 8 ways and up to 276 / 296 B on
 # CONV_2D layers; the larger figures, so that the estimate errs on the safe side (the search confirms its
 # choice on TFLM anyway).
@@ -200,7 +200,7 @@ def unpacks_int4(kernels: str) -> bool:
 
 
 def pieces_for(weights: int, channels: int, max_scratch: int) -> int:
-    """Channel groups for an INT4 layer split (tinyprec.quant.lower_split): the fewest that divide
+    """Channel groups for an INT4 layer split (tinyprec.lowering.split): the fewest that divide
     ``channels`` evenly (at most 10) with an unpack scratch <= ``max_scratch``; else the most such groups."""
     per_channel = weights // channels
     ks = [k for k in range(1, min(channels, MAX_PIECES) + 1) if channels % k == 0]
@@ -275,7 +275,7 @@ def assignment_budget(graph: Graph, assignment: Mapping[str, Precision], *, rest
     other ops keep their input's width; where a layer's input width differs, a QUANTIZE (int8 <-> int16)
     sits in front of it, as the lowering puts it. The exported file's own graph (:func:`graph_budget`) and
     TFLM's measurement are the final word. With ``int4_max_scratch``, INT4 layers over it are split into
-    channel groups + CONCATENATION as :func:`tinyprec.quant.lower_split.split_int4_layers` does.
+    channel groups + CONCATENATION as :func:`tinyprec.lowering.split.split_int4_layers` does.
     ``kernels="cmsis-nn"``: INT4 layers need no unpack scratch (and are never split).
     """
     unpack = unpacks_int4(kernels)

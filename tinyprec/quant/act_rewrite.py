@@ -137,7 +137,7 @@ def _standalone_bn(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
     import torch
 
     from tinyprec.quant.bnfold import _attr
-    from tinyprec.quant.optable import OPS
+    from tinyprec.optable.table import OPS
 
     check = OPS[str(node.target)].check
     x = node.args[0]

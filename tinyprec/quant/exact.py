@@ -256,7 +256,7 @@ def _const_int(gm: "fx.GraphModule", node: Any) -> tuple[np.ndarray, np.ndarray]
 
 def _activation(node: Any) -> str | None:
     """The fused activation ("relu", "relu6", "relu_n1_to_1") a relu/relu6/hardtanh/clamp node is, else None."""
-    from tinyprec.quant.optable import fused_activation
+    from tinyprec.optable.table import fused_activation
 
     found = fused_activation(node) if hasattr(node, "target") else None
     return None if found is None else found.lower()

@@ -2,7 +2,7 @@
 number, MEAN over any dims.
 
 :func:`build_act` is called by :func:`tinyprec.quant.exact_ops.build_more` before its own cases. The
-number's int8 form is the lowering's (:func:`tinyprec.quant.lower_act.scalar_operand`), so the exact
+number's int8 form is the lowering's (:func:`tinyprec.lowering.act.scalar_operand`), so the exact
 program applies TFLM's ADD / MUL arithmetic to the very constant the .tflite holds; ELU's table is the
 emulator's (:func:`tinyprec.emulator.activations.elu_table`).
 """
@@ -88,7 +88,7 @@ def build_act(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
         x = _act_qparams(n.args[0])
         if x is None or n.kwargs or not isinstance(n.args[1], (int, float)):
             return None
-        from tinyprec.quant.lower_act import scalar_operand, scalar_value
+        from tinyprec.lowering.act import scalar_operand, scalar_value
 
         q, sc = scalar_operand(scalar_value(n))
         lo, hi = act_range(act, so, zo)

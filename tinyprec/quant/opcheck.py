@@ -1,4 +1,4 @@
-"""The op check before training: every op of the exported model against :data:`tinyprec.quant.optable.OPS`.
+"""The op check before training: every op of the exported model against :data:`tinyprec.optable.table.OPS`.
 
 :func:`find_refusals` walks the whole graph and returns every refused op (not only the first), each with
 its module path, the user's own source line (from ``node.meta['stack_trace']``, skipping torch's frames)
@@ -12,7 +12,7 @@ import re
 from typing import TYPE_CHECKING, Any
 
 from tinyprec.errors import UnsupportedOpError, UnsupportedOpsError
-from tinyprec.quant.optable import INSTEAD, REFUSED_MODULES, row_of, supported_summary
+from tinyprec.optable.table import INSTEAD, REFUSED_MODULES, row_of, supported_summary
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch

@@ -1,16 +1,16 @@
-"""Which exported aten ops stage 2 quantizes, and how (torch-free views of :mod:`tinyprec.quant.optable`).
+"""Which exported aten ops stage 2 quantizes, and how (torch-free views of :mod:`tinyprec.optable.table`).
 
 Each supported op of the exported graph (its ``str(node.target)``, e.g. ``"aten.conv2d.default"``)
 maps to a :class:`Role` that says how the TFLite int8 quantizer annotates it. The rows live in
-:data:`tinyprec.quant.optable.OPS`, which also drives the lowering; these tables are derived from it.
+:data:`tinyprec.optable.table.OPS`, which also drives the lowering; these tables are derived from it.
 """
 
 from __future__ import annotations
 
 from types import MappingProxyType
 
-from tinyprec.quant.optable import OPS, supported_summary
-from tinyprec.quant.roles import Fixed, Role
+from tinyprec.optable.table import OPS, supported_summary
+from tinyprec.optable.roles import Fixed, Role
 
 OP_ROLES: MappingProxyType[str, Role] = MappingProxyType({name: row.role for name, row in OPS.items()})
 

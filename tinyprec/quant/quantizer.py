@@ -43,7 +43,7 @@ from tinyprec.quant.observers import (
     weight_qspec,
 )
 from tinyprec.quant.ops import FIXED_QPARAMS, OP_ROLES, Role
-from tinyprec.quant.optable import role_for
+from tinyprec.optable.table import role_for
 
 
 class TFLiteInt8Quantizer(Quantizer):

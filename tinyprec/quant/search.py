@@ -229,7 +229,7 @@ def search_assignment(model: torch.nn.Module, dataset: Dataset, cfg: QuantConfig
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.capture import example_like, export_for_quant
     from tinyprec.quant.loops import evaluate
-    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.lowering.driver import lower_to_ir
     from tinyprec.quant.quantizer import layer_nodes, lowered_op_type, node_rule
     from tinyprec.quant.stage import ptq
     from tinyprec.runtimes.tflm import tflm_arena_report
@@ -366,8 +366,8 @@ def _measure(program: Any, x: np.ndarray, int4_max_scratch: int | None,
     import torch
 
     from tinyprec.formats.tflite_writer import write_tflite
-    from tinyprec.quant.lower import lower_to_ir
-    from tinyprec.quant.lower_split import split_int4_layers
+    from tinyprec.lowering.driver import lower_to_ir
+    from tinyprec.lowering.split import split_int4_layers
 
     graph = lower_to_ir(program, torch.from_numpy(x), name="candidate")
     if int4_max_scratch is not None:

@@ -1,6 +1,7 @@
 """The lowering table: aten op -> handler; the shape, pooling and elementwise handlers live here.
 
-Weighted ops, quantize/dequantize and shared helpers are in :mod:`tinyprec.quant.lower_ops`.
+Weighted ops and quantize/dequantize are in :mod:`tinyprec.lowering.ops`, shared helpers in
+:mod:`tinyprec.lowering.common`; the table imports every handler module, none imports the table.
 """
 
 from __future__ import annotations
@@ -8,53 +9,40 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-import torch
 from torch import fx
 
 from tinyprec.errors import UnsupportedOpError
 from tinyprec.ir import (
     Activation,
     ConcatenationOptions,
-    DType,
     ElementwiseOptions,
-    MeanOptions,
     NoOptions,
     OpType,
     Padding,
     PoolOptions,
-    QParams,
-    ReshapeOptions,
     SoftmaxOptions,
 )
-from tinyprec.quant.lower import Lowering, Value, qparams_of
-from tinyprec.quant.lower_more import MORE_LOWERINGS
-from tinyprec.quant.lower_shape import SHAPE_LOWERINGS
-from tinyprec.quant.lower_act import ACT_LOWERINGS
-from tinyprec.quant.optable import OPS, supported_summary
-from tinyprec.quant.lower_layout import ir_shape, storage_order
-from tinyprec.quant.lower_ops import (
-    _AXIS,
-    ACTIVATIONS,
-    DEQUANTIZE_OPS,
-    QUANTIZE_OPS,
+from tinyprec.ir.layout import ir_shape
+from tinyprec.lowering.act import ACT_LOWERINGS, _mean
+from tinyprec.lowering.common import (
     _arg,
-    _conv,
-    _dequantize,
+    _emit_reshape,
     _finish,
     _hw,
-    _identity,
-    _ignore,
-    _linear,
     _no_order,
     _pair,
-    _quantize,
     _require_shared,
-    qd,
+    _standalone_activation,
+    reshape_value,
     same_pads,
 )
+from tinyprec.lowering.more import MORE_LOWERINGS
+from tinyprec.lowering.nodes import _AXIS, DEQUANTIZE_OPS, QUANTIZE_OPS, aten, qd
+from tinyprec.lowering.ops import _conv, _dequantize, _identity, _ignore, _linear, _quantize
+from tinyprec.lowering.shape import SHAPE_LOWERINGS, softmax_last_dim
+from tinyprec.lowering.state import Lowering, Value, qparams_of
+from tinyprec.optable.table import OPS, supported_summary
 
-aten = torch.ops.aten
 
 
 def _elementwise(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
@@ -116,36 +104,6 @@ def _pool(op_type: OpType, adaptive: bool = False) -> Callable[[Lowering, fx.Nod
     return handler
 
 
-def _mean(lw: Lowering, node: fx.Node, x: Value, qnode: fx.Node, keep_dims: bool) -> None:
-    src = lw.source(node)
-    axes = lw.add_const(f"{src or node.name}.axes", np.array([1, 2], np.int32), DType.INT32, None, src)
-    _finish(lw, node, OpType.MEAN, (x.name, axes), MeanOptions(keep_dims), qnode)
-
-
-def _mean_dim(lw: Lowering, node: fx.Node) -> None:
-    x = lw.act(node.args[0], node)
-    rank = len(x.torch_shape)
-    dims = sorted(int(d) % rank for d in node.args[1])
-    keep = bool(_arg(node, 2, "keepdim", False))
-    if dims != list(range(2, rank)):
-        raise UnsupportedOpError("mean", lw.where(node), "only the mean over all spatial dims (global pool)")
-    act, qnode = lw.tail(node, fusable=not keep)
-    h, w = _hw(x.torch_shape)
-    if qparams_of(lw, qnode) != x.qparams:
-        if not keep:
-            raise UnsupportedOpError("mean", lw.where(node), "a rescaling mean must keep dims")
-        _mean(lw, node, x, qnode, keep_dims=True)
-        return
-    if keep:
-        _finish(lw, node, OpType.AVERAGE_POOL_2D, (x.name,), PoolOptions(h, w, h, w, Padding.VALID, act), qnode)
-        return
-    # AVERAGE_POOL_2D to [1,1,1,C], then RESHAPE to [1, C] (same storage order).
-    src = lw.source(node)
-    pooled = lw.add_act(f"{src or node.name}.pool", (1, x.torch_shape[1], 1, 1), x.qparams, src, dtype=x.dtype)
-    lw.emit(OpType.AVERAGE_POOL_2D, (x.name,), pooled, PoolOptions(h, w, h, w, Padding.VALID, act), src)
-    _emit_reshape(lw, node, pooled, qnode)
-
-
 def _reshape(lw: Lowering, node: fx.Node) -> None:
     x = lw.act(node.args[0], node)
     _, qnode = lw.tail(node, fusable=False)
@@ -155,42 +113,6 @@ def _reshape(lw: Lowering, node: fx.Node) -> None:
         lw.qvals[qnode] = x
         return
     _emit_reshape(lw, node, x, qnode)
-
-
-def _emit_reshape(lw: Lowering, node: fx.Node, x: Value, qnode: fx.Node) -> None:
-    qp = _require_shared(lw, node, x, qnode)
-    out_shape = lw.shape(qnode)
-    if len(out_shape) not in _AXIS:
-        raise UnsupportedOpError(f"reshape to rank {len(out_shape)}", lw.where(node), "ranks 2, 3 and 4 only")
-    have = x.order if x.order is not None else storage_order(x.torch_shape)
-    want = storage_order(out_shape)
-    order = None
-    if not np.array_equal(have, want):
-        if len(out_shape) != 2:
-            raise UnsupportedOpError(
-                str(node.target), lw.where(node),
-                "this reshape reorders NHWC data (it would need a TRANSPOSE); only flatten before a Linear",
-            )
-        order = have
-    src = lw.source(node)
-    # -1 for the batch, as TensorFlow's converter writes it, so a runtime may resize the batch.
-    new_shape = (-1, *ir_shape(out_shape)[1:])
-    shape_const = lw.add_const(f"{src or node.name}.shape", np.array(new_shape, np.int32), DType.INT32, None, src)
-    out = _finish(lw, node, OpType.RESHAPE, (x.name, shape_const), ReshapeOptions(tuple(new_shape)), qnode,
-                  qparams=qp, order=order)
-    if len(out_shape) == 2 and len(x.torch_shape) in (3, 4):
-        out.flattened_from = x
-
-
-def reshape_value(lw: Lowering, x: Value, *, flat4: bool) -> Value:
-    """A 2-D value re-expressed as an IR tensor [1, F] (flat4 False) or [1, 1, 1, F] (True), via RESHAPE."""
-    out = lw.add_act(f"{x.name}.{'4d' if flat4 else '2d'}", x.torch_shape, x.qparams, x.source, x.order, flat4,
-                     x.dtype)
-    new_shape = (-1, *lw.tensors[out.name].shape[1:])
-    const = lw.add_const(f"{out.name}.shape", np.array(new_shape, np.int32), DType.INT32, None, x.source)
-    lw.emit(OpType.RESHAPE, (x.name, const), out, ReshapeOptions(tuple(new_shape)), x.source)
-    lw.aliases[out.name] = lw.aliases.get(x.name, x.name)
-    return out
 
 
 def _cat(lw: Lowering, node: fx.Node) -> None:
@@ -212,8 +134,6 @@ def _softmax(lw: Lowering, node: fx.Node) -> None:
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
     if rank == 3 and int(node.args[1]) % rank == 2 and not x.flat4:
-        from tinyprec.quant.lower_shape import softmax_last_dim
-
         softmax_last_dim(lw, node)  # attention scores (N, M, P): issue 11
         return
     if _AXIS[rank][int(node.args[1]) % rank] != len(ir_shape(x.torch_shape)) - 1:
@@ -249,25 +169,7 @@ def _pad(lw: Lowering, node: fx.Node) -> None:
     lw.qvals[qnode] = Value("", qp, lw.shape(qnode), lw.source(node), None, (x, pads), dtype=x.dtype)
 
 
-def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
-    """A ReLU/ReLU6 with its own output qparams: MUL by an exact int8 1.0 with the fused activation.
-
-    TFLite has no int8 RELU in our op set; MUL(x, 1.0) requantizes once from the input's to the output's
-    qparams and clamps, which is what the fake-quant relu -> quantize computes.
-    """
-    x = lw.act(node.args[0], node)
-    act = ACTIVATIONS[node.target](lw, node)
-    _, qnode = lw.tail(node, fusable=False)
-    src = lw.source(node)
-    # 1.0 as int8 1 with scale 1: the requantizing multiplier is then exactly s_in / s_out, and TFLM's
-    # MUL applies it with one rounding (a small int8 value would need a large right shift and round twice).
-    # Of x's rank: the ONNX writer broadcasts only between tensors of one rank.
-    one = lw.add_const(f"{src or node.name}.one", np.ones((1,) * len(lw.tensors[x.name].shape), x.dtype.numpy),
-                       x.dtype, QParams.per_tensor(1.0, 0), src)
-    _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
-
-
-#: The lowering handlers by name: the ``lowering`` column of :data:`tinyprec.quant.optable.OPS`.
+#: The lowering handlers by name: the ``lowering`` column of :data:`tinyprec.optable.table.OPS`.
 LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "conv": _conv,
     "linear": _linear,
@@ -284,9 +186,9 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "logistic": _unary(OpType.LOGISTIC),
     "tanh": _unary(OpType.TANH),
     "identity": _identity,
-    **MORE_LOWERINGS,  # issue 11's ops (quant/lower_more.py)
-    **SHAPE_LOWERINGS,  # issue 11's shape ops (quant/lower_shape.py)
-    **ACT_LOWERINGS,  # issue 11's activation / arithmetic ops (quant/lower_act.py)
+    **MORE_LOWERINGS,  # issue 11's ops (lowering/more.py)
+    **SHAPE_LOWERINGS,  # issue 11's shape ops (lowering/shape.py)
+    **ACT_LOWERINGS,  # issue 11's activation / arithmetic ops (lowering/act.py)
 }
 
 

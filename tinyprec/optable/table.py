@@ -1,10 +1,10 @@
 """THE aten-op table: one row per exported op, driving the quantizer's check, its annotation and the lowering.
 
 Each row says how stage 2 quantizes the op (:class:`~tinyprec.quant.ops.Role`), which lowering handler
-(by name, in :data:`tinyprec.quant.lower_table.LOWERINGS`) turns it into IR ops, what a user writes in
+(by name, in :data:`tinyprec.lowering.table.LOWERINGS`) turns it into IR ops, what a user writes in
 PyTorch, which TFLM op(s) it becomes and any caveat, and an optional argument check that refuses uses the
 lowering cannot express. The quantizer's role table (:data:`tinyprec.quant.ops.OP_ROLES`), the lowering's
-handler table (:data:`tinyprec.quant.lower_table.HANDLERS`) and the README's op table are all derived
+handler table (:data:`tinyprec.lowering.table.HANDLERS`) and the README's op table are all derived
 from :data:`OPS`, so they cannot disagree. torch-free: a check reads only ``node.args``, ``node.kwargs``
 and ``node.meta['val'].shape``.
 
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from tinyprec.quant import optable_shape as _shape_checks
-from tinyprec.quant.optable_checks import (
+from tinyprec.optable import shape as _shape_checks
+from tinyprec.optable.checks import (
     check_adaptive_max as _check_adaptive_max,
     check_amax as _check_amax,
     check_elu as _check_elu,
@@ -30,7 +30,7 @@ from tinyprec.quant.optable_checks import (
     node_arg as _arg,
     node_rank as _rank,
 )
-from tinyprec.quant.roles import Fixed, Role
+from tinyprec.optable.roles import Fixed, Role
 
 Check = Callable[[Any], "str | None"]
 
@@ -335,7 +335,7 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
         _R.FOLDED, None, "(BatchNorm in eval)", "(folded)", check=_check_batch_norm),
     "aten.sym_size.int": OpRow(_R.META, None, "(dynamic batch size)", ""),
     "<built-in function getitem>": OpRow(_R.META, None, "(tuple item)", ""),
-    # issue 11: shape / upsampling ops (checks in quant/optable_shape.py)
+    # issue 11: shape / upsampling ops (checks in optable/shape.py)
     "aten.upsample_nearest2d.vec": OpRow(_R.SHARED, "resize_nearest", "Upsample(mode='nearest'), F.interpolate",
                                          "RESIZE_NEAREST_NEIGHBOR",
                                          "refused where PyTorch and TFLM would pick different pixels",

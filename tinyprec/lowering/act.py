@@ -1,7 +1,7 @@
 """Lowering handlers of issue 11's activation / arithmetic ops (ops-act): ELU, scalar operands, amax, mean.
 
-Registered by name in :data:`tinyprec.quant.lower_table.LOWERINGS` (the ``lowering`` column of
-:data:`tinyprec.quant.optable.OPS`). A Python-number operand ``c`` of ``x + c``, ``x * c`` or ``x / c``
+Registered by name in :data:`tinyprec.lowering.table.LOWERINGS` (the ``lowering`` column of
+:data:`tinyprec.optable.table.OPS`). A Python-number operand ``c`` of ``x + c``, ``x * c`` or ``x / c``
 becomes a one-element int8 constant: the value ``+-1`` with scale ``|c|`` (float32), zero point 0, so the
 constant is exactly the float32 ``c`` the fake-quant program uses and TFLM's ADD / MUL apply it inside their
 one requantization (:func:`scalar_operand`, shared with the TFLM-exact program).
@@ -16,8 +16,9 @@ from torch import fx
 
 from tinyprec.errors import UnsupportedOpError
 from tinyprec.ir import DType, ElementwiseOptions, MeanOptions, NoOptions, OpType, Padding, PoolOptions, QParams
-from tinyprec.quant.lower import Lowering, qparams_of
-from tinyprec.quant.lower_ops import _AXIS, _arg, _finish, _hw, _no_order, _require_shared
+from tinyprec.lowering.common import _arg, _emit_reshape, _finish, _hw, _no_order, _require_shared
+from tinyprec.lowering.nodes import _AXIS
+from tinyprec.lowering.state import Lowering, Value, qparams_of
 
 
 def scalar_value(node: fx.Node) -> float:
@@ -60,8 +61,6 @@ def _elu(lw: Lowering, node: fx.Node) -> None:
 
 def _amax(lw: Lowering, node: fx.Node) -> None:
     """Global max pooling: MAX_POOL_2D over the whole map (+ RESHAPE to (N, C) without keepdim)."""
-    from tinyprec.quant.lower_table import _emit_reshape
-
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
     dims = sorted({int(d) % rank for d in node.args[1]})  # type: ignore[union-attr]
@@ -83,10 +82,38 @@ def _amax(lw: Lowering, node: fx.Node) -> None:
     _emit_reshape(lw, node, pooled, qnode)
 
 
+def _mean(lw: Lowering, node: fx.Node, x: Value, qnode: fx.Node, keep_dims: bool) -> None:
+    src = lw.source(node)
+    axes = lw.add_const(f"{src or node.name}.axes", np.array([1, 2], np.int32), DType.INT32, None, src)
+    _finish(lw, node, OpType.MEAN, (x.name, axes), MeanOptions(keep_dims), qnode)
+
+
+def _mean_dim(lw: Lowering, node: fx.Node) -> None:
+    x = lw.act(node.args[0], node)
+    rank = len(x.torch_shape)
+    dims = sorted(int(d) % rank for d in node.args[1])
+    keep = bool(_arg(node, 2, "keepdim", False))
+    if dims != list(range(2, rank)):
+        raise UnsupportedOpError("mean", lw.where(node), "only the mean over all spatial dims (global pool)")
+    act, qnode = lw.tail(node, fusable=not keep)
+    h, w = _hw(x.torch_shape)
+    if qparams_of(lw, qnode) != x.qparams:
+        if not keep:
+            raise UnsupportedOpError("mean", lw.where(node), "a rescaling mean must keep dims")
+        _mean(lw, node, x, qnode, keep_dims=True)
+        return
+    if keep:
+        _finish(lw, node, OpType.AVERAGE_POOL_2D, (x.name,), PoolOptions(h, w, h, w, Padding.VALID, act), qnode)
+        return
+    # AVERAGE_POOL_2D to [1,1,1,C], then RESHAPE to [1, C] (same storage order).
+    src = lw.source(node)
+    pooled = lw.add_act(f"{src or node.name}.pool", (1, x.torch_shape[1], 1, 1), x.qparams, src, dtype=x.dtype)
+    lw.emit(OpType.AVERAGE_POOL_2D, (x.name,), pooled, PoolOptions(h, w, h, w, Padding.VALID, act), src)
+    _emit_reshape(lw, node, pooled, qnode)
+
+
 def _mean_any(lw: Lowering, node: fx.Node) -> None:
     """mean over any non-batch dims: the global spatial mean as before, else MEAN (keep_dims) [+ RESHAPE]."""
-    from tinyprec.quant.lower_table import _mean_dim
-
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
     dims = sorted({int(d) % rank for d in node.args[1]})  # type: ignore[union-attr]
@@ -98,8 +125,6 @@ def _mean_any(lw: Lowering, node: fx.Node) -> None:
 
 def _reduce(lw: Lowering, node: fx.Node, op_type: OpType, *, shared: bool) -> None:
     """MEAN / REDUCE_MAX over the IR axes of the node's dims, keep_dims, then a RESHAPE without keepdim."""
-    from tinyprec.quant.lower_table import _emit_reshape
-
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
     dims = sorted({int(d) % rank for d in node.args[1]})  # type: ignore[union-attr]

@@ -1,4 +1,4 @@
-"""Argument checks of issue 11's shape ops for :data:`tinyprec.quant.optable.OPS` (torch-free).
+"""Argument checks of issue 11's shape ops for :data:`tinyprec.optable.table.OPS` (torch-free).
 
 Each returns the broken rule (one sentence, what to use instead) or None. A check reads only
 ``node.args``, ``node.kwargs`` and ``node.meta['val'].shape``, as the op check runs them before training.

@@ -1,11 +1,10 @@
 """Lower a converted PT2E graph (dequantize -> op -> quantize) to the quantized-graph IR.
 
-This is the only place where torch meets the IR. The converted GraphModule (``convert_pt2e`` with
-``fold_quantize=True``) holds int8 weights as constants behind ``dequantize_per_channel`` nodes, int32
-biases the same way, and every activation as a ``quantize_per_tensor -> dequantize_per_tensor`` pair.
-Each float op between dequantize and quantize nodes becomes one IR op (tables in
-:mod:`tinyprec.quant.lower_ops`), in NHWC with TFLite filter layouts, so the TFLite file computes in
-integers what the fake-quant graph simulates in float.
+The converted GraphModule (``convert_pt2e`` with ``fold_quantize=True``) holds int8 weights as constants
+behind ``dequantize_per_channel`` nodes, int32 biases the same way, and every activation as a
+``quantize_per_tensor -> dequantize_per_tensor`` pair. Each float op between dequantize and quantize nodes
+becomes IR ops through the handler table (:mod:`tinyprec.lowering.table`), in NHWC with TFLite filter
+layouts, so the TFLite file computes in integers what the fake-quant graph simulates in float.
 
 Example (needs a converted model)::
 
@@ -15,173 +14,24 @@ Example (needs a converted model)::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from tinyprec.errors import QuantSpecError, UnsupportedOpError
-from tinyprec.ir import Activation, DType, Graph, Op, OpType, QParams, Tensor
-from tinyprec.ir.ops import OpOptions
+from tinyprec.ir import Graph
+from tinyprec.ir.layout import layout_of_rank
 from tinyprec.ir.verify import verify_quantized
-from tinyprec.quant.lower_layout import ir_shape, layout_of_rank
+from tinyprec.lowering import table as lower_table
+from tinyprec.lowering.common import reshape_value
+from tinyprec.lowering.nodes import DEQUANTIZE_OPS
+from tinyprec.lowering.shape import cancel_transpose_pairs
+from tinyprec.lowering.state import Lowering, Value
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import fx
-
-
-@dataclass
-class Value:
-    """A quantized activation as the IR holds it.
-
-    ``torch_shape`` is the PyTorch shape with batch 1. ``order`` is set only for a 2-D value made by
-    flattening a spatial map: IR position k holds the PyTorch flat element ``order[k]`` (NHWC
-    storage), and the FULLY_CONNECTED that consumes it permutes its weights to match.
-    """
-
-    name: str
-    qparams: QParams
-    torch_shape: tuple[int, ...]
-    source: str | None
-    order: np.ndarray | None = None
-    # A zero pad not yet emitted: (unpadded value, torch pad list) so a conv can fuse it as SAME.
-    pending_pad: tuple["Value", tuple[int, ...]] | None = None
-    # A 2-D value stored as an IR tensor [1, 1, 1, F] (the output of a Linear lowered to CONV_2D).
-    flat4: bool = False
-    # For a 2-D value made by flattening a 3-D/4-D map: that map (a Linear reads it as a full-window conv).
-    flattened_from: "Value | None" = None
-    dtype: DType = DType.INT8  # INT16 for a 16-bit activation (symmetric, zero point 0)
-
-
-@dataclass
-class Lowering:
-    """State of one lowering: recorded node values, IR tensors and ops under construction."""
-
-    gm: Any
-    values: dict[Any, Any]
-    name: str
-    tensors: dict[str, Tensor] = field(default_factory=dict)
-    ops: list[Op] = field(default_factory=list)
-    qvals: dict[Any, Value] = field(default_factory=dict)  # quantize nodes -> their int8 value
-    floats: dict[Any, Value] = field(default_factory=dict)  # nodes equal to a dequantized value
-    consumed: set[Any] = field(default_factory=set)  # activation nodes fused into their producer
-    inputs: list[str] = field(default_factory=list)
-    input_layouts: list[str] = field(default_factory=list)
-    linear_as_conv: bool = True
-    aliases: dict[str, str] = field(default_factory=dict)  # reshaped copy -> IR tensor it reshapes
-
-    # --- naming and sources -------------------------------------------------------------------
-    def where(self, node: "fx.Node") -> str:
-        """A human description of a node for error messages: module path and node name."""
-        src = self.source(node)
-        return f"module '{src}' (node {node.name})" if src else f"node {node.name}"
-
-    @staticmethod
-    def source(node: "fx.Node") -> str | None:
-        """The PyTorch module path that produced ``node``, from torch.export's nn_module_stack."""
-        stack = node.meta.get("nn_module_stack") or {}
-        if not stack:
-            return None
-        path = list(stack.values())[-1][0]
-        path = str(path).removeprefix("L['self'].").removeprefix("L__self__.")
-        return path or None
-
-    def unique(self, base: str) -> str:
-        base = base or "t"
-        name, k = base, 1
-        while name in self.tensors:
-            name, k = f"{base}_{k}", k + 1
-        return name
-
-    # --- tensors --------------------------------------------------------------------------------
-    def add_const(self, base: str, data: np.ndarray, dtype: DType, qparams: QParams | None,
-                  source: str | None) -> str:
-        name = self.unique(base)
-        arr = np.ascontiguousarray(data.astype(dtype.numpy))
-        self.tensors[name] = Tensor(name, tuple(arr.shape), dtype, qparams, arr, source)
-        return name
-
-    def add_act(self, base: str, torch_shape: tuple[int, ...], qparams: QParams, source: str | None,
-                order: np.ndarray | None = None, flat4: bool = False, dtype: DType = DType.INT8) -> Value:
-        name = self.unique(base)
-        shape = (1, 1, 1, torch_shape[1]) if flat4 else ir_shape(torch_shape)
-        self.tensors[name] = Tensor(name, shape, dtype, qparams, None, source)
-        return Value(name, qparams, torch_shape, source, order, flat4=flat4, dtype=dtype)
-
-    def emit(self, op_type: OpType, inputs: tuple[str | None, ...], out: Value, options: OpOptions,
-             source: str | None) -> None:
-        self.ops.append(Op(op_type, inputs, (out.name,), options, name=out.name, source=source))
-
-    # --- reading the converted graph --------------------------------------------------------------
-    def val(self, arg: Any) -> Any:
-        """The recorded value of a node (or the literal itself)."""
-        from torch import fx
-
-        return self.values[arg] if isinstance(arg, fx.Node) else arg
-
-    def shape(self, node: "fx.Node") -> tuple[int, ...]:
-        return tuple(int(d) for d in self.values[node].shape)
-
-    def act(self, arg: Any, user: "fx.Node") -> Value:
-        """The int8 value behind a dequantized activation argument, emitting a pending PAD."""
-        value = self.act_unpadded(arg, user)
-        if value.pending_pad is not None:
-            from tinyprec.quant.lower_ops import materialize_pad
-
-            materialize_pad(self, value)
-        return value
-
-    def act_unpadded(self, arg: Any, user: "fx.Node") -> Value:
-        if arg not in self.floats:
-            what = getattr(arg, "name", repr(arg))
-            raise QuantSpecError(
-                f"{self.where(user)}: input '{what}' is not a quantized activation; the quantizer must "
-                "put a quantize/dequantize pair on every input of a lowered op"
-            )
-        return self.floats[arg]
-
-    def tail(self, node: "fx.Node", fusable: bool) -> tuple[Activation, "fx.Node"]:
-        """Follow ``node`` to the quantize node of its output: (fused activation name, quantize node)."""
-        from tinyprec.quant.lower_ops import ACTIVATIONS, QUANTIZE_OPS
-
-        users = list(node.users)
-        if fusable and len(users) == 1 and users[0].target in ACTIVATIONS:
-            act_node = users[0]
-            act = ACTIVATIONS[act_node.target](self, act_node)
-            after = list(act_node.users)
-            if len(after) == 1 and after[0].target in QUANTIZE_OPS:
-                self.consumed.add(act_node)
-                return act, after[0]
-        if len(users) == 1 and users[0].target in QUANTIZE_OPS:
-            return Activation.NONE, users[0]
-        raise QuantSpecError(
-            f"{self.where(node)}: the output of '{node.target}' is not quantized (expected one quantize "
-            "node, optionally after a ReLU/ReLU6 the op can fuse); annotate its output in the quantizer"
-        )
-
-
-def qparams_of(lw: Lowering, qnode: "fx.Node") -> QParams:
-    """Per-tensor qparams of a quantize_per_tensor node, checked to be int8 [-128, 127] or int16
-    [-32767, 32767] with zero point 0 (see :func:`act_dtype_of`)."""
-    scale = float(np.asarray(lw.val(qnode.args[1]), dtype=np.float64).reshape(-1)[0])
-    zp = int(np.asarray(lw.val(qnode.args[2])).reshape(-1)[0])
-    if act_dtype_of(lw, qnode) is DType.INT16 and zp != 0:
-        raise QuantSpecError(f"{lw.where(qnode)}: int16 activations must be symmetric (zero point 0), got {zp}")
-    return QParams.per_tensor(scale, zp)
-
-
-def act_dtype_of(lw: Lowering, qnode: "fx.Node") -> DType:
-    """INT8 or INT16: the activation type a quantize_per_tensor node produces."""
-    qmin, qmax, dtype = (lw.val(a) for a in qnode.args[3:6])
-    if (int(qmin), int(qmax)) == (-128, 127) and "int8" in str(dtype):
-        return DType.INT8
-    if (int(qmin), int(qmax)) == (-32767, 32767) and "int16" in str(dtype):
-        return DType.INT16
-    raise QuantSpecError(
-        f"{lw.where(qnode)}: activations must be int8 in [-128, 127] or int16 in [-32767, 32767], got {dtype} "
-        f"[{qmin}, {qmax}]"
-    )
 
 
 def _record_values(gm: "fx.GraphModule", example: "torch.Tensor") -> dict[Any, Any]:
@@ -233,8 +83,6 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
     """
     import torch
 
-    from tinyprec.quant import lower_table
-
     example = example_input[:1].detach().float()
     values = _record_values(converted_gm, example)
     lw = Lowering(converted_gm, values, name, linear_as_conv=linear_as_conv)
@@ -254,8 +102,6 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
         handler(lw, node)
     if not outputs:
         raise QuantSpecError(f"model '{name}': the converted graph has no quantized output")
-    from tinyprec.quant.lower_shape import cancel_transpose_pairs
-
     cancel_transpose_pairs(lw, [v.name for v in outputs])  # issue 11: softmax(-1) then .transpose(1, 2)
     _drop_dead(lw, [v.name for v in outputs])
     graph = Graph(
@@ -316,8 +162,6 @@ def _output_value(lw: Lowering, arg: Any, node: "fx.Node") -> Value:
     if value.pending_pad is not None:
         lw.act(arg, node)
     if value.flat4:
-        from tinyprec.quant.lower_table import reshape_value
-
         value = reshape_value(lw, value, flat4=False)
     return value
 
@@ -331,7 +175,6 @@ def quantized_output(converted_gm: "fx.GraphModule", x: "torch.Tensor") -> list[
     import torch
     from torch import fx
 
-    from tinyprec.quant.lower_ops import DEQUANTIZE_OPS
 
     wanted: list[fx.Node] = []
     dtypes: list[Any] = []
@@ -369,7 +212,7 @@ def fake_quant_taps(converted_gm: "fx.GraphModule", x: "torch.Tensor", lowered: 
     import torch
     from torch import fx
 
-    from tinyprec.quant.lower_layout import to_ir_layout
+    from tinyprec.ir.layout import to_ir_layout
 
     by_node: dict[str, list[str]] = {}
     for t, q in lowered.quant_nodes.items():

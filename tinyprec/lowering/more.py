@@ -1,7 +1,7 @@
 """Lowering handlers of issue 11's ops: HARD_SWISH, LEAKY_RELU, ABS, SUB, MAXIMUM/MINIMUM and clamp.
 
-Registered by name in :data:`tinyprec.quant.lower_table.LOWERINGS` (the ``lowering`` column of
-:data:`tinyprec.quant.optable.OPS`). A clamp/hardtanh whose bounds TFLite fuses is either fused by the
+Registered by name in :data:`tinyprec.lowering.table.LOWERINGS` (the ``lowering`` column of
+:data:`tinyprec.optable.table.OPS`). A clamp/hardtanh whose bounds TFLite fuses is either fused by the
 op before it or, standalone, lowered as before (MUL by an exact 1 with the fused activation); any other
 bounds keep the input's qparams (the quantizer shares them) and become MAXIMUM/MINIMUM with int8 bound
 constants rounded exactly as the converted graph's quantize node rounds the float bounds.
@@ -18,9 +18,17 @@ from torch import fx
 from tinyprec.errors import QuantSpecError, UnsupportedOpError
 from tinyprec.ir import DType, ElementwiseOptions, NoOptions, OpType, QParams
 from tinyprec.ir.ops import LeakyReluOptions, StridedSliceOptions
-from tinyprec.quant.lower import Lowering, Value, qparams_of
-from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
-from tinyprec.quant.optable import clamp_bounds, fused_activation
+from tinyprec.lowering.common import (
+    _const,
+    _finish,
+    _no_order,
+    _require_shared,
+    _standalone_activation,
+    reshape_value,
+)
+from tinyprec.lowering.nodes import _AXIS
+from tinyprec.lowering.state import Lowering, Value, qparams_of
+from tinyprec.optable.table import clamp_bounds, fused_activation, torch_perm
 
 
 def _unary(op_type: OpType, options: Callable[[fx.Node], Any] = lambda n: NoOptions()) -> Callable[..., None]:
@@ -46,8 +54,6 @@ def _pair(lw: Lowering, node: fx.Node) -> tuple[Value, Value]:
         raise UnsupportedOpError(str(node.target), lw.where(node), "operands must have the same rank")
     _no_order(lw, node, a, b)
     if a.flat4 != b.flat4:
-        from tinyprec.quant.lower_table import reshape_value
-
         a, b = (v if v.flat4 else reshape_value(lw, v, flat4=True) for v in (a, b))
     return a, b
 
@@ -80,8 +86,6 @@ def _bound_const(lw: Lowering, node: fx.Node, x: Value, bound: float, what: str)
 
 def _clamp(lw: Lowering, node: fx.Node) -> None:
     if fused_activation(node) is not None:  # standalone ReLU-like clamp with its own qparams
-        from tinyprec.quant.lower_table import _standalone_activation
-
         _standalone_activation(lw, node)
         return
     x = lw.act(node.args[0], node)
@@ -108,8 +112,6 @@ def _clamp(lw: Lowering, node: fx.Node) -> None:
 
 def _transpose(lw: Lowering, node: fx.Node) -> None:
     """permute/transpose -> TRANSPOSE, its permutation mapped from PyTorch dims to IR (NHWC) axes."""
-    from tinyprec.quant.lower_ops import _AXIS
-    from tinyprec.quant.optable import torch_perm
 
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
@@ -134,7 +136,6 @@ def _transpose(lw: Lowering, node: fx.Node) -> None:
 
 def _slice(lw: Lowering, node: fx.Node) -> None:
     """x[..., a:b:s] on one dim -> STRIDED_SLICE over the IR axes (a full slice is no op at all)."""
-    from tinyprec.quant.lower_ops import _AXIS
 
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
@@ -175,7 +176,6 @@ def _expand(lw: Lowering, node: fx.Node) -> None:
 
 def _prelu(lw: Lowering, node: fx.Node) -> None:
     """PReLU -> PRELU; the slopes (C,) or (1,) become an int8 constant broadcast along the IR channel axis."""
-    from tinyprec.quant.lower_ops import _const
 
     x = lw.act(node.args[0], node)
     _no_order(lw, node, x)

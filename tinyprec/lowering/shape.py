@@ -2,7 +2,7 @@
 ConvTranspose2d, PixelShuffle, matmul/bmm (and softmax over the last dim of a rank-3 value, which attention
 needs after them).
 
-Registered by name in :data:`tinyprec.quant.lower_table.LOWERINGS`. Both resize ops copy or blend raw
+Registered by name in :data:`tinyprec.lowering.table.LOWERINGS`. Both resize ops copy or blend raw
 int8 values, so the quantizer shares the input's qparams with the output. PyTorch's ``nearest`` is TF's
 floor rule (``align_corners=False, half_pixel_centers=False``), ``nearest-exact`` TF's half-pixel rule;
 the handler checks on the real op that PyTorch and TFLM read the same source pixels. Bilinear
@@ -20,8 +20,8 @@ from torch import fx
 from tinyprec.errors import UnsupportedOpError
 from tinyprec.ir import Activation, DType, Op, OpType, Padding, QParams
 from tinyprec.ir.ops import ResizeOptions, StridedSliceOptions, TransposeConvOptions
-from tinyprec.quant.lower import Lowering
-from tinyprec.quant.lower_ops import _finish, _no_order, _require_shared
+from tinyprec.lowering.common import _arg, _bias, _const, _finish, _name, _no_order, _pair, _require_shared, weight_dtype
+from tinyprec.lowering.state import Lowering, qparams_of
 
 
 def _torch_sources(lw: Lowering, node: fx.Node, shape: tuple[int, ...], axis: int) -> np.ndarray:
@@ -73,8 +73,6 @@ def _conv_transpose(lw: Lowering, node: fx.Node) -> None:
     from the output size (SAME or VALID); where neither gives PyTorch's ``padding``, it computes the whole
     scatter (padding 0) and a STRIDED_SLICE crops PyTorch's window out of it."""
     from tinyprec.ir.shape_rules import transpose_conv_pad
-    from tinyprec.quant.lower import qparams_of
-    from tinyprec.quant.lower_ops import _arg, _bias, _const, _name, _pair, weight_dtype
 
     x = lw.act(node.args[0], node)
     rank = len(x.torch_shape)
@@ -192,7 +190,6 @@ def softmax_last_dim(lw: Lowering, node: fx.Node) -> None:
     TRANSPOSE it last, SOFTMAX, TRANSPOSE back (the transposes move int8 values with unchanged qparams)."""
     from tinyprec.ir import Tensor
     from tinyprec.ir.ops import NoOptions, SoftmaxOptions
-    from tinyprec.quant.lower import qparams_of
 
     x = lw.act(node.args[0], node)
     _no_order(lw, node, x)

@@ -1,4 +1,4 @@
-"""Argument checks of issue 11's activation / arithmetic rows of :data:`tinyprec.quant.optable.OPS` (ops-act).
+"""Argument checks of issue 11's activation / arithmetic rows of :data:`tinyprec.optable.table.OPS` (ops-act).
 
 Each returns the rule a node breaks (one sentence with the fix), or None. torch-free: a check reads only
 ``node.target``, ``node.args``, ``node.kwargs`` and ``node.meta['val'].shape``.
@@ -65,7 +65,7 @@ def check_mean_any(node: Any) -> str | None:
         return "the mean leaves only the batch dim; keep it 2-D (keepdim=True, or mean fewer dims)"
     shape = getattr(getattr(node.args[0], "meta", {}).get("val"), "shape", None)
     if not keep and shape is not None and rank - len(axes) > 2:
-        from tinyprec.quant.lower_layout import storage_order
+        from tinyprec.ir.layout import storage_order
 
         kept = tuple(1 if i in axes or i == 0 else int(d) for i, d in enumerate(shape))
         out = tuple(d for i, d in enumerate(kept) if i not in axes)

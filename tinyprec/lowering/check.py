@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from tinyprec.ir import Graph, QParams
-from tinyprec.quant.lower_layout import from_ir_layout, to_ir_layout
+from tinyprec.ir.layout import from_ir_layout, to_ir_layout
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import fx
@@ -50,7 +50,7 @@ def reference_output(converted_gm: "fx.GraphModule", graph: Graph, q: np.ndarray
     """The converted model's int8 output for the int8 input batch ``q`` (PyTorch layout)."""
     import torch
 
-    from tinyprec.quant.lower import quantized_output
+    from tinyprec.lowering.driver import quantized_output
 
     xf = float_input_for(q, graph.tensors[graph.inputs[0]].qparams)  # type: ignore[arg-type]
     return quantized_output(converted_gm, torch.from_numpy(xf))[0]
@@ -107,14 +107,14 @@ def per_op_agreement(converted_gm: "fx.GraphModule", lowered: Any, tflite_bytes:
                      x: np.ndarray) -> list[OpAgreement]:
     """Isolate each op: run the converted graph with every IR activation replaced by TFLM's value.
 
-    ``lowered`` is a :class:`tinyprec.quant.lower.Lowered`. The mismatch of an op is then its own
+    ``lowered`` is a :class:`tinyprec.lowering.driver.Lowered`. The mismatch of an op is then its own
     (rounding) disagreement, not one propagated from earlier layers, which is what a lowering bug
     (wrong layout, weights or padding) would blow up.
     """
     import torch
     from torch import fx
 
-    from tinyprec.quant.lower_layout import layout_of_rank
+    from tinyprec.ir.layout import layout_of_rank
     from tinyprec.runtimes.tflm import run_tflm_with_taps
 
     graph: Graph = lowered.graph
