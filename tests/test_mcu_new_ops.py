@@ -1,7 +1,8 @@
-"""Issue 11's shape ops in the firmware on an emulated Cortex-M4: the bundle built with OP_KERNELS' sources
-(reference and CMSIS-NN sets: CMSIS-NN has its own TRANSPOSE_CONV and BATCH_MATMUL) runs the chain of
-RESIZE_NEAREST_NEIGHBOR, RESIZE_BILINEAR, TRANSPOSE_CONV, DEPTH_TO_SPACE and BATCH_MATMUL bit-exact with host
-TFLM, golden vectors included."""
+"""Issue 11's ops in the firmware on an emulated Cortex-M4: the bundle built with OP_KERNELS' sources only
+(reference and CMSIS-NN sets: CMSIS-NN has its own TRANSPOSE_CONV, BATCH_MATMUL, MAXIMUM/MINIMUM and TRANSPOSE)
+runs each chain bit-exact with host TFLM, golden vectors included: the shape ops (RESIZE_NEAREST_NEIGHBOR,
+RESIZE_BILINEAR, TRANSPOSE_CONV, DEPTH_TO_SPACE, BATCH_MATMUL), the elementwise ones (HARD_SWISH, LEAKY_RELU,
+ABS, SUB, MAXIMUM, MINIMUM, TRANSPOSE, STRIDED_SLICE) and PRELU."""
 
 from __future__ import annotations
 
@@ -11,19 +12,26 @@ import numpy as np
 import pytest
 
 from tests.test_mcu_firmware import TREE, needs_firmware
+from tests.test_ops_fuzz import every_new_op
+from tests.test_ops_micro import CASES
 from tests.test_ops_shape_fuzz import every_shape_op
+
+CHAINS = {"shape": (every_shape_op, (2, 3, 4)), "elementwise": (every_new_op, (4, 6, 3)),
+          "prelu": (CASES["prelu_per_channel"], (4, 5, 3))}
 
 
 @needs_firmware
 @pytest.mark.slow
+@pytest.mark.parametrize("chain", list(CHAINS))
 @pytest.mark.parametrize("kernels", ["reference", "cmsis-nn"])
-def test_shape_ops_on_cortex_m4_match_host_tflm(kernels: str, tmp_path: Path) -> None:
+def test_new_ops_on_cortex_m4_match_host_tflm(kernels: str, chain: str, tmp_path: Path) -> None:
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.mcu.emulated import compare_with_host, measure, random_inputs, write_bundle_for_tflite
 
-    data = write_tflite(every_shape_op())
-    bundle = write_bundle_for_tflite(data, tmp_path / "bundle", golden=2, where="shape_ops")
-    x = random_inputs((2, 3, 4), np.int8, 12, seed=7)
+    build, shape = CHAINS[chain]
+    data = write_tflite(build())
+    bundle = write_bundle_for_tflite(data, tmp_path / "bundle", golden=2, where=chain)
+    x = random_inputs(shape, np.int8, 12, seed=7)
     m = measure(bundle, x, tree=TREE, target="cortex-m4", kernels=kernels, build_dir=tmp_path / kernels)
     assert m.golden_passed
     cmp = compare_with_host(data, x, m.outputs)

@@ -23,6 +23,7 @@ def _layer_tables() -> dict[str, object]:
     from tinyprec.formats.tflite_reader_options import OPTION_READERS
     from tinyprec.mcu.flash import RESOLVER
     from tinyprec.mcu.latency import _PER_OUTPUT
+    from tinyprec.mcu.firmware_build import OP_KERNELS
     from tinyprec.mcu.macs import _MACS
     from tinyprec.quant.exact_table import EXACT_BY_OPTYPE
 
@@ -38,6 +39,7 @@ def _layer_tables() -> dict[str, object]:
         "mcu flash RESOLVER": RESOLVER,
         "mcu macs _MACS": _MACS,
         "mcu latency _PER_OUTPUT": _PER_OUTPUT,
+        "mcu firmware_build OP_KERNELS": OP_KERNELS,
     }
 
 

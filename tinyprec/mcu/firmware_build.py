@@ -70,6 +70,15 @@ OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.BATCH_MATMUL: ("batch_matmul.cc", "batch_matmul_common.cc"),  # cmsis_nn/batch_matmul.cc in CMSIS-NN
     OpType.ELU: ("elu.cc",),  # issue 11 (ops-act)
     OpType.REDUCE_MAX: ("reduce.cc", "reduce_common.cc"),
+    OpType.HARD_SWISH: ("hard_swish.cc", "hard_swish_common.cc"),
+    OpType.LEAKY_RELU: ("leaky_relu.cc", "leaky_relu_common.cc"),
+    OpType.PRELU: ("prelu.cc", "prelu_common.cc"),
+    OpType.SUB: ("sub.cc", "sub_common.cc"),
+    OpType.ABS: ("elementwise.cc",),
+    OpType.MAXIMUM: ("maximum_minimum.cc",),  # cmsis_nn/maximum_minimum.cc in the CMSIS-NN set
+    OpType.MINIMUM: ("maximum_minimum.cc",),
+    OpType.TRANSPOSE: ("transpose.cc", "transpose_common.cc"),  # cmsis_nn/transpose.cc in the CMSIS-NN set
+    OpType.STRIDED_SLICE: ("strided_slice.cc", "strided_slice_common.cc"),
 }
 _ALWAYS_KERNELS = ("kernel_util.cc",)
 # CMSIS-NN source folders the optimized kernel of each op calls into.
@@ -85,6 +94,9 @@ _CMSIS_DIRS: dict[OpType, tuple[str, ...]] = {
     OpType.SOFTMAX: ("SoftmaxFunctions", "NNSupportFunctions"),
     OpType.TRANSPOSE_CONV: ("ConvolutionFunctions", "NNSupportFunctions"),
     OpType.BATCH_MATMUL: ("FullyConnectedFunctions", "NNSupportFunctions", "BasicMathFunctions"),
+    OpType.MAXIMUM: ("BasicMathFunctions",),
+    OpType.MINIMUM: ("BasicMathFunctions",),
+    OpType.TRANSPOSE: ("TransposeFunctions",),
 }
 # Core sources only TFLM's own tests use; the library proper never references them.
 _CORE_TEST_ONLY = ("test_helpers.cc", "test_helper_custom_ops.cc", "mock_micro_graph.cc", "fake_micro_context.cc")
