@@ -15,6 +15,39 @@ torch = pytest.importorskip("torch")
 nn = torch.nn
 
 
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expand + BN + ReLU6, 3x3 depthwise + BN + ReLU6, 1x1 linear projection + BN, and
+    the residual when the stride is 1 and the width is kept."""
+
+    def __init__(self, cin: int, cout: int, stride: int, expand: int = 4) -> None:
+        super().__init__()
+        mid = cin * expand
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, mid, 3, stride, 1, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU6(),
+            nn.Conv2d(mid, cout, 1, bias=False), nn.BatchNorm2d(cout),
+        )
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.body(x)
+        return x + y if self.residual else y
+
+
+class MobileNetV2Blocks(nn.Module):
+    """A stem conv, two inverted residual blocks (one with the residual, one strided), global pool, classifier."""
+
+    def __init__(self, classes: int = 4) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU6())
+        self.blocks = nn.Sequential(InvertedResidual(8, 8, 1), InvertedResidual(8, 12, 2))
+        self.head = nn.Linear(12, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.blocks(self.stem(x))
+        return self.head(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
 class MobileNetV3Block(nn.Module):
     """Hardswish stem, depthwise conv + ReLU6, squeeze-excite written with view/expand_as, residual, LeakyReLU."""
 
@@ -61,11 +94,16 @@ def _data(shape: tuple[int, ...], n: int = 160) -> tuple[np.ndarray, np.ndarray]
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("arch", ["mobilenet_v3_block", "permuted_tcn"])
+@pytest.mark.parametrize("arch", ["mobilenet_v2_blocks", "mobilenet_v3_block", "permuted_tcn"])
 def test_user_architecture_runs_exact_through_the_api(tmp_path: Path, arch: str) -> None:
     torch.manual_seed(0)
-    model, shape = (MobileNetV3Block(), (1, 8, 8)) if arch == "mobilenet_v3_block" else (PermutedTCN(), (24, 6))
+    model, shape = {"mobilenet_v2_blocks": (MobileNetV2Blocks(), (1, 8, 8)),
+                    "mobilenet_v3_block": (MobileNetV3Block(), (1, 8, 8)),
+                    "permuted_tcn": (PermutedTCN(), (24, 6))}[arch]
     data = _data(shape)
     out = tmp_path / arch
     blob, graph = train_to_tflite(model, data, out)
+    if arch == "mobilenet_v2_blocks":  # the residual and the depthwise convs survive as TFLM ops
+        kinds = [op.op_type.value for op in graph.ops]
+        assert kinds.count("DEPTHWISE_CONV_2D") == 2 and kinds.count("ADD") == 1, kinds
     assert_tflite_reference_matches_tflm(blob, graph)
