@@ -106,7 +106,7 @@ def test_fitted_constants_match_the_benchmark_results() -> None:
 
 
 def test_board_cpi_matches_the_era_benchmark() -> None:
-    """CPI_M4_CMSIS_NN is the fit of bench_cmsisnn_era.py's primary variant (the 2020 kernels, -Os) on KWS + IC."""
+    """CPI_M4_CMSIS_NN is the fit of results/cmsisnn_era.json's primary variant (the 2020 kernels, -Os) on KWS + IC."""
     import json
     from pathlib import Path
 

@@ -212,7 +212,8 @@ def fit_calibration(models: Iterable[tuple[str, Sequence[OpCost]]]) -> Calibrati
 # GCC-ARM 6-2017-q2 (mbed's default profile: -Os). Its kernels execute 30-120% more instructions than
 # today's on these layers (depthwise 2.1-2.4x), FULLY_CONNECTED only 15% more: a CPI fitted on today's
 # counts (2.830, benchmarks/bench_mcu.py) absorbs that speed-up and missed the all-FC AD by +37%.
-# benchmarks/bench_cmsisnn_era.py counts every layer of the four models under the 2020 kernels (-Os);
+# A one-off measurement (results/cmsisnn_era.json; method in the README) counted every layer of the four
+# models under the 2020 kernels (-Os);
 # one CPI fitted on KWS + IC then lands VWW at -5.6% and AD at +3.5% (held out). Applied to a build of
 # today's kernels it estimates that build on such a board: an extrapolation across kernel versions.
 
@@ -236,7 +237,7 @@ def _role(name: str, fitted_on: tuple[str, ...]) -> str:
 
 
 # Cycles per instruction of the Nucleo-L4R5ZI (Cortex-M4, 120 MHz, code in flash), fitted by fit_cpi()
-# on KWS and IC with the 2020 kernels' counts (bench_cmsisnn_era.py -> results/cmsisnn_era.json, primary).
+# on KWS and IC with the 2020 kernels' counts (benchmarks/results/cmsisnn_era.json, its primary variant).
 CPI_M4_CMSIS_NN = 1.725
 # That fit's relative error on the four published figures (VWW and AD held out).
 ERA_FIT_ERROR: dict[str, float] = {"kws": -0.009, "ic": 0.001, "vww": -0.056, "ad": 0.035}
