@@ -103,7 +103,20 @@ def test_fitted_constants_match_the_benchmark_results() -> None:
     for name in latency.MIX_MODELS:
         assert latency.MIX_FITTED[name] == pytest.approx(fits[name]["parameter"], abs=5e-4)
         assert fits[name]["role"]["kws"] == "fitted" and fits[name]["role"]["ad"] == "held out"
-    assert latency.CPI_M4_CMSIS_NN == pytest.approx(doc["cpi_fit"], abs=5e-4)
+
+
+def test_board_cpi_matches_the_era_benchmark() -> None:
+    """CPI_M4_CMSIS_NN is the fit of results/cmsisnn_era.json's primary variant (the 2020 kernels, -Os) on KWS + IC."""
+    import json
+    from pathlib import Path
+
+    doc = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "cmsisnn_era.json").read_text())
+    primary = doc["primary"]
+    fit = doc["fits"][primary["opt"]][primary["variant"]]["splits"][0]
+    assert fit["fitted_on"] == list(latency.FITTED_ON) == primary["split"]
+    assert latency.CPI_M4_CMSIS_NN == pytest.approx(fit["cpi"], abs=5e-4)
+    assert latency.ERA_FIT_ERROR == pytest.approx(fit["relative_error"], abs=5e-4)
+    assert all(abs(fit["relative_error"][k]) <= 0.25 for k in latency.HELD_OUT)
 
 
 def test_unaligned_accesses_add_their_documented_cycles() -> None:
