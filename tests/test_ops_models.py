@@ -104,6 +104,6 @@ def test_user_architecture_runs_exact_through_the_api(tmp_path: Path, arch: str)
     out = tmp_path / arch
     blob, graph = train_to_tflite(model, data, out)
     if arch == "mobilenet_v2_blocks":  # the residual and the depthwise convs survive as TFLM ops
-        kinds = [op.op_type.value for op in graph.ops]
+        kinds = [op.type.value for op in graph.ops]
         assert kinds.count("DEPTHWISE_CONV_2D") == 2 and kinds.count("ADD") == 1, kinds
     assert_tflite_reference_matches_tflm(blob, graph)
