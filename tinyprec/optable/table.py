@@ -40,7 +40,7 @@ class OpRow:
     """One exported aten op: quantizer role, lowering handler name, documentation, argument check."""
 
     role: Role
-    lowering: str | None  # key of lower_table.LOWERINGS; None: never reaches the lowering (folded/meta)
+    lowering: str | None  # key of tinyprec.lowering.table.LOWERINGS; None: never reaches the lowering (folded/meta)
     pytorch: str  # what a user writes
     tflm: str  # the TFLM op(s) it becomes ("" when it disappears)
     caveat: str = ""
