@@ -14,8 +14,10 @@ import numpy as np
 def _shape(value: Any) -> tuple[int, ...] | None:
     val = getattr(value, "meta", {}).get("val") if value is not None else None
     shape = getattr(val, "shape", None)
+    if shape is None:
+        return None
     try:
-        return None if shape is None else tuple(int(d) for d in shape)
+        return tuple(int(d) for d in shape)
     except TypeError:  # a symbolic size (the dynamic batch) is only ever dim 0
         return tuple(-1 if i == 0 else int(d) for i, d in enumerate(shape))
 

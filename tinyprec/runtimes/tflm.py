@@ -339,7 +339,7 @@ def tflm_arena_report_isolated(tflite_bytes: bytes, *, where: str = "<bytes>", t
         how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
         raise ModelFormatError(f"{where}: TFLM crashed ({how}) while loading the model; the file is inconsistent, re-export it")
     lines = proc.stdout.decode("utf-8", errors="replace").strip().splitlines()
-    data = json.loads(lines[-1]) if lines else {"error": f"{where}: the arena probe returned nothing"}
+    data: dict[str, Any] = json.loads(lines[-1]) if lines else {"error": f"{where}: the arena probe returned nothing"}
     if "error" in data:
         raise ModelFormatError(str(data["error"]))
     return ArenaReport(int(data["arena_bytes"]), int(data["head_bytes"]), int(data["tail_bytes"]),
