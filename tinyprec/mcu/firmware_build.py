@@ -70,6 +70,7 @@ OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.BATCH_MATMUL: ("batch_matmul.cc", "batch_matmul_common.cc"),  # cmsis_nn/batch_matmul.cc in CMSIS-NN
     OpType.ELU: ("elu.cc",),  # issue 11 (ops-act)
     OpType.REDUCE_MAX: ("reduce.cc", "reduce_common.cc"),
+    OpType.RSQRT: ("elementwise.cc",),  # issue 11 (LayerNorm)
 }
 _ALWAYS_KERNELS = ("kernel_util.cc",)
 # CMSIS-NN source folders the optimized kernel of each op calls into.
