@@ -31,6 +31,7 @@ from tinyprec.quant.lower import Lowering, Value, qparams_of
 from tinyprec.quant.lower_more import MORE_LOWERINGS
 from tinyprec.quant.lower_shape import SHAPE_LOWERINGS
 from tinyprec.quant.lower_act import ACT_LOWERINGS
+from tinyprec.quant.lower_norm import NORM_LOWERINGS, constant_operand
 from tinyprec.quant.optable import OPS, supported_summary
 from tinyprec.quant.lower_layout import ir_shape, storage_order
 from tinyprec.quant.lower_ops import (
@@ -59,6 +60,8 @@ aten = torch.ops.aten
 
 def _elementwise(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
     def handler(lw: Lowering, node: fx.Node) -> None:
+        if constant_operand(lw, node, op_type):  # issue 11: LayerNorm's weight / bias (quant/lower_norm.py)
+            return
         args = [a for a in node.args[:2]]
         if not all(isinstance(a, fx.Node) for a in args):
             raise UnsupportedOpError(
@@ -287,6 +290,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     **MORE_LOWERINGS,  # issue 11's ops (quant/lower_more.py)
     **SHAPE_LOWERINGS,  # issue 11's shape ops (quant/lower_shape.py)
     **ACT_LOWERINGS,  # issue 11's activation / arithmetic ops (quant/lower_act.py)
+    **NORM_LOWERINGS,  # issue 11's LayerNorm pieces (quant/lower_norm.py)
 }
 
 

@@ -153,19 +153,41 @@ class MSEObserver(_SampleObserver):
         return best
 
 
-def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float, bits: int = 8) -> QuantizationSpec:
+_FINITE: dict[type, type] = {}
+
+
+def finite_observer(cls: type) -> type:
+    """``cls`` observing only the finite values it is shown (passing every value through): for an output that
+    is +inf where TFLM saturates to the int8 maximum (rsqrt of 0), so the range is set by the finite values
+    and the fake quant clamps the rest to the top step, as the int8 kernel does."""
+    if cls not in _FINITE:
+        def forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+            seen = x.detach()
+            seen = seen[torch.isfinite(seen)]
+            if seen.numel():
+                cls.forward(self, seen)
+            return x
+
+        _FINITE[cls] = type(f"Finite{cls.__name__}", (cls,), {"forward": forward, "__module__": __name__})
+    return _FINITE[cls]
+
+
+def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float, bits: int = 8,
+                     finite: bool = False) -> QuantizationSpec:
     """Per-tensor asymmetric int8 [-128, 127] for activations (QAT: float32 fake-quant, moving average);
-    ``bits=16``: int16, symmetric, zero point 0, [-32767, 32767] (TFLite's 16x8 spec)."""
+    ``bits=16``: int16, symmetric, zero point 0, [-32767, 32767] (TFLite's 16x8 spec); ``finite``: the
+    observer ignores non-finite values (:func:`finite_observer`)."""
+    pick = finite_observer if finite else (lambda c: c)
     if qat:
-        ctr = Float32FakeQuantize.with_args(observer=MovingAverageMinMaxObserver)
+        ctr = Float32FakeQuantize.with_args(observer=pick(MovingAverageMinMaxObserver))
     elif calibration is Calibration.MINMAX:
-        ctr = MinMaxObserver
+        ctr = pick(MinMaxObserver)
     elif calibration is Calibration.MOVING_AVERAGE:
-        ctr = MovingAverageMinMaxObserver
+        ctr = pick(MovingAverageMinMaxObserver)
     elif calibration is Calibration.PERCENTILE:
-        ctr = PercentileObserver.with_args(percentile=percentile)
+        ctr = pick(PercentileObserver).with_args(percentile=percentile)
     else:
-        ctr = MSEObserver
+        ctr = pick(MSEObserver)
     if bits == 16:
         return QuantizationSpec(dtype=torch.int16, observer_or_fake_quant_ctr=ctr, quant_min=ACT16_QMIN,
                                 quant_max=ACT16_QMAX, qscheme=torch.per_tensor_symmetric)

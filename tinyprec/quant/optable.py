@@ -30,6 +30,7 @@ from tinyprec.quant.optable_checks import (
     node_arg as _arg,
     node_rank as _rank,
 )
+from tinyprec.quant.norm_rewrite import check_layer_norm as _check_layer_norm
 from tinyprec.quant.roles import Fixed, Role
 
 Check = Callable[[Any], "str | None"]
@@ -136,9 +137,9 @@ def _check_conv(node: Any) -> str | None:
 
 def _check_linear(node: Any) -> str | None:
     rank = _rank(node.args[0])
-    if rank is not None and rank != 2:
-        return (f"Linear on a rank-{rank} input (N, ..., F) is not lowered yet; flatten to (N, F) first, or use "
-                "a 1x1 Conv1d over the sequence")
+    if rank is not None and rank not in (2, 3):
+        return (f"Linear on a rank-{rank} input (N, ..., F) is not lowered yet; use (N, F) or (N, T, F) (view the "
+                "extra dims into T first)")
     return None
 
 
@@ -234,7 +235,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                  "string padding; a BatchNorm after it folds only with an odd kernel",
                                  check=_check_conv),
     "aten.linear.default": OpRow(_R.COMPUTE, "linear", "Linear", "CONV_2D (default) or FULLY_CONNECTED",
-                                 "input (N, F); after a flatten it reads the map directly", check=_check_linear),
+                                 "input (N, F): after a flatten it reads the map directly; (N, T, F): TRANSPOSE, "
+                                 "1x1 CONV_2D, TRANSPOSE (always CONV_2D; transposes between layers cancel)",
+                                 check=_check_linear),
     # activations fused into the op before them when possible
     "aten.relu.default": OpRow(_R.ACTIVATION, "activation", "ReLU, F.relu", "fused RELU (or MUL by 1 standalone)"),
     "aten.relu_.default": OpRow(_R.ACTIVATION, "activation", "ReLU(inplace=True)", "fused RELU"),
@@ -412,12 +415,19 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                              "lowering; use x.amax(dim)"),
     "aten.adaptive_max_pool1d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool1d(1)", "MAX_POOL_2D",
                                               "output size 1 (rewritten as amax)", check=_check_adaptive_max),
+    # issue 11: LayerNorm decomposed after export (quant/norm_rewrite.py)
+    "aten.layer_norm.default": OpRow(_R.REWRITTEN, None, "LayerNorm, F.layer_norm (last dim)",
+                                     "MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL (+ MUL, ADD by weight and bias)",
+                                     "7-9 int8 ops, each rounding; the variance and 1/sqrt are int8, so tokens with "
+                                     "a variance far below the largest seen are normalised coarsely",
+                                     check=_check_layer_norm),
+    "aten.rsqrt.default": OpRow(_R.UNBOUNDED, "rsqrt", "torch.rsqrt", "RSQRT",
+                                "int8, input >= 0; an input that rounds to 0 gives the int8 maximum (as TFLM)"),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
-    "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
     "max": "use x.amax(dims), MaxPool or torch.maximum (a max over every dim is not lowered)",
     "zeros": "create constants as registered buffers, not inside forward",
     # issue 11: shape ops TFLM lacks
@@ -433,7 +443,6 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "RNN": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj, rank-4 heads); write the block "
                            "with Conv1d projections, torch.matmul and softmax(dim=-1) (BATCH_MATMUL)"),
-    "LayerNorm": "LayerNorm is not lowered yet; use BatchNorm right after a conv/linear",
 })
 
 

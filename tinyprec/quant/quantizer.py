@@ -74,6 +74,7 @@ class TFLiteInt8Quantizer(Quantizer):
         self.weights = {b: weight_qspec(qat=qat, per_channel=per_channel, bits=b, scales=weight_scales,
                                         learn=learn_scales) for b in (8, 4)}
         self.act = self.acts[8]
+        self.finite_act = activation_qspec(qat=qat, calibration=calibration, percentile=percentile, finite=True)
         self.weight = self.weights[8]
 
     # --- Quantizer API -------------------------------------------------------------------------
@@ -258,6 +259,13 @@ class TFLiteInt8Quantizer(Quantizer):
         _set(node, inputs={x: self._edge(x, state)})
         self._finish(node, state)
 
+    def _unbounded(self, node: fx.Node, state: _State) -> None:
+        """rsqrt: int8 in, own output observer over the finite values (TFLM's RSQRT gives the int8 maximum for
+        an input at its zero point, where the float op gives +inf)."""
+        x = node.args[0]
+        _set(node, inputs={x: self._edge(x, state)}, output=self.finite_act)
+        state.quantized.add(node)
+
     def _rewritten(self, node: fx.Node, state: _State) -> None:
         raise QuantSpecError(f"'{node.target}' ({module_path(node) or node.name}) should have been rewritten "
                              "after export (tinyprec.quant.act_rewrite); its row's check refuses what it cannot")
@@ -278,6 +286,7 @@ class TFLiteInt8Quantizer(Quantizer):
         Role.TRANSPOSED: _transposed,
         Role.SCALAR: _scalar,
         Role.REWRITTEN: _rewritten,
+        Role.UNBOUNDED: _unbounded,
     }
 
 

@@ -1,0 +1,80 @@
+"""Issue 11: LayerNorm over the last dim and Linear on an (N, T, F) sequence, from PyTorch through the product
+quantizer (PTQ), the lowering, the .tflite (written and read back), QDQ ONNX, the emulator and the tflm_exact
+program: TFLM == emulator == tflm_exact == TF Lite reference on every element (ONNX Runtime within 2 LSB)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+from _ops_e2e import assert_exact, run_everywhere  # noqa: E402
+
+from tinyprec.errors import UnsupportedOpsError  # noqa: E402
+
+
+class SeqNorm(nn.Module):
+    """(N, T, F) -> Linear (embedding) -> LayerNorm -> Linear: the pre-LN transformer's input side."""
+
+    def __init__(self, affine: bool = True) -> None:
+        super().__init__()
+        self.embed, self.norm, self.out = nn.Linear(5, 8), nn.LayerNorm(8, elementwise_affine=affine), nn.Linear(8, 3)
+        if affine:
+            with torch.no_grad():
+                self.norm.weight.uniform_(0.5, 1.5)
+                self.norm.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(self.embed(x)))
+
+
+class FlatNorm(nn.Module):
+    """LayerNorm on (N, F) between two Linears (F.layer_norm, no affine)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 10), nn.Linear(10, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(nn.functional.layer_norm(self.a(x), (10,)))
+
+
+CASES = {
+    # the means over the last dim of (N, T, F) are global pools of the IR's (N, 1, F, T): AVERAGE_POOL_2D
+    "layer_norm_affine": (lambda: SeqNorm(True), (7, 5),
+                          ["AVERAGE_POOL_2D", "SUB", "MUL", "ADD", "RSQRT", "TRANSPOSE", "CONV_2D"]),
+    "layer_norm_plain": (lambda: SeqNorm(False), (7, 5), ["AVERAGE_POOL_2D", "SUB", "RSQRT"]),
+    "layer_norm_flat": (FlatNorm, (6,), ["MEAN", "SUB", "RSQRT"]),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_layer_norm_end_to_end_exact(case: str) -> None:
+    build, shape, ops = CASES[case]
+    torch.manual_seed(0)
+    out = run_everywhere(build(), shape)
+    assert all(op in out.op_types() for op in ops), out.op_types()
+    assert "FULLY_CONNECTED" not in out.op_types()
+    assert len(np.unique(out.tflm)) > 10  # a real spread of outputs, not a saturated constant
+    # ONNX Runtime computes MEAN and 1/sqrt in float between its QDQ pairs: a 1-LSB difference in a small
+    # variance moves 1/sqrt by up to sqrt(2), so the output may differ by several LSB (measured: up to 7)
+    assert_exact(out, onnx_lsb=8)
+
+
+def test_sequence_linear_transposes_cancel_between_layers() -> None:
+    """Linear -> Linear on (N, T, F): TRANSPOSE, CONV_2D, CONV_2D, TRANSPOSE (the middle pair cancels)."""
+    torch.manual_seed(0)
+    out = run_everywhere(nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Linear(6, 3)), (5, 4))
+    assert out.op_types() == ["TRANSPOSE", "CONV_2D", "CONV_2D", "TRANSPOSE"], out.op_types()
+    assert_exact(out, onnx_lsb=2)
+
+
+def test_layer_norm_over_two_dims_is_refused_before_training() -> None:
+    from tinyprec.quant.opcheck import check_model_ops
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.LayerNorm((3, 4)))
+    with pytest.raises(UnsupportedOpsError, match="only the last dim") as info:
+        check_model_ops(model, torch.zeros(2, 3, 4))
+    assert [r.op for r in info.value.refusals] == ["layer_norm"]
