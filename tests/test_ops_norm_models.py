@@ -1,0 +1,58 @@
+"""Issue 11's acceptance architecture "a one-block attention model with LayerNorm", written as users write it
+(nn.Linear on (N, T, F), pre-LN, q @ k.transpose(-2, -1) * scale, softmax(dim=-1), residuals, a GELU MLP, mean
+over tokens), through tinyprec.train / quantize (QAT) / export / validate: TFLM == emulator and TFLM == the
+TFLM-exact program on 100% of outputs, TF Lite's reference kernels == TFLM on the exported file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests._api_e2e import assert_tflite_reference_matches_tflm, train_to_tflite
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+class TinyTransformer(nn.Module):
+    """Token embedding, one pre-LN self-attention block and a pre-LN MLP block, mean over tokens, head."""
+
+    def __init__(self, features: int = 6, d: int = 16, classes: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Linear(features, d)
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.q, self.k, self.v = nn.Linear(d, d), nn.Linear(d, d), nn.Linear(d, d)
+        self.scale = d ** -0.5
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (N, T, F)
+        h = self.embed(x)
+        a = self.ln1(h)
+        q, k, v = self.q(a), self.k(a), self.v(a)
+        scores = q @ k.transpose(-2, -1) * self.scale
+        h = h + torch.softmax(scores, dim=-1) @ v
+        h = h + self.mlp(self.ln2(h))
+        return self.head(h.mean(dim=1))
+
+
+def _data(n: int = 160, tokens: int = 8, features: int = 6) -> tuple[np.ndarray, np.ndarray]:
+    """Four classes told apart by which token positions carry a bump in which features."""
+    rng = np.random.default_rng(0)
+    y = np.arange(n) % 4
+    x = rng.normal(size=(n, tokens, features)).astype(np.float32)
+    for i, c in enumerate(y):
+        x[i, 2 * c: 2 * c + 2, c % features] += 3.0
+    return x, y
+
+
+@pytest.mark.slow
+def test_one_block_transformer_runs_exact_through_the_api(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    blob, graph = train_to_tflite(TinyTransformer(), _data(), tmp_path / "transformer")
+    types = [op.type.value for op in graph.ops]
+    assert {"RSQRT", "BATCH_MATMUL", "SOFTMAX", "CONV_2D", "LOGISTIC", "SUB"} <= set(types), types
+    assert types.count("RSQRT") == 2 and "FULLY_CONNECTED" not in types, types
+    assert_tflite_reference_matches_tflm(blob, graph)
