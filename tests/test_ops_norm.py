@@ -59,8 +59,11 @@ def test_layer_norm_end_to_end_exact(case: str) -> None:
     assert "FULLY_CONNECTED" not in out.op_types()
     assert len(np.unique(out.tflm)) > 10  # a real spread of outputs, not a saturated constant
     # ONNX Runtime computes MEAN and 1/sqrt in float between its QDQ pairs: a 1-LSB difference in a small
-    # variance moves 1/sqrt by up to sqrt(2), so the output may differ by several LSB (measured: up to 7)
-    assert_exact(out, onnx_lsb=8)
+    # variance moves 1/sqrt by up to sqrt(2), so some outputs differ by several LSB (measured: up to 9), most by <= 1
+    assert out.onnx is not None
+    assert_exact(out, tflite=True, onnx_lsb=12)
+    near = np.abs(out.onnx.astype(np.int64) - out.tflm.astype(np.int64)) <= 1
+    assert near.mean() > 0.85, near.mean()  # measured 0.89-0.95
 
 
 def test_sequence_linear_transposes_cancel_between_layers() -> None:

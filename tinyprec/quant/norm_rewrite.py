@@ -4,9 +4,9 @@ TFLM registers no LAYER_NORM kernel, so ``layer_norm(x, (F,), gamma, beta, eps)`
 graph, the ops the .tflite will hold, each with its own int8 requantization that the fake-quant program
 observes exactly where TFLM requantizes::
 
-    mean = x.mean(-1, keepdim=True)          MEAN (keep_dims), x's qparams
+    mean = x.mean(-1, keepdim=True)          MEAN (keep_dims; AVERAGE_POOL_2D on (N, T, F)), x's qparams
     d    = x - mean                          SUB (broadcast over the last dim)
-    var  = (d * d).mean(-1, keepdim=True)    MUL, MEAN
+    var  = (d * d).mean(-1, keepdim=True)    MUL, MEAN with its own output range (rescaling)
     r    = rsqrt(var + eps)                  ADD of the constant eps, RSQRT
     y    = d * r                             MUL (broadcast)
     y    = y * gamma + beta                  MUL and ADD with int8 constants (elementwise_affine only)
@@ -27,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import fx
+
+#: node.meta key set on the variance's mean: the quantizer gives it its own output range (optable's role_of).
+OWN_QPARAMS = "tinyprec_own_qparams"
 
 
 def _is_attr(value: Any) -> bool:
@@ -86,6 +89,7 @@ def rewrite_layer_norm(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
     d = op(aten.sub.Tensor, x, mean, meta=val)
     sq = op(aten.mul.Tensor, d, d, meta=val)
     var = op(aten.mean.dim, sq, last, True, meta=kept)
+    var.meta[OWN_QPARAMS] = True  # a MEAN that rescales: its range is the variances', not the squares'
     shifted = op(aten.add.Scalar, var, eps, meta=kept)
     inv = op(aten.rsqrt.default, shifted, meta=kept)
     y = op(aten.mul.Tensor, d, inv, meta=val)

@@ -30,7 +30,7 @@ from tinyprec.quant.optable_checks import (
     node_arg as _arg,
     node_rank as _rank,
 )
-from tinyprec.quant.norm_rewrite import check_layer_norm as _check_layer_norm
+from tinyprec.quant.norm_rewrite import OWN_QPARAMS, check_layer_norm as _check_layer_norm
 from tinyprec.quant.roles import Fixed, Role
 
 Check = Callable[[Any], "str | None"]
@@ -90,6 +90,12 @@ def _check_clamp(node: Any) -> str | None:
     if lo == float("-inf") and hi == float("inf"):
         return "a clamp without bounds: remove it"
     return None
+
+
+def _mean_role(node: Any) -> Role:
+    """A mean keeps its input's qparams, except LayerNorm's variance (tagged by quant/norm_rewrite.py), which
+    gets its own range (a rescaling MEAN) so that its 256 steps span the variances, not the squares."""
+    return Role.UNARY if node.meta.get(OWN_QPARAMS) else Role.SHARED
 
 
 def _check_elementwise(node: Any) -> str | None:
@@ -295,7 +301,7 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                               "AVERAGE_POOL_2D or MEAN", "output size 1", check=_check_adaptive),
     "aten.mean.dim": OpRow(_R.SHARED, "mean_any", "x.mean(dims, keepdim)", "AVERAGE_POOL_2D or MEAN",
                            "any dims but the batch, keepdim both ways (a RESHAPE that would reorder NHWC data "
-                           "is refused)", check=_check_mean_any),
+                           "is refused)", check=_check_mean_any, role_of=_mean_role),
     "aten.flatten.using_ints": OpRow(_R.SHARED, "reshape", "Flatten, x.flatten(1)", "RESHAPE (or none before a Linear)"),
     "aten.view.default": OpRow(_R.SHARED, "reshape", "x.view(...)", "RESHAPE", "no NHWC reordering except a flatten"),
     "aten.reshape.default": OpRow(_R.SHARED, "reshape", "x.reshape(...)", "RESHAPE",
