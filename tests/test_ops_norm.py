@@ -81,3 +81,32 @@ def test_layer_norm_over_two_dims_is_refused_before_training() -> None:
     with pytest.raises(UnsupportedOpsError, match="only the last dim") as info:
         check_model_ops(model, torch.zeros(2, 3, 4))
     assert [r.op for r in info.value.refusals] == ["layer_norm"]
+
+
+class Heads(nn.Module):
+    """Two-head self-attention on (N, T, F) as users write it (view/transpose head split, rank-4 matmuls)."""
+
+    def __init__(self, d: int = 8, heads: int = 2) -> None:
+        super().__init__()
+        self.heads, self.embed, self.qkv = heads, nn.Linear(5, d), nn.Linear(d, 3 * d)
+        self.out = nn.Linear(d, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        n, t, d = h.shape
+        q, k, v = (p.reshape(n, t, self.heads, d // self.heads).transpose(1, 2) for p in self.qkv(h).chunk(3, -1))
+        att = torch.softmax(q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5, dim=-1)
+        return self.out((att @ v).transpose(1, 2).reshape(n, t, d) + h)
+
+
+def test_multi_head_attention_exact_with_merged_transposes() -> None:
+    torch.manual_seed(0)
+    out = run_everywhere(Heads(), (6, 5))
+    types = out.op_types()
+    assert types.count("BATCH_MATMUL") == 2 and "SOFTMAX" in types, types
+    producer = {op.outputs[0]: op for op in out.graph.ops}
+    readers = [name for op in out.graph.ops for name in op.inputs]
+    for op in out.graph.ops:  # merge_transpose_chains: no TRANSPOSE reads a TRANSPOSE that only it reads
+        first = producer.get(op.inputs[0]) if op.type.value == "TRANSPOSE" else None
+        assert first is None or first.type.value != "TRANSPOSE" or readers.count(op.inputs[0]) > 1, types
+    assert_exact(out, onnx_lsb=2)

@@ -56,3 +56,36 @@ def test_one_block_transformer_runs_exact_through_the_api(tmp_path: Path) -> Non
     assert {"RSQRT", "BATCH_MATMUL", "SOFTMAX", "CONV_2D", "LOGISTIC", "SUB"} <= set(types), types
     assert types.count("RSQRT") == 2 and "FULLY_CONNECTED" not in types, types
     assert_tflite_reference_matches_tflm(blob, graph)
+
+
+class MultiHeadTransformer(TinyTransformer):
+    """The same block with two heads split as users write it: view(N, T, H, D).transpose(1, 2), (N, H, T, T)
+    scores, softmax(dim=-1), heads merged by transpose(1, 2).reshape(N, T, H * D), then a projection."""
+
+    def __init__(self, heads: int = 2, **kwargs: int) -> None:
+        super().__init__(**kwargs)
+        d = self.q.out_features
+        self.heads, self.scale = heads, (d // heads) ** -0.5
+        self.proj = nn.Linear(d, d)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x)
+        n, t, d = h.shape
+        a = self.ln1(h)
+        q, k, v = (m(a).view(n, t, self.heads, d // self.heads).transpose(1, 2) for m in (self.q, self.k, self.v))
+        att = torch.softmax((q @ k.transpose(-2, -1)) * self.scale, dim=-1)
+        o = (att @ v).transpose(1, 2).reshape(n, t, d)
+        h = h + self.proj(o)
+        h = h + self.mlp(self.ln2(h))
+        return self.head(h.mean(dim=1))
+
+
+@pytest.mark.slow
+def test_multi_head_transformer_runs_exact_through_the_api(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    blob, graph = train_to_tflite(MultiHeadTransformer(), _data(), tmp_path / "multi_head")
+    types = [op.type.value for op in graph.ops]
+    assert types.count("BATCH_MATMUL") == 2 and types.count("RSQRT") == 2, types
+    matmuls = [op for op in graph.ops if op.type.value == "BATCH_MATMUL"]
+    assert all(graph.tensors[op.outputs[0]].shape[1] == 2 for op in matmuls)  # (N, heads, ., .)
+    assert_tflite_reference_matches_tflm(blob, graph)

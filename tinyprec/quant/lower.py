@@ -257,6 +257,9 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
     from tinyprec.quant.lower_shape import cancel_transpose_pairs
 
     cancel_transpose_pairs(lw, [v.name for v in outputs])  # issue 11: softmax(-1) then .transpose(1, 2)
+    from tinyprec.quant.lower_attention import merge_transpose_chains
+
+    merge_transpose_chains(lw, [v.name for v in outputs])  # issue 11: heads split by view/transpose
     _drop_dead(lw, [v.name for v in outputs])
     graph = Graph(
         tensors=lw.tensors, ops=lw.ops, inputs=lw.inputs, outputs=[v.name for v in outputs], name=name,

@@ -219,6 +219,11 @@ def _softmax(lw: Lowering, node: fx.Node) -> None:
 
         softmax_last_dim(lw, node)  # attention scores (N, M, P): issue 11
         return
+    if rank == 4 and int(node.args[1]) % rank == 3:
+        from tinyprec.quant.lower_attention import softmax_heads
+
+        softmax_heads(lw, node, x)  # multi-head attention scores (N, H, M, P): issue 11
+        return
     if _AXIS[rank][int(node.args[1]) % rank] != len(ir_shape(x.torch_shape)) - 1:
         raise UnsupportedOpError("softmax", lw.where(node), "softmax must run over the channel/feature dim")
     _, qnode = lw.tail(node, fusable=False)

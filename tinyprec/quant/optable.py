@@ -215,8 +215,8 @@ def _check_expand(node: Any) -> str | None:
 def _check_softmax(node: Any) -> str | None:
     rank = _rank(node.args[0])
     dim = _arg(node, 1, "dim", -1)
-    if rank == 3 and int(dim) % rank == 2:
-        return None  # (N, M, P) attention scores over P: TRANSPOSE + SOFTMAX + TRANSPOSE
+    if rank in (3, 4) and int(dim) % rank == rank - 1:
+        return None  # (N, [H,] M, P) attention scores over P: TRANSPOSE + SOFTMAX + TRANSPOSE
     if rank is not None and rank in (3, 4) and int(dim) % rank != 1:
         return "softmax on a feature map only over the channel dim (dim=1), or the last dim of a rank-3 tensor"
     return None
@@ -379,8 +379,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                         "DEPTH_TO_SPACE (after RESHAPE + TRANSPOSE + RESHAPE unless C_out = 1)",
                                         "PyTorch's channel order regrouped to TF's DCR; (N, C, H, W) only"),
     "aten.matmul.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.matmul, a @ b (two activations)", "BATCH_MATMUL",
-                                 "(N, M, K) @ (N, K, P) activations; own output qparams; fold a 1/sqrt(d) "
-                                 "scale into a projection", check=_shape_checks.check_matmul),
+                                 "(N, M, K) @ (N, K, P) activations, or (N, H, M, K) @ (N, H, K, P) heads (TRANSPOSE "
+                                 "to (N, H, K, M) and back; chains merge); own output qparams",
+                                 check=_shape_checks.check_matmul),
     "aten.bmm.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.bmm", "BATCH_MATMUL",
                               "(N, M, K) @ (N, K, P) activations; own output qparams",
                               check=_shape_checks.check_matmul),
@@ -447,8 +448,9 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "GRU": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "LSTM": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "RNN": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
-    "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj, rank-4 heads); write the block "
-                           "with Conv1d projections, torch.matmul and softmax(dim=-1) (BATCH_MATMUL)"),
+    "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj); write the block with nn.Linear "
+                           "q/k/v, heads split by view(N, T, H, D).transpose(1, 2), q @ k.transpose(-2, -1), "
+                           "softmax(dim=-1) (BATCH_MATMUL)"),
 })
 
 
