@@ -110,3 +110,30 @@ def test_multi_head_attention_exact_with_merged_transposes() -> None:
         first = producer.get(op.inputs[0]) if op.type.value == "TRANSPOSE" else None
         assert first is None or first.type.value != "TRANSPOSE" or readers.count(op.inputs[0]) > 1, types
     assert_exact(out, onnx_lsb=2)
+
+
+class PaddedNorm(nn.Module):
+    """Tokens 5-6 zeroed by a mask buffer (padding frames) before the LayerNorm: their variance is 0, so the
+    float program's rsqrt is +inf there; its observer ignores it and TFLM's RSQRT gives 127 at the zero point."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.norm, self.out = nn.Linear(5, 8, bias=False), nn.LayerNorm(8), nn.Linear(8, 3)
+        self.register_buffer("mask", torch.tensor([1.0] * 5 + [0.0] * 2).reshape(1, 7, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.norm(self.embed(x) * self.mask))
+
+
+def test_layer_norm_of_constant_tokens_saturates_like_tflm() -> None:
+    from tinyprec.emulator import Emulator
+
+    torch.manual_seed(0)
+    out = run_everywhere(PaddedNorm(), (7, 5))
+    rsqrt = next(op for op in out.graph.ops if op.type.value == "RSQRT")
+    scale = float(out.graph.tensors[rsqrt.outputs[0]].qparams.scale[0])
+    assert np.isfinite(scale) and 0 < scale < 1, scale  # set by the finite 1/sqrt values, not by +inf
+    x = np.random.default_rng(1).integers(-128, 128, (4, *out.graph.tensors[out.graph.inputs[0]].shape[1:]))
+    taps = Emulator(out.graph).run_with_taps(x.astype(np.int8))
+    assert (taps[rsqrt.outputs[0]] == 127).any()  # the padded tokens: TFLM's "0 -> int8 maximum"
+    assert_exact(out, onnx_lsb=12)

@@ -23,6 +23,7 @@ a node alone, and the op check refuses it with that reason.
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -30,6 +31,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 #: node.meta key set on the variance's mean: the quantizer gives it its own output range (optable's role_of).
 OWN_QPARAMS = "tinyprec_own_qparams"
+#: node.meta key set on the rsqrt: its observer ignores values above this (variances below 2 eps).
+RSQRT_CAP = "tinyprec_rsqrt_cap"
 
 
 def _is_attr(value: Any) -> bool:
@@ -92,6 +95,10 @@ def rewrite_layer_norm(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
     var.meta[OWN_QPARAMS] = True  # a MEAN that rescales: its range is the variances', not the squares'
     shifted = op(aten.add.Scalar, var, eps, meta=kept)
     inv = op(aten.rsqrt.default, shifted, meta=kept)
+    # A token of (near) constant features has d ~ 0, so its 1/sqrt multiplies zeros: PTQ observes it in float
+    # (1/sqrt(eps) = 316 for eps 1e-5), which would spend the whole int8 range on it; leave it out of the
+    # range and let it saturate to the top step, as TFLM does for a variance that rounds to 0.
+    inv.meta[RSQRT_CAP] = 1.0 / math.sqrt(3.0 * eps)
     y = op(aten.mul.Tensor, d, inv, meta=val)
     index = 0
     while any(hasattr(gm, f"_layer_norm_{index}_{kind}") for kind in ("weight", "bias")):

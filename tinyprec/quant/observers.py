@@ -157,27 +157,35 @@ _FINITE: dict[type, type] = {}
 
 
 def finite_observer(cls: type) -> type:
-    """``cls`` observing only the finite values it is shown (passing every value through): for an output that
-    is +inf where TFLM saturates to the int8 maximum (rsqrt of 0), so the range is set by the finite values
-    and the fake quant clamps the rest to the top step, as the int8 kernel does."""
+    """``cls`` observing only the finite values it is shown, and only those up to its ``cap`` argument (default
+    +inf), passing every value through: for an output that is +inf where TFLM saturates to the int8 maximum
+    (rsqrt of 0), so the range is set by the values that matter and the fake quant clamps the rest to the top
+    step, as the int8 kernel does."""
     if cls not in _FINITE:
+        def __init__(self: torch.nn.Module, *args: object, cap: float = float("inf"), **kwargs: object) -> None:
+            cls.__init__(self, *args, **kwargs)
+            self.cap = cap
+
         def forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
             seen = x.detach()
-            seen = seen[torch.isfinite(seen)]
+            seen = seen[torch.isfinite(seen) & (seen <= self.cap)]
             if seen.numel():
                 cls.forward(self, seen)
             return x
 
-        _FINITE[cls] = type(f"Finite{cls.__name__}", (cls,), {"forward": forward, "__module__": __name__})
+        _FINITE[cls] = type(f"Finite{cls.__name__}", (cls,), {"__init__": __init__, "forward": forward,
+                                                               "__module__": __name__})
     return _FINITE[cls]
 
 
 def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float, bits: int = 8,
-                     finite: bool = False) -> QuantizationSpec:
+                     finite: bool = False, cap: float = float("inf")) -> QuantizationSpec:
     """Per-tensor asymmetric int8 [-128, 127] for activations (QAT: float32 fake-quant, moving average);
     ``bits=16``: int16, symmetric, zero point 0, [-32767, 32767] (TFLite's 16x8 spec); ``finite``: the
-    observer ignores non-finite values (:func:`finite_observer`)."""
-    pick = finite_observer if finite else (lambda c: c)
+    observer ignores non-finite values and values above ``cap`` (:func:`finite_observer`)."""
+    def pick(c: type) -> object:
+        return finite_observer(c).with_args(cap=cap) if finite else c
+
     if qat:
         ctr = Float32FakeQuantize.with_args(observer=pick(MovingAverageMinMaxObserver))
     elif calibration is Calibration.MINMAX:
@@ -185,7 +193,8 @@ def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float, 
     elif calibration is Calibration.MOVING_AVERAGE:
         ctr = pick(MovingAverageMinMaxObserver)
     elif calibration is Calibration.PERCENTILE:
-        ctr = pick(PercentileObserver).with_args(percentile=percentile)
+        ctr = finite_observer(PercentileObserver).with_args(percentile=percentile, cap=cap) if finite else \
+            PercentileObserver.with_args(percentile=percentile)
     else:
         ctr = pick(MSEObserver)
     if bits == 16:

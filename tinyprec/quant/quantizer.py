@@ -74,7 +74,7 @@ class TFLiteInt8Quantizer(Quantizer):
         self.weights = {b: weight_qspec(qat=qat, per_channel=per_channel, bits=b, scales=weight_scales,
                                         learn=learn_scales) for b in (8, 4)}
         self.act = self.acts[8]
-        self.finite_act = activation_qspec(qat=qat, calibration=calibration, percentile=percentile, finite=True)
+        self._calibration, self._percentile = calibration, percentile
         self.weight = self.weights[8]
 
     # --- Quantizer API -------------------------------------------------------------------------
@@ -261,9 +261,14 @@ class TFLiteInt8Quantizer(Quantizer):
 
     def _unbounded(self, node: fx.Node, state: _State) -> None:
         """rsqrt: int8 in, own output observer over the finite values (TFLM's RSQRT gives the int8 maximum for
-        an input at its zero point, where the float op gives +inf)."""
+        an input at its zero point, where the float op gives +inf), up to the cap a LayerNorm rewrite sets
+        (quant/norm_rewrite.py RSQRT_CAP: tokens of near-zero variance, whose 1/sqrt multiplies zeros)."""
+        from tinyprec.quant.norm_rewrite import RSQRT_CAP
+
         x = node.args[0]
-        _set(node, inputs={x: self._edge(x, state)}, output=self.finite_act)
+        spec = activation_qspec(qat=self.qat, calibration=self._calibration, percentile=self._percentile,
+                                finite=True, cap=float(node.meta.get(RSQRT_CAP, float("inf"))))
+        _set(node, inputs={x: self._edge(x, state)}, output=spec)
         state.quantized.add(node)
 
     def _rewritten(self, node: fx.Node, state: _State) -> None:
