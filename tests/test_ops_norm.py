@@ -31,14 +31,34 @@ class SeqNorm(nn.Module):
 
 
 class FlatNorm(nn.Module):
-    """LayerNorm on (N, F) between two Linears (F.layer_norm, no affine)."""
+    """LayerNorm on (N, F) between two Linears: F.layer_norm without affine, or nn.LayerNorm."""
+
+    def __init__(self, affine: bool = False) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 10), nn.Linear(10, 3)
+        self.norm = nn.LayerNorm(10) if affine else None
+        if self.norm is not None:
+            with torch.no_grad():
+                self.norm.weight.uniform_(0.5, 1.5)
+                self.norm.bias.uniform_(-0.5, 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.a(x)
+        return self.b(self.norm(y) if self.norm is not None else nn.functional.layer_norm(y, (10,)))
+
+
+class MapNorm(nn.Module):
+    """LayerNorm over the width of an (N, C, H, W) feature map between two convs."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.a, self.b = nn.Linear(6, 10), nn.Linear(10, 3)
+        self.a, self.norm, self.b = nn.Conv2d(2, 4, 3, padding=1), nn.LayerNorm(6), nn.Conv2d(4, 3, 1)
+        with torch.no_grad():
+            self.norm.weight.uniform_(0.5, 1.5)
+            self.norm.bias.uniform_(-0.5, 0.5)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.b(nn.functional.layer_norm(self.a(x), (10,)))
+        return self.b(self.norm(self.a(x)))
 
 
 CASES = {
@@ -47,6 +67,8 @@ CASES = {
                           ["AVERAGE_POOL_2D", "SUB", "MUL", "ADD", "RSQRT", "TRANSPOSE", "CONV_2D"]),
     "layer_norm_plain": (lambda: SeqNorm(False), (7, 5), ["AVERAGE_POOL_2D", "SUB", "RSQRT"]),
     "layer_norm_flat": (FlatNorm, (6,), ["MEAN", "SUB", "RSQRT"]),
+    "layer_norm_flat_affine": (lambda: FlatNorm(True), (6,), ["MEAN", "SUB", "RSQRT", "ADD"]),
+    "layer_norm_feature_map": (MapNorm, (2, 5, 6), ["MEAN", "SUB", "RSQRT", "ADD"]),
 }
 
 
