@@ -67,5 +67,5 @@ def test_rsqrt_below_the_zero_point_fails_as_in_tflm() -> None:
 def test_rsqrt_file_keeps_the_fuzz_guarantees() -> None:
     """Mutations of a file holding RSQRT read cleanly or raise one-line ModelFormatError; clean reads emulate
     or are refused with a TinyprecError (tests/_fuzz.py)."""
-    outcomes, _ = fuzz_reads(write_tflite(_rsqrt(0.02, -128, 0.05, -128)), 150, seed=20261130)
+    outcomes, _ = fuzz_reads(write_tflite(_rsqrt(0.02, -128, 0.05, -128)), 400, seed=20261130)
     assert outcomes["error"] > 10 and outcomes["ran"] > 0, outcomes
