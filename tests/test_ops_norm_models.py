@@ -89,3 +89,25 @@ def test_multi_head_transformer_runs_exact_through_the_api(tmp_path: Path) -> No
     matmuls = [op for op in graph.ops if op.type.value == "BATCH_MATMUL"]
     assert all(graph.tensors[op.outputs[0]].shape[1] == 2 for op in matmuls)  # (N, heads, ., .)
     assert_tflite_reference_matches_tflm(blob, graph)
+
+
+class PaddedTokens(nn.Module):
+    """The last two of eight tokens zeroed (padding frames) before a LayerNorm: their variance is 0, so QAT's
+    float program meets 1/sqrt(0); it must train without NaN and convert exactly (TFLM's RSQRT gives 127)."""
+
+    def __init__(self, features: int = 6, d: int = 12, classes: int = 4) -> None:
+        super().__init__()
+        self.embed, self.norm, self.head = nn.Linear(features, d, bias=False), nn.LayerNorm(d), nn.Linear(d, classes)
+        self.register_buffer("mask", torch.tensor([1.0] * 6 + [0.0] * 2).reshape(1, 8, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.norm(self.embed(x) * self.mask).mean(dim=1))
+
+
+@pytest.mark.slow
+def test_layer_norm_of_padding_tokens_trains_and_converts_exactly(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    blob, graph = train_to_tflite(PaddedTokens(), _data(), tmp_path / "padded")
+    rsqrt = next(op for op in graph.ops if op.type.value == "RSQRT")
+    assert np.isfinite(graph.tensors[rsqrt.outputs[0]].qparams.scale).all()
+    assert_tflite_reference_matches_tflm(blob, graph)

@@ -15,7 +15,10 @@ observes exactly where TFLM requantizes::
 int8 constant in the .tflite). The variance is held in int8, so a token whose variance is far below the
 largest one seen in calibration gets a coarse 1/sqrt; the ADD of eps keeps its float meaning (a constant
 +1 with scale eps) and RSQRT maps an input at its zero point (variance and eps both rounded to 0) to its
-int8 maximum, as TFLM does (the fake-quant program's +inf saturates to the same step).
+int8 maximum, as TFLM does (the fake-quant program's +inf saturates to the same step). Tokens of constant
+features (padding) meet exactly that: PTQ's observer leaves their 1/sqrt(eps) out of the range (RSQRT_CAP),
+and QAT's fake quant of var + eps turns a rounded 0 into 1e-20 (FLOORED), so 1/sqrt stays finite and its
+gradient 0, not NaN.
 
 :func:`check_layer_norm` (the optable row's check) says what this rewrite cannot do; the rewrite leaves such
 a node alone, and the op check refuses it with that reason.
@@ -33,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 OWN_QPARAMS = "tinyprec_own_qparams"
 #: node.meta key set on the rsqrt: its observer ignores values above this (variances below 2 eps).
 RSQRT_CAP = "tinyprec_rsqrt_cap"
+#: node.meta key set on the ADD of eps: in QAT its fake quant floors a 0 at 1e-20 (observers.FlooredFakeQuantize).
+FLOORED = "tinyprec_floored"
 
 
 def _is_attr(value: Any) -> bool:
@@ -94,6 +99,7 @@ def rewrite_layer_norm(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
     var = op(aten.mean.dim, sq, last, True, meta=kept)
     var.meta[OWN_QPARAMS] = True  # a MEAN that rescales: its range is the variances', not the squares'
     shifted = op(aten.add.Scalar, var, eps, meta=kept)
+    shifted.meta[FLOORED] = True  # QAT: no 1/sqrt(0) = inf (and NaN gradient) for constant tokens
     inv = op(aten.rsqrt.default, shifted, meta=kept)
     # A token of (near) constant features has d ~ 0, so its 1/sqrt multiplies zeros: PTQ observes it in float
     # (1/sqrt(eps) = 316 for eps 1e-5), which would spend the whole int8 range on it; leave it out of the

@@ -62,6 +62,19 @@ class Float32FixedQParamsFakeQuantize(FixedQParamsFakeQuantize):
         return _float32_forward(self, FakeQuantize.forward, X)
 
 
+#: What a value that rounds to 0 becomes in the QAT fake quant of rsqrt's input (see FlooredFakeQuantize).
+RSQRT_INPUT_FLOOR = 1e-20
+
+
+class FlooredFakeQuantize(Float32FakeQuantize):
+    """QAT fake quant of a tensor read by rsqrt (LayerNorm's variance + eps): a value that rounds to 0 comes out
+    as 1e-20, so 1/sqrt is 1e10 (saturating to the int8 maximum, as TFLM's RSQRT does at its zero point) and its
+    gradient 0 * 1e30 = 0 rather than NaN. convert_pt2e turns it into the usual quantize/dequantize pair."""
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:  # noqa: N803
+        return torch.clamp_min(super().forward(X), RSQRT_INPUT_FLOOR)
+
+
 class _SampleObserver(UniformQuantizationObserverBase):
     """Per-tensor observer keeping min/max and a bounded, evenly strided sample of the values seen."""
 

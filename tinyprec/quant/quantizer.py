@@ -254,10 +254,19 @@ class TFLiteInt8Quantizer(Quantizer):
         self._weighted(node, state, self._edge(node.args[0], state), spec)
 
     def _scalar(self, node: fx.Node, state: _State) -> None:
-        """One tensor and a Python number (an int8 constant in the .tflite): int8, own output observer."""
+        """One tensor and a Python number (an int8 constant in the .tflite): int8, own output observer (QAT: a
+        floored fake quant where rsqrt reads it, LayerNorm's variance + eps; see FlooredFakeQuantize)."""
+        from tinyprec.quant.norm_rewrite import FLOORED
+
         x = node.args[0]
         _set(node, inputs={x: self._edge(x, state)})
-        self._finish(node, state)
+        output = None
+        if self.qat and node.meta.get(FLOORED):
+            from tinyprec.quant.observers import FlooredFakeQuantize, MovingAverageMinMaxObserver
+
+            output = dataclasses.replace(self.act, observer_or_fake_quant_ctr=FlooredFakeQuantize.with_args(
+                observer=MovingAverageMinMaxObserver))
+        self._finish(node, state, output=output)
 
     def _unbounded(self, node: fx.Node, state: _State) -> None:
         """rsqrt: int8 in, own output observer over the finite values (TFLM's RSQRT gives the int8 maximum for
