@@ -19,14 +19,14 @@ from tinyprec.errors import UnsupportedOpError, UnsupportedOpsError  # noqa: E40
 
 class SixRefusals(nn.Module):
     """A GRU (decomposed by torch.export into zeros + gru), a grouped conv, an amax over every dim, a div by
-    a tensor, a LayerNorm and a Linear on a rank-3 input are refused, each named once; a scalar add, a
-    transpose and a mean over time convert."""
+    a tensor and a LayerNorm over two dims are refused, each named once; a scalar add, a transpose, a Linear
+    on the (N, T, F) sequence and a mean over time convert."""
 
     def __init__(self) -> None:
         super().__init__()
         self.grouped = nn.Conv1d(4, 4, 3, padding=1, groups=2)
         self.rnn = nn.GRU(4, 6, batch_first=True)
-        self.norm = nn.LayerNorm(6)
+        self.norm = nn.LayerNorm((10, 6))
         self.head = nn.Linear(6, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -44,9 +44,9 @@ def test_every_refused_op_at_once_with_module_line_and_fix() -> None:
     err = info.value
     ops = [r.op for r in err.refusals]
     assert "GRU" in ops and "zeros" not in ops and "gru" not in ops  # the layer, not its parts
-    assert ops.count("GRU") == 1 and "LayerNorm" in ops and "conv1d" in ops and "amax" in ops
-    assert "div" in ops and "linear" in ops
-    assert "add" not in ops and "mean" not in ops and "transpose" not in ops  # these convert
+    assert ops.count("GRU") == 1 and "layer_norm" in ops and "conv1d" in ops and "amax" in ops
+    assert "div" in ops
+    assert "add" not in ops and "mean" not in ops and "transpose" not in ops and "linear" not in ops  # these convert
     lines = str(err).splitlines()
     assert len(lines) == len(err.refusals) + 1 and str(len(err.refusals)) in lines[0]
     me = Path(__file__).name
@@ -54,7 +54,7 @@ def test_every_refused_op_at_once_with_module_line_and_fix() -> None:
     assert "module 'rnn' (GRU)" in by_op["GRU"].where and f"{me}:" in by_op["GRU"].where
     assert "self.rnn(" in by_op["GRU"].where  # the user's own source line, not torch's
     assert "module 'grouped'" in by_op["conv1d"].where and "groups" in by_op["conv1d"].hint
-    assert "module 'head'" in by_op["linear"].where and "flatten" in by_op["linear"].hint
+    assert "module 'norm'" in by_op["layer_norm"].where and "last dim" in by_op["layer_norm"].hint
     assert "constant number" in by_op["div"].hint and "every dim" in by_op["amax"].hint
     assert all(r.hint for r in err.refusals)
     assert isinstance(err, UnsupportedOpError) and err.exit_code == 2

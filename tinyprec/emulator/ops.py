@@ -365,3 +365,7 @@ PREPARE.update(PREPARE_SHAPE)
 from tinyprec.emulator.activations import PREPARE_ACT  # noqa: E402  (issue 11's ELU, ops-act)
 
 PREPARE.update(PREPARE_ACT)
+
+from tinyprec.emulator.norm import PREPARE_NORM  # noqa: E402  (issue 11: RSQRT for LayerNorm)
+
+PREPARE.update(PREPARE_NORM)

@@ -85,6 +85,7 @@ RESOLVER_METHOD: dict[OpType, str] = {
     OpType.BATCH_MATMUL: "AddBatchMatMul",
     OpType.ELU: "AddElu",
     OpType.REDUCE_MAX: "AddReduceMax",
+    OpType.RSQRT: "AddRsqrt",
 }
 
 _C_TYPE = {np.dtype(np.int8): "int8_t", np.dtype(np.uint8): "uint8_t", np.dtype(np.int16): "int16_t",

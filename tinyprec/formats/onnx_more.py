@@ -118,6 +118,13 @@ def _reduce_max(b: Any, op: Op, i: int) -> str:
     return str(b.node("ReduceMax", [b.value(op.inputs[0], op, i)], f"{op.outputs[0]}_max", axes=axes, keepdims=1))
 
 
+def _rsqrt(b: Any, op: Op, i: int) -> str:
+    """RSQRT as Sqrt then Reciprocal (a zero input gives +inf, which QuantizeLinear saturates to the top
+    value, as TFLM returns its int8 maximum for an input at the zero point)."""
+    root = b.node("Sqrt", [b.value(op.inputs[0], op, i)], f"{op.outputs[0]}_sqrt")
+    return str(b.node("Reciprocal", [root], f"{op.outputs[0]}_rsqrt"))
+
+
 MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.HARD_SWISH: _unary("HardSwish"),
     OpType.LEAKY_RELU: _unary("LeakyRelu"),
@@ -130,4 +137,5 @@ MORE_EMITTERS: dict[OpType, Callable[[Any, Op, int], str]] = {
     OpType.PRELU: _binary("PRelu"),
     OpType.ELU: _unary("Elu"),  # alpha 1.0, ONNX's default
     OpType.REDUCE_MAX: _reduce_max,
+    OpType.RSQRT: _rsqrt,  # issue 11 (LayerNorm)
 }

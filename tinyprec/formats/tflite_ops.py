@@ -321,4 +321,5 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     OpType.BATCH_MATMUL: _OpSpec(126, "BatchMatMulOptions", _o_batch_matmul, _v_int8_2),
     OpType.ELU: _OpSpec(111, "NONE", _o_none, _v_one),  # TF Lite's reference resolver registers version 1 only
     OpType.REDUCE_MAX: _OpSpec(82, "ReducerOptions", _o_mean, _v_int8_2),
+    OpType.RSQRT: _OpSpec(76, "NONE", _o_none, _v_int8_2),  # op_version.cc: int8 RSQRT is version 2
 }

@@ -218,4 +218,5 @@ OPTION_READERS: dict[OpType, tuple[str | None, Callable[..., OpOptions], bool]] 
     OpType.BATCH_MATMUL: ("BatchMatMulOptions", _batch_matmul, True),
     OpType.ELU: (None, _none, True),
     OpType.REDUCE_MAX: ("ReducerOptions", _mean, True),
+    OpType.RSQRT: (None, _none, True),
 }

@@ -45,6 +45,7 @@ class OpType(enum.Enum):
     BATCH_MATMUL = "BATCH_MATMUL"
     ELU = "ELU"  # issue 11 (ops-act): int8 table of exp(x) - 1 for x < 0
     REDUCE_MAX = "REDUCE_MAX"  # issue 11 (ops-act): max over axes, input and output share qparams
+    RSQRT = "RSQRT"  # issue 11 (LayerNorm): 1/sqrt(x), int8, input >= its zero point
 
 
 class Padding(enum.Enum):
@@ -247,4 +248,5 @@ OPTIONS_TYPE: dict[OpType, type] = {
     OpType.BATCH_MATMUL: BatchMatMulOptions,
     OpType.ELU: NoOptions,  # alpha 1 (TFLite's ELU has no alpha)
     OpType.REDUCE_MAX: MeanOptions,  # inputs (x, axes int32 constant); TFLite's ReducerOptions (keep_dims)
+    OpType.RSQRT: NoOptions,
 }

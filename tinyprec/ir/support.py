@@ -70,6 +70,7 @@ OP_SUPPORT: dict[OpType, OpSupport] = {
     OpType.BATCH_MATMUL: OpSupport(_A8),  # both operands are activations
     OpType.ELU: OpSupport(_A8),  # TFLM's ELU: float32 and int8 only
     OpType.REDUCE_MAX: OpSupport(_A8),
+    OpType.RSQRT: OpSupport(_A8),  # TFLM's RSQRT also runs int16; only int8 is verified here
 }
 
 # Weighted ops: the bias type each activation type takes.

@@ -37,6 +37,7 @@ from tinyprec.lowering.common import (
     weight_dtype,
 )
 from tinyprec.lowering.nodes import _AXIS
+from tinyprec.lowering.norm import linear_sequence
 from tinyprec.lowering.state import Lowering, Value, act_dtype_of, materialize_pad, qparams_of
 
 
@@ -174,8 +175,11 @@ def _linear(lw: Lowering, node: fx.Node) -> None:
     LSB now and then. The IR flag ``linear_as_conv`` on the lowering selects FULLY_CONNECTED instead.
     """
     x = lw.act(node.args[0], node)
+    if len(x.torch_shape) == 3:
+        linear_sequence(lw, node, x)  # issue 11: (N, T, F)
+        return
     if len(x.torch_shape) != 2:
-        raise UnsupportedOpError("linear on a tensor of rank > 2", lw.where(node), "flatten before the Linear")
+        raise UnsupportedOpError("linear on a tensor of rank > 3", lw.where(node), "use (N, F) or (N, T, F)")
     w, w_qp = _const(lw, node.args[1], node, "the weight")
     w_type = weight_dtype(lw, node.args[1], node)
     src = _name(lw, node)

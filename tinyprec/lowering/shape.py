@@ -21,6 +21,7 @@ from tinyprec.errors import UnsupportedOpError
 from tinyprec.ir import Activation, DType, Op, OpType, Padding, QParams
 from tinyprec.ir.ops import ResizeOptions, StridedSliceOptions, TransposeConvOptions
 from tinyprec.lowering.common import _arg, _bias, _const, _finish, _name, _no_order, _pair, _require_shared, weight_dtype
+from tinyprec.lowering.attention import matmul_heads
 from tinyprec.lowering.state import Lowering, qparams_of
 
 
@@ -174,6 +175,9 @@ def _matmul(lw: Lowering, node: fx.Node) -> None:
     if not all(isinstance(a, fx.Node) for a in node.args[:2]):
         raise UnsupportedOpError(str(node.target), lw.where(node), "both operands must be activations")
     a, b = (lw.act(v, node) for v in node.args[:2])
+    if len(a.torch_shape) == 4 and len(b.torch_shape) == 4:
+        matmul_heads(lw, node, a, b)  # multi-head attention: (N, H, M, K) @ (N, H, K, P)
+        return
     if len(a.torch_shape) != 3 or len(b.torch_shape) != 3 or a.flat4 or b.flat4:
         raise UnsupportedOpError(str(node.target), lw.where(node), "matmul of two rank-3 (N, M, K) @ (N, K, P) "
                                  "activations only")

@@ -24,6 +24,7 @@ from tinyprec.ir import (
 )
 from tinyprec.ir.layout import ir_shape
 from tinyprec.lowering.act import ACT_LOWERINGS, _mean
+from tinyprec.lowering.attention import softmax_heads
 from tinyprec.lowering.common import (
     _arg,
     _emit_reshape,
@@ -38,6 +39,7 @@ from tinyprec.lowering.common import (
 )
 from tinyprec.lowering.more import MORE_LOWERINGS
 from tinyprec.lowering.nodes import _AXIS, DEQUANTIZE_OPS, QUANTIZE_OPS, aten, qd
+from tinyprec.lowering.norm import NORM_LOWERINGS, constant_operand
 from tinyprec.lowering.ops import _conv, _dequantize, _identity, _ignore, _linear, _quantize
 from tinyprec.lowering.shape import SHAPE_LOWERINGS, softmax_last_dim
 from tinyprec.lowering.state import Lowering, Value, qparams_of
@@ -47,6 +49,8 @@ from tinyprec.optable.table import OPS, supported_summary
 
 def _elementwise(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
     def handler(lw: Lowering, node: fx.Node) -> None:
+        if constant_operand(lw, node, op_type):  # issue 11: LayerNorm's weight / bias (quant/lower_norm.py)
+            return
         args = [a for a in node.args[:2]]
         if not all(isinstance(a, fx.Node) for a in args):
             raise UnsupportedOpError(
@@ -136,6 +140,9 @@ def _softmax(lw: Lowering, node: fx.Node) -> None:
     if rank == 3 and int(node.args[1]) % rank == 2 and not x.flat4:
         softmax_last_dim(lw, node)  # attention scores (N, M, P): issue 11
         return
+    if rank == 4 and int(node.args[1]) % rank == 3:
+        softmax_heads(lw, node, x)  # multi-head attention scores (N, H, M, P): issue 11
+        return
     if _AXIS[rank][int(node.args[1]) % rank] != len(ir_shape(x.torch_shape)) - 1:
         raise UnsupportedOpError("softmax", lw.where(node), "softmax must run over the channel/feature dim")
     _, qnode = lw.tail(node, fusable=False)
@@ -189,6 +196,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     **MORE_LOWERINGS,  # issue 11's ops (lowering/more.py)
     **SHAPE_LOWERINGS,  # issue 11's shape ops (lowering/shape.py)
     **ACT_LOWERINGS,  # issue 11's activation / arithmetic ops (lowering/act.py)
+    **NORM_LOWERINGS,  # issue 11's LayerNorm pieces (lowering/norm.py)
 }
 
 

@@ -79,6 +79,7 @@ OP_KERNELS: dict[OpType, tuple[str, ...]] = {
     OpType.MINIMUM: ("maximum_minimum.cc",),
     OpType.TRANSPOSE: ("transpose.cc", "transpose_common.cc"),  # cmsis_nn/transpose.cc in the CMSIS-NN set
     OpType.STRIDED_SLICE: ("strided_slice.cc", "strided_slice_common.cc"),
+    OpType.RSQRT: ("elementwise.cc",),  # issue 11 (LayerNorm)
 }
 _ALWAYS_KERNELS = ("kernel_util.cc",)
 # CMSIS-NN source folders the optimized kernel of each op calls into.

@@ -54,6 +54,7 @@ RESOLVER: dict[OpType, tuple[str, int]] = {
     OpType.BATCH_MATMUL: ("AddBatchMatMul", 5_000),
     OpType.ELU: ("AddElu", 1_500),  # a 256-byte table built in Prepare (expf pulls libm)
     OpType.REDUCE_MAX: ("AddReduceMax", 3_000),  # reduce.cc is shared with MEAN
+    OpType.RSQRT: ("AddRsqrt", 2_500),  # elementwise.cc (shared with ABS): Newton-Raphson per element; estimate
 }
 
 

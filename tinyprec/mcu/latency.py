@@ -78,6 +78,7 @@ _PER_OUTPUT: dict[OpType, float] = {
     OpType.BATCH_MATMUL: 40.0,  # requantization (plus the rhs transpose); MACs priced as "dense" (estimate)
     OpType.ELU: 15.0,  # one table lookup per element (as ABS without rescale); not calibrated
     OpType.REDUCE_MAX: 8.0,  # per output (the per-input compares are _PER_ACCUMULATE); not calibrated
+    OpType.RSQRT: 250.0,  # five fixed-point Newton-Raphson steps and two requantizations per element; estimate
 }
 _PER_ACCUMULATE: dict[OpType, float] = {OpType.AVERAGE_POOL_2D: 4.0, OpType.MAX_POOL_2D: 4.0, OpType.MEAN: 4.0,
                                          OpType.REDUCE_MAX: 4.0}

@@ -113,6 +113,7 @@ _MACS: dict[OpType, Callable[[Graph, Op, int], int]] = {
     OpType.BATCH_MATMUL: _batch_matmul,
     OpType.ELU: _per_output,
     OpType.REDUCE_MAX: _input_elements,
+    OpType.RSQRT: _per_output,
 }
 
 # Ops whose "MACs" are true multiply-accumulates (the rest are accumulates, compares or per-element work).

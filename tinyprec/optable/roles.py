@@ -23,6 +23,7 @@ class Role(enum.Enum):
     TRANSPOSED = "transposed"  # conv_transpose: weights per output channel on axis 1, int32 bias, own output
     SCALAR = "scalar"  # x + c, x * c, x / c (c a Python number): input as produced, own output (+ ReLU fused)
     REWRITTEN = "rewritten"  # silu, hardsigmoid, gelu, ...: replaced after export by other rows' ops
+    UNBOUNDED = "unbounded"  # rsqrt: as UNARY, its observer sees only finite values (1/sqrt(0) saturates)
 
 
 class Fixed(enum.Enum):

@@ -73,9 +73,10 @@ def check_matmul(node: Any) -> str | None:
     if len(node.args) < 2 or not all(hasattr(a, "meta") and hasattr(a, "users") for a in node.args[:2]):
         return "matmul with a constant operand: use a Linear layer (matmul only between two activations)"
     shapes = [_shape(a) for a in node.args[:2]]
-    if any(s is not None and len(s) != 3 for s in shapes):
-        ranks = tuple(len(s) if s is not None else "?" for s in shapes)
-        return f"matmul of ranks {ranks}: only (N, M, K) @ (N, K, P); fold heads into the batch or use one head"
+    ranks = tuple(len(s) if s is not None else "?" for s in shapes)
+    if ranks not in ((3, 3), (4, 4)) and "?" not in ranks:
+        return (f"matmul of ranks {ranks}: only (N, M, K) @ (N, K, P), or (N, H, M, K) @ (N, H, K, P) for heads "
+                "split with view/transpose")
     return None
 
 

@@ -30,6 +30,7 @@ from tinyprec.optable.checks import (
     node_arg as _arg,
     node_rank as _rank,
 )
+from tinyprec.optable.norm import OWN_QPARAMS, check_layer_norm as _check_layer_norm
 from tinyprec.optable.roles import Fixed, Role
 
 Check = Callable[[Any], "str | None"]
@@ -91,6 +92,12 @@ def _check_clamp(node: Any) -> str | None:
     return None
 
 
+def _mean_role(node: Any) -> Role:
+    """A mean keeps its input's qparams, except LayerNorm's variance (tagged by quant/norm_rewrite.py), which
+    gets its own range (a rescaling MEAN) so that its 256 steps span the variances, not the squares."""
+    return Role.UNARY if node.meta.get(OWN_QPARAMS) else Role.SHARED
+
+
 def _check_elementwise(node: Any) -> str | None:
     if len(node.args) < 2 or not all(_is_node(a) for a in node.args[:2]):
         return "needs two tensors; a Python scalar operand has no int8 tensor: register it as a buffer"
@@ -136,9 +143,9 @@ def _check_conv(node: Any) -> str | None:
 
 def _check_linear(node: Any) -> str | None:
     rank = _rank(node.args[0])
-    if rank is not None and rank != 2:
-        return (f"Linear on a rank-{rank} input (N, ..., F) is not lowered yet; flatten to (N, F) first, or use "
-                "a 1x1 Conv1d over the sequence")
+    if rank is not None and rank not in (2, 3):
+        return (f"Linear on a rank-{rank} input (N, ..., F) is not lowered yet; use (N, F) or (N, T, F) (view the "
+                "extra dims into T first)")
     return None
 
 
@@ -208,8 +215,8 @@ def _check_expand(node: Any) -> str | None:
 def _check_softmax(node: Any) -> str | None:
     rank = _rank(node.args[0])
     dim = _arg(node, 1, "dim", -1)
-    if rank == 3 and int(dim) % rank == 2:
-        return None  # (N, M, P) attention scores over P: TRANSPOSE + SOFTMAX + TRANSPOSE
+    if rank in (3, 4) and int(dim) % rank == rank - 1:
+        return None  # (N, [H,] M, P) attention scores over P: TRANSPOSE + SOFTMAX + TRANSPOSE
     if rank is not None and rank in (3, 4) and int(dim) % rank != 1:
         return "softmax on a feature map only over the channel dim (dim=1), or the last dim of a rank-3 tensor"
     return None
@@ -234,7 +241,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                  "string padding; a BatchNorm after it folds only with an odd kernel",
                                  check=_check_conv),
     "aten.linear.default": OpRow(_R.COMPUTE, "linear", "Linear", "CONV_2D (default) or FULLY_CONNECTED",
-                                 "input (N, F); after a flatten it reads the map directly", check=_check_linear),
+                                 "input (N, F): after a flatten it reads the map directly; (N, T, F): TRANSPOSE, "
+                                 "1x1 CONV_2D, TRANSPOSE (always CONV_2D; transposes between layers cancel)",
+                                 check=_check_linear),
     # activations fused into the op before them when possible
     "aten.relu.default": OpRow(_R.ACTIVATION, "activation", "ReLU, F.relu", "fused RELU (or MUL by 1 standalone)"),
     "aten.relu_.default": OpRow(_R.ACTIVATION, "activation", "ReLU(inplace=True)", "fused RELU"),
@@ -292,7 +301,7 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                               "AVERAGE_POOL_2D or MEAN", "output size 1", check=_check_adaptive),
     "aten.mean.dim": OpRow(_R.SHARED, "mean_any", "x.mean(dims, keepdim)", "AVERAGE_POOL_2D or MEAN",
                            "any dims but the batch, keepdim both ways (a RESHAPE that would reorder NHWC data "
-                           "is refused)", check=_check_mean_any),
+                           "is refused)", check=_check_mean_any, role_of=_mean_role),
     "aten.flatten.using_ints": OpRow(_R.SHARED, "reshape", "Flatten, x.flatten(1)", "RESHAPE (or none before a Linear)"),
     "aten.view.default": OpRow(_R.SHARED, "reshape", "x.view(...)", "RESHAPE", "no NHWC reordering except a flatten"),
     "aten.reshape.default": OpRow(_R.SHARED, "reshape", "x.reshape(...)", "RESHAPE",
@@ -370,8 +379,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                         "DEPTH_TO_SPACE (after RESHAPE + TRANSPOSE + RESHAPE unless C_out = 1)",
                                         "PyTorch's channel order regrouped to TF's DCR; (N, C, H, W) only"),
     "aten.matmul.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.matmul, a @ b (two activations)", "BATCH_MATMUL",
-                                 "(N, M, K) @ (N, K, P) activations; own output qparams; fold a 1/sqrt(d) "
-                                 "scale into a projection", check=_shape_checks.check_matmul),
+                                 "(N, M, K) @ (N, K, P) activations, or (N, H, M, K) @ (N, H, K, P) heads (TRANSPOSE "
+                                 "to (N, H, K, M) and back; chains merge); own output qparams",
+                                 check=_shape_checks.check_matmul),
     "aten.bmm.default": OpRow(_R.ELEMENTWISE, "matmul", "torch.bmm", "BATCH_MATMUL",
                               "(N, M, K) @ (N, K, P) activations; own output qparams",
                               check=_shape_checks.check_matmul),
@@ -412,12 +422,19 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                              "lowering; use x.amax(dim)"),
     "aten.adaptive_max_pool1d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool1d(1)", "MAX_POOL_2D",
                                               "output size 1 (rewritten as amax)", check=_check_adaptive_max),
+    # issue 11: LayerNorm decomposed after export (quant/norm_rewrite.py)
+    "aten.layer_norm.default": OpRow(_R.REWRITTEN, None, "LayerNorm, F.layer_norm (last dim)",
+                                     "MEAN, SUB, MUL, MEAN, ADD, RSQRT, MUL (+ MUL, ADD by weight and bias)",
+                                     "7-9 int8 ops, each rounding; the variance and 1/sqrt are int8, so tokens with "
+                                     "a variance far below the largest seen are normalised coarsely",
+                                     check=_check_layer_norm),
+    "aten.rsqrt.default": OpRow(_R.UNBOUNDED, "rsqrt", "torch.rsqrt", "RSQRT",
+                                "int8, input >= 0; an input that rounds to 0 gives the int8 maximum (as TFLM)"),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
-    "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
     "max": "use x.amax(dims), MaxPool or torch.maximum (a max over every dim is not lowered)",
     "zeros": "create constants as registered buffers, not inside forward",
     # issue 11: shape ops TFLM lacks
@@ -431,9 +448,9 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "GRU": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "LSTM": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
     "RNN": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
-    "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj, rank-4 heads); write the block "
-                           "with Conv1d projections, torch.matmul and softmax(dim=-1) (BATCH_MATMUL)"),
-    "LayerNorm": "LayerNorm is not lowered yet; use BatchNorm right after a conv/linear",
+    "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj); write the block with nn.Linear "
+                           "q/k/v, heads split by view(N, T, H, D).transpose(1, 2), q @ k.transpose(-2, -1), "
+                           "softmax(dim=-1) (BATCH_MATMUL)"),
 })
 
 

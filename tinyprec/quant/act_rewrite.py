@@ -19,6 +19,8 @@ Each rewrite puts the quantizer's observers exactly where TFLM requantizes, so t
 - ``torch.max(x, dim)`` with its indices unused -> ``amax(x, [dim])``.
 - ``adaptive_max_pool1d/2d(x, 1)`` -> ``amax`` over the spatial dims (MAX_POOL_2D over the whole map;
   an amax over other dims is REDUCE_MAX).
+- ``layer_norm`` over the last dim -> MEAN, SUB, MUL, MEAN, ADD eps, RSQRT, MUL (+ MUL / ADD by its weight
+  and bias as constants): :mod:`tinyprec.quant.norm_rewrite`.
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ def _rewrite_node(gm: fx.GraphModule, node: fx.Node, aten: Any) -> bool:
         return _max_values(gm, node, aten)
     elif str(t) in _BN_TARGETS:
         return _standalone_bn(gm, node, aten)
+    elif t is aten.layer_norm.default:
+        from tinyprec.quant.norm_rewrite import rewrite_layer_norm
+
+        return rewrite_layer_norm(gm, node, aten)
     else:
         return False
     return True

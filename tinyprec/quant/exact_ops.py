@@ -86,6 +86,11 @@ def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     shaped = build_shape(gm, n, act, so, zo)  # issue 11's shape ops (quant/exact_shape.py)
     if shaped is not None:
         return shaped
+    from tinyprec.quant.exact_norm import build_norm
+
+    normed = build_norm(gm, n, act, so, zo, mods)  # issue 11: RSQRT, ADD/MUL with a constant tensor
+    if normed is not None:
+        return normed
     from tinyprec.quant.exact_act import build_act
 
     found = build_act(gm, n, act, so, zo, mods)  # ops-act: ELU, scalar operands, MEAN over any dims

@@ -49,6 +49,7 @@ EXACT_BY_OPTYPE: MappingProxyType[OpType, str] = MappingProxyType({
     OpType.BATCH_MATMUL: "batch_matmul",  # quant/exact_shape.py
     OpType.ELU: "table",  # quant/exact_act.py
     OpType.REDUCE_MAX: FLOAT_EXACT,  # shared qparams: the float max of dequantized values is the int8 max
+    OpType.RSQRT: "table",  # quant/exact_norm.py (the emulator's table)
 })
 
 CAVEATS: MappingProxyType[OpType, str] = MappingProxyType({

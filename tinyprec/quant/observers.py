@@ -62,6 +62,19 @@ class Float32FixedQParamsFakeQuantize(FixedQParamsFakeQuantize):
         return _float32_forward(self, FakeQuantize.forward, X)
 
 
+#: What a value that rounds to 0 becomes in the QAT fake quant of rsqrt's input (see FlooredFakeQuantize).
+RSQRT_INPUT_FLOOR = 1e-20
+
+
+class FlooredFakeQuantize(Float32FakeQuantize):
+    """QAT fake quant of a tensor read by rsqrt (LayerNorm's variance + eps): a value that rounds to 0 comes out
+    as 1e-20, so 1/sqrt is 1e10 (saturating to the int8 maximum, as TFLM's RSQRT does at its zero point) and its
+    gradient 0 * 1e30 = 0 rather than NaN. convert_pt2e turns it into the usual quantize/dequantize pair."""
+
+    def forward(self, X: torch.Tensor) -> torch.Tensor:  # noqa: N803
+        return torch.clamp_min(super().forward(X), RSQRT_INPUT_FLOOR)
+
+
 class _SampleObserver(UniformQuantizationObserverBase):
     """Per-tensor observer keeping min/max and a bounded, evenly strided sample of the values seen."""
 
@@ -153,19 +166,50 @@ class MSEObserver(_SampleObserver):
         return best
 
 
-def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float, bits: int = 8) -> QuantizationSpec:
+_FINITE: dict[type, type] = {}
+
+
+def finite_observer(cls: type) -> type:
+    """``cls`` observing only the finite values it is shown, and only those up to its ``cap`` argument (default
+    +inf), passing every value through: for an output that is +inf where TFLM saturates to the int8 maximum
+    (rsqrt of 0), so the range is set by the values that matter and the fake quant clamps the rest to the top
+    step, as the int8 kernel does."""
+    if cls not in _FINITE:
+        def __init__(self: torch.nn.Module, *args: object, cap: float = float("inf"), **kwargs: object) -> None:
+            cls.__init__(self, *args, **kwargs)
+            self.cap = cap
+
+        def forward(self: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+            seen = x.detach()
+            seen = seen[torch.isfinite(seen) & (seen <= self.cap)]
+            if seen.numel():
+                cls.forward(self, seen)
+            return x
+
+        _FINITE[cls] = type(f"Finite{cls.__name__}", (cls,), {"__init__": __init__, "forward": forward,
+                                                               "__module__": __name__})
+    return _FINITE[cls]
+
+
+def activation_qspec(*, qat: bool, calibration: Calibration, percentile: float, bits: int = 8,
+                     finite: bool = False, cap: float = float("inf")) -> QuantizationSpec:
     """Per-tensor asymmetric int8 [-128, 127] for activations (QAT: float32 fake-quant, moving average);
-    ``bits=16``: int16, symmetric, zero point 0, [-32767, 32767] (TFLite's 16x8 spec)."""
+    ``bits=16``: int16, symmetric, zero point 0, [-32767, 32767] (TFLite's 16x8 spec); ``finite``: the
+    observer ignores non-finite values and values above ``cap`` (:func:`finite_observer`)."""
+    def pick(c: type) -> object:
+        return finite_observer(c).with_args(cap=cap) if finite else c
+
     if qat:
-        ctr = Float32FakeQuantize.with_args(observer=MovingAverageMinMaxObserver)
+        ctr = Float32FakeQuantize.with_args(observer=pick(MovingAverageMinMaxObserver))
     elif calibration is Calibration.MINMAX:
-        ctr = MinMaxObserver
+        ctr = pick(MinMaxObserver)
     elif calibration is Calibration.MOVING_AVERAGE:
-        ctr = MovingAverageMinMaxObserver
+        ctr = pick(MovingAverageMinMaxObserver)
     elif calibration is Calibration.PERCENTILE:
-        ctr = PercentileObserver.with_args(percentile=percentile)
+        ctr = finite_observer(PercentileObserver).with_args(percentile=percentile, cap=cap) if finite else \
+            PercentileObserver.with_args(percentile=percentile)
     else:
-        ctr = MSEObserver
+        ctr = pick(MSEObserver)
     if bits == 16:
         return QuantizationSpec(dtype=torch.int16, observer_or_fake_quant_ctr=ctr, quant_min=ACT16_QMIN,
                                 quant_max=ACT16_QMAX, qscheme=torch.per_tensor_symmetric)

@@ -74,6 +74,7 @@ class TFLiteInt8Quantizer(Quantizer):
         self.weights = {b: weight_qspec(qat=qat, per_channel=per_channel, bits=b, scales=weight_scales,
                                         learn=learn_scales) for b in (8, 4)}
         self.act = self.acts[8]
+        self._calibration, self._percentile = calibration, percentile
         self.weight = self.weights[8]
 
     # --- Quantizer API -------------------------------------------------------------------------
@@ -253,10 +254,31 @@ class TFLiteInt8Quantizer(Quantizer):
         self._weighted(node, state, self._edge(node.args[0], state), spec)
 
     def _scalar(self, node: fx.Node, state: _State) -> None:
-        """One tensor and a Python number (an int8 constant in the .tflite): int8, own output observer."""
+        """One tensor and a Python number (an int8 constant in the .tflite): int8, own output observer (QAT: a
+        floored fake quant where rsqrt reads it, LayerNorm's variance + eps; see FlooredFakeQuantize)."""
+        from tinyprec.optable.norm import FLOORED
+
         x = node.args[0]
         _set(node, inputs={x: self._edge(x, state)})
-        self._finish(node, state)
+        output = None
+        if self.qat and node.meta.get(FLOORED):
+            from tinyprec.quant.observers import FlooredFakeQuantize, MovingAverageMinMaxObserver
+
+            output = dataclasses.replace(self.act, observer_or_fake_quant_ctr=FlooredFakeQuantize.with_args(
+                observer=MovingAverageMinMaxObserver))
+        self._finish(node, state, output=output)
+
+    def _unbounded(self, node: fx.Node, state: _State) -> None:
+        """rsqrt: int8 in, own output observer over the finite values (TFLM's RSQRT gives the int8 maximum for
+        an input at its zero point, where the float op gives +inf), up to the cap a LayerNorm rewrite sets
+        (quant/norm_rewrite.py RSQRT_CAP: tokens of near-zero variance, whose 1/sqrt multiplies zeros)."""
+        from tinyprec.optable.norm import RSQRT_CAP
+
+        x = node.args[0]
+        spec = activation_qspec(qat=self.qat, calibration=self._calibration, percentile=self._percentile,
+                                finite=True, cap=float(node.meta.get(RSQRT_CAP, float("inf"))))
+        _set(node, inputs={x: self._edge(x, state)}, output=spec)
+        state.quantized.add(node)
 
     def _rewritten(self, node: fx.Node, state: _State) -> None:
         raise QuantSpecError(f"'{node.target}' ({module_path(node) or node.name}) should have been rewritten "
@@ -278,6 +300,7 @@ class TFLiteInt8Quantizer(Quantizer):
         Role.TRANSPOSED: _transposed,
         Role.SCALAR: _scalar,
         Role.REWRITTEN: _rewritten,
+        Role.UNBOUNDED: _unbounded,
     }
 
 
