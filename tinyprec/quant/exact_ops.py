@@ -91,6 +91,11 @@ def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     found = build_act(gm, n, act, so, zo, mods)  # ops-act: ELU, scalar operands, MEAN over any dims
     if found is not None:
         return found
+    from tinyprec.quant.exact_recurrent import build_const_operand
+
+    found = build_const_operand(gm, n, act, so, zo, mods)  # a constant operand (an unrolled GRU's first step)
+    if found is not None:
+        return found
     aten = torch.ops.aten
     t = n.target
     if t in (aten.sub.Tensor, aten.sub_.Tensor) and not n.kwargs:

@@ -258,6 +258,9 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
 
     cancel_transpose_pairs(lw, [v.name for v in outputs])  # issue 11: softmax(-1) then .transpose(1, 2)
     _drop_dead(lw, [v.name for v in outputs])
+    from tinyprec.quant.lower_recurrent import share_constants
+
+    lw.tensors, lw.ops = share_constants(lw.tensors, lw.ops)  # a weight every time step reads: stored once
     graph = Graph(
         tensors=lw.tensors, ops=lw.ops, inputs=lw.inputs, outputs=[v.name for v in outputs], name=name,
         metadata={

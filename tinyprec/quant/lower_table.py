@@ -64,7 +64,14 @@ def _elementwise(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
             raise UnsupportedOpError(
                 f"{op_type.value.lower()} with a constant", lw.where(node), "both operands must be tensors"
             )
-        a, b = (lw.act(x, node) for x in args)
+        from tinyprec.quant.lower_recurrent import constant_operand, is_constant_operand
+
+        const = [is_constant_operand(lw, x) for x in args]  # b_hh at an unrolled GRU's first step
+        if all(const):
+            raise UnsupportedOpError(str(node.target), lw.where(node), "at least one operand must be an activation")
+        a, b = (None if c else lw.act(x, node) for x, c in zip(args, const))
+        a = a if a is not None else constant_operand(lw, args[0], node, b)
+        b = b if b is not None else constant_operand(lw, args[1], node, a)
         if len(a.torch_shape) != len(b.torch_shape):
             raise UnsupportedOpError(str(node.target), lw.where(node), "operands must have the same rank")
         _no_order(lw, node, a, b)
