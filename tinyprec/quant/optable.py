@@ -216,6 +216,8 @@ def _check_softmax(node: Any) -> str | None:
 
 
 _R = Role
+_RECURRENT_HINT = ("a GRU/LSTM torch.export could not see as an nn.GRU / nn.LSTM module: call the layer module "
+                   "(batch_first=True), so it is unrolled before export")
 _CLAMP_TFLM = "fused RELU / RELU6 / RELU_N1_TO_1, else MAXIMUM + MINIMUM"
 _CLAMP_NOTE = "bounds (0, 6), (-1, 1), (0, inf) fuse into the op before; others keep the input's qparams"
 _CONV_DOC = ("CONV_2D / DEPTHWISE_CONV_2D",
@@ -412,6 +414,17 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                              "lowering; use x.amax(dim)"),
     "aten.adaptive_max_pool1d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool1d(1)", "MAX_POOL_2D",
                                               "output size 1 (rewritten as amax)", check=_check_adaptive_max),
+    # issue 11, recurrent layers: unrolled over time before export (quant/recurrent.py)
+    "aten.gru.input": OpRow(_R.REWRITTEN, None, "GRU (batch_first=True, any num_layers, h0 = 0)",
+                            "per step: CONV_2D x2, STRIDED_SLICE, ADD, LOGISTIC, MUL, TANH, SUB",
+                            "unrolled, one Linear per product reading ONE stored weight; ~16 ops per step and "
+                            "layer; out[:, k] / h_n[k] read that step's h, a whole `out` is a CONCATENATION",
+                            check=lambda node: _RECURRENT_HINT),
+    "aten.lstm.input": OpRow(_R.REWRITTEN, None, "LSTM (batch_first=True, any num_layers, h0 = c0 = 0)",
+                             "per step: CONV_2D x2, ADD, STRIDED_SLICE, LOGISTIC, TANH, MUL",
+                             "unrolled as GRU; the cell state c is int8 with its own scale at every step "
+                             "(not TFLM's UNIDIRECTIONAL_SEQUENCE_LSTM with its int16 cell)",
+                             check=lambda node: _RECURRENT_HINT),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
@@ -428,9 +441,10 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
 
 #: Layers reported as a whole (their internal ops are not named one by one): module class name -> hint.
 REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
-    "GRU": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
-    "LSTM": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
-    "RNN": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
+    "GRU": "only unidirectional GRU with batch_first=True is unrolled (quant/recurrent.py); the refusal says why",
+    "LSTM": ("only unidirectional LSTM with batch_first=True and proj_size=0 is unrolled (quant/recurrent.py); "
+             "the refusal says why"),
+    "RNN": "nn.RNN is not unrolled yet; use nn.GRU (unrolled) or a temporal conv net (dilated Conv1d)",
     "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj, rank-4 heads); write the block "
                            "with Conv1d projections, torch.matmul and softmax(dim=-1) (BATCH_MATMUL)"),
     "LayerNorm": "LayerNorm is not lowered yet; use BatchNorm right after a conv/linear",
