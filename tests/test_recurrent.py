@@ -149,3 +149,17 @@ def test_keyword_model_runs_exact_through_the_api(tmp_path: Path, kind: str) -> 
     print(kind, {k: round(v, 2) for k, v in acc.items() if isinstance(v, float)}, len(blob), "bytes",
           len(graph.ops), "ops")
     assert acc["fp32"] > 88.0 and acc["tflm"] > acc["fp32"] - 3.0, acc  # measured: 93.0 / 93.3 (GRU), 93.6 / 93.0
+
+
+@pytest.mark.parametrize("qat", [False, True])
+def test_one_observer_per_weight_in_the_pt2e_program(qat: bool) -> None:
+    from tinyprec.quant.stage import _prepare
+    from tinyprec.recipe import QuantConfig
+
+    prepared = _prepare(Keyword("GRU", hidden=8, layers=2).train(qat), torch.zeros(2, 8, 8), qat=qat,
+                        cfg=QuantConfig())
+    observers = {str(n.target): {u.target for u in n.users if u.op == "call_module"}
+                 for n in prepared.graph.nodes if n.op == "get_attr" and str(n.target).endswith("weight_ih_l1")}
+    assert len(observers) == 1 and len(next(iter(observers.values()))) == 1, observers  # one for all 8 steps
+    readers = [n for n in prepared.graph.nodes if n.target is torch.ops.aten.linear.default]
+    assert len(readers) == 2 * 8 + 2 * 7 + 1
