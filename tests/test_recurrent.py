@@ -163,3 +163,32 @@ def test_one_observer_per_weight_in_the_pt2e_program(qat: bool) -> None:
     assert len(observers) == 1 and len(next(iter(observers.values()))) == 1, observers  # one for all 8 steps
     readers = [n for n in prepared.graph.nodes if n.target is torch.ops.aten.linear.default]
     assert len(readers) == 2 * 8 + 2 * 7 + 1
+
+
+def test_int4_weights_run_exact_and_int16_activations_are_refused() -> None:
+    from tinyprec.data import Dataset
+    from tinyprec.emulator import Emulator
+    from tinyprec.errors import QuantSpecError
+    from tinyprec.formats.tflite_writer import write_tflite
+    from tinyprec.quant.exact import tflm_exact
+    from tinyprec.quant.lower import lower_to_ir
+    from tinyprec.quant.lower_check import quantize_input, reference_output
+    from tinyprec.quant.lower_layout import to_ir_layout
+    from tinyprec.quant.stage import ptq
+    from tinyprec.recipe import QuantConfig
+    from tinyprec.runtimes.tflm import run_tflm
+
+    torch.manual_seed(0)
+    x = np.random.default_rng(0).normal(size=(64, 6, 6)).astype(np.float32)
+    ds = Dataset.from_arrays(x, np.arange(64) % 2, num_classes=2, seed=0)
+    cfg = QuantConfig(mode="ptq", batch_size=16, calibration_batches=4, autocast="fp32", bits="w4a8")
+    converted = ptq(Keyword("GRU", features=6, hidden=8, classes=3).eval(), ds, cfg)
+    graph = lower_to_ir(converted, torch.from_numpy(x[:2]), name="gru_w4a8")
+    assert {t.dtype.value for t in graph.tensors.values() if t.name.startswith("rnn.weight")} == {"int4"}
+    q = quantize_input(x, graph.tensors[graph.inputs[0]].qparams)
+    x_ir = to_ir_layout(q, graph.metadata["input_layout"])
+    tflm = np.asarray(run_tflm(write_tflite(graph), x_ir)).reshape(len(q), -1)
+    np.testing.assert_array_equal(Emulator(graph).run(x_ir).reshape(tflm.shape), tflm)
+    np.testing.assert_array_equal(reference_output(tflm_exact(converted), graph, q).reshape(tflm.shape), tflm)
+    with pytest.raises(QuantSpecError, match="layer 'rnn' at a16w8: an unrolled GRU/LSTM"):
+        ptq(Keyword("LSTM", features=6, hidden=8, classes=3).eval(), ds, QuantConfig(mode="ptq", bits="a16w8"))

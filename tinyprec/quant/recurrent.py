@@ -196,6 +196,15 @@ def _from_unrolled(node: Any) -> bool:
     return bool(names & {"UnrolledGRU", "UnrolledLSTM"})
 
 
+def recurrent_precision_rule(node: Any, act_bits: int) -> str | None:
+    """Why an unrolled GRU/LSTM's Linear cannot compute at ``act_bits`` (None when it can): its gates are
+    STRIDED_SLICEs (and GRU's first step a constant operand), which TFLM runs on int8 only."""
+    if act_bits != 8 and _from_unrolled(node):
+        return ("an unrolled GRU/LSTM computes its gates with STRIDED_SLICE, which TFLM runs on int8 only: keep "
+                "the layer's activations int8 (int8 or w4a8)")
+    return None
+
+
 def fold_recurrent_outputs(gm: fx.GraphModule) -> int:
     """After export: ``select(stack(hs, d), d, k)`` -> ``hs[k]`` and ``squeeze(stack([h], d), d)`` -> ``h`` (torch
     may spell the stack ``cat([h.unsqueeze(d) ...], d)``; full slices in between are skipped); any other use of
