@@ -18,14 +18,14 @@ from tinyprec.errors import UnsupportedOpError, UnsupportedOpsError  # noqa: E40
 
 
 class SixRefusals(nn.Module):
-    """An RNN (decomposed by torch.export into zeros + rnn_tanh), a grouped conv, an amax over every dim, a div by
+    """A bidirectional GRU (decomposed by torch.export into zeros + gru), a grouped conv, an amax over every dim, a div by
     a tensor, a LayerNorm and a Linear on a rank-3 input are refused, each named once; a scalar add, a
     transpose and a mean over time convert."""
 
     def __init__(self) -> None:
         super().__init__()
         self.grouped = nn.Conv1d(4, 4, 3, padding=1, groups=2)
-        self.rnn = nn.RNN(4, 6, batch_first=True)  # GRU / LSTM are unrolled (tests/test_recurrent.py)
+        self.rnn = nn.GRU(4, 3, batch_first=True, bidirectional=True)  # unidirectional: tests/test_recurrent.py
         self.norm = nn.LayerNorm(6)
         self.head = nn.Linear(6, 3)
 
@@ -43,16 +43,16 @@ def test_every_refused_op_at_once_with_module_line_and_fix() -> None:
         check_model_ops(SixRefusals(), torch.zeros(2, 4, 10))
     err = info.value
     ops = [r.op for r in err.refusals]
-    assert "RNN" in ops and "zeros" not in ops and "rnn_tanh" not in ops  # the layer, not its parts
-    assert ops.count("RNN") == 1 and "LayerNorm" in ops and "conv1d" in ops and "amax" in ops
+    assert "GRU" in ops and "zeros" not in ops and "gru" not in ops  # the layer, not its parts
+    assert ops.count("GRU") == 1 and "LayerNorm" in ops and "conv1d" in ops and "amax" in ops
     assert "div" in ops and "linear" in ops
     assert "add" not in ops and "mean" not in ops and "transpose" not in ops  # these convert
     lines = str(err).splitlines()
     assert len(lines) == len(err.refusals) + 1 and str(len(err.refusals)) in lines[0]
     me = Path(__file__).name
     by_op = {r.op: r for r in err.refusals}
-    assert "module 'rnn' (RNN)" in by_op["RNN"].where and f"{me}:" in by_op["RNN"].where
-    assert "self.rnn(" in by_op["RNN"].where  # the user's own source line, not torch's
+    assert "module 'rnn' (GRU)" in by_op["GRU"].where and f"{me}:" in by_op["GRU"].where
+    assert "self.rnn(" in by_op["GRU"].where and "bidirectional=False" in by_op["GRU"].hint  # the user's own source line, not torch's
     assert "module 'grouped'" in by_op["conv1d"].where and "groups" in by_op["conv1d"].hint
     assert "module 'head'" in by_op["linear"].where and "flatten" in by_op["linear"].hint
     assert "constant number" in by_op["div"].hint and "every dim" in by_op["amax"].hint
@@ -65,7 +65,7 @@ def test_train_refuses_before_training(tmp_path: Path) -> None:
     from tinyprec.recipe import TrainConfig
 
     x = np.random.default_rng(0).normal(size=(16, 4, 10)).astype(np.float32)
-    with pytest.raises(UnsupportedOpsError, match="RNN"):
+    with pytest.raises(UnsupportedOpsError, match="GRU"):
         tinyprec.train(SixRefusals(), (x, np.arange(16) % 3), config=TrainConfig(epochs=1, precision="fp32"),
                        out_dir=tmp_path)
     assert not (tmp_path / "train").exists()
@@ -79,7 +79,7 @@ def test_cli_train_and_run_exit_2_listing_every_op(tmp_path: Path, capsys: pytes
         "class Net(nn.Module):\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"
-        "        self.rnn = nn.RNN(8, 8, batch_first=True)\n"
+        "        self.rnn = nn.LSTM(8, 4, batch_first=True, bidirectional=True)\n"
         "        self.fc = nn.Linear(8, 4)\n\n"
         "    def forward(self, x):\n"
         "        y, _ = self.rnn(x.squeeze(1))\n"
@@ -91,7 +91,7 @@ def test_cli_train_and_run_exit_2_listing_every_op(tmp_path: Path, capsys: pytes
     for cmd in (["train"], ["run"]):
         code, out, err = run_cli([*cmd, str(tmp_path / "r.toml"), "--out", str(tmp_path / "o")], capsys)
         assert code == 2, (out, err)
-        assert "'RNN' at module 'rnn'" in err and "mymodel.py:11" in err and "'softplus'" in err, err
+        assert "'LSTM' at module 'rnn'" in err and "mymodel.py:11" in err and "'softplus'" in err, err
         assert not (tmp_path / "o" / "train" / "model_fp32.pt").exists()
 
 

@@ -51,7 +51,7 @@ class LastState(nn.Module):
         return self.head(h[-1] + out.mean(1))
 
 
-@pytest.mark.parametrize("kind", ["GRU", "LSTM"])
+@pytest.mark.parametrize("kind", ["GRU", "LSTM", "RNN"])
 @pytest.mark.parametrize("layers", [1, 2])
 @pytest.mark.parametrize("bias", [True, False])
 def test_unrolled_layer_equals_pytorch_in_float(kind: str, layers: int, bias: bool) -> None:
@@ -81,6 +81,29 @@ def test_unrolled_layer_is_exact_on_every_runtime(kind: str) -> None:
     assert {"LOGISTIC", "TANH", "MUL", "ADD", "STRIDED_SLICE"} <= set(ops)
     readers = Counter(op.inputs[1] for op in out.graph.ops if op.type.value == "CONV_2D")
     assert sorted(readers.values()) == [1, 5, 5, 6, 6]  # W_ih, W_hh of each layer stored once, read by every step
+
+
+class ReluRNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(5, 8, batch_first=True, nonlinearity="relu")
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.rnn(x)[1].squeeze(0))
+
+
+def test_elman_rnn_with_relu_is_exact_and_fuses_the_relu() -> None:
+    from tinyprec.quant.recurrent import unroll_recurrent
+
+    torch.manual_seed(2)
+    model = ReluRNN().eval()
+    x = torch.randn(4, 6, 5)
+    with torch.no_grad():
+        assert float((model(x) - unroll_recurrent(model)[0](x)).abs().max()) < 1e-6
+    out = run_everywhere(model, (6, 5))
+    assert_exact(out)
+    assert Counter(out.op_types()) == {"CONV_2D": 6 + 5 + 1, "ADD": 5, "STRIDED_SLICE": 6, "RESHAPE": 1}
 
 
 @pytest.mark.parametrize("kind", ["GRU", "LSTM"])

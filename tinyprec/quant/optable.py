@@ -216,8 +216,8 @@ def _check_softmax(node: Any) -> str | None:
 
 
 _R = Role
-_RECURRENT_HINT = ("a GRU/LSTM torch.export could not see as an nn.GRU / nn.LSTM module: call the layer module "
-                   "(batch_first=True), so it is unrolled before export")
+_RECURRENT_HINT = ("a recurrent layer torch.export could not see as an nn.GRU / nn.LSTM / nn.RNN module: call the "
+                   "layer module (batch_first=True), so it is unrolled before export")
 _CLAMP_TFLM = "fused RELU / RELU6 / RELU_N1_TO_1, else MAXIMUM + MINIMUM"
 _CLAMP_NOTE = "bounds (0, 6), (-1, 1), (0, inf) fuse into the op before; others keep the input's qparams"
 _CONV_DOC = ("CONV_2D / DEPTHWISE_CONV_2D",
@@ -425,6 +425,12 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                              "unrolled as GRU; the cell state c is int8 with its own scale at every step "
                              "(not TFLM's UNIDIRECTIONAL_SEQUENCE_LSTM with its int16 cell)",
                              check=lambda node: _RECURRENT_HINT),
+    "aten.rnn_tanh.input": OpRow(_R.REWRITTEN, None, "RNN (nonlinearity='tanh', batch_first=True, h0 = 0)",
+                                 "per step: CONV_2D x2, ADD, TANH", "unrolled as GRU",
+                                 check=lambda node: _RECURRENT_HINT),
+    "aten.rnn_relu.input": OpRow(_R.REWRITTEN, None, "RNN (nonlinearity='relu', batch_first=True, h0 = 0)",
+                                 "per step: CONV_2D x2, ADD (fused RELU)", "unrolled as GRU",
+                                 check=lambda node: _RECURRENT_HINT),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
@@ -444,7 +450,7 @@ REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
     "GRU": "only unidirectional GRU with batch_first=True is unrolled (quant/recurrent.py); the refusal says why",
     "LSTM": ("only unidirectional LSTM with batch_first=True and proj_size=0 is unrolled (quant/recurrent.py); "
              "the refusal says why"),
-    "RNN": "nn.RNN is not unrolled yet; use nn.GRU (unrolled) or a temporal conv net (dilated Conv1d)",
+    "RNN": "only unidirectional RNN with batch_first=True is unrolled (quant/recurrent.py); the refusal says why",
     "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj, rank-4 heads); write the block "
                            "with Conv1d projections, torch.matmul and softmax(dim=-1) (BATCH_MATMUL)"),
     "LayerNorm": "LayerNorm is not lowered yet; use BatchNorm right after a conv/linear",

@@ -1,4 +1,4 @@
-"""nn.GRU / nn.LSTM unrolled over time into ops TFLM has int8 kernels for, right before torch.export.
+"""nn.GRU / nn.LSTM / nn.RNN unrolled over time into ops TFLM has int8 kernels for, right before torch.export.
 
 Training keeps the user's own ``nn.GRU`` / ``nn.LSTM`` (cuDNN-fast, unchanged). Stage 2 and the op check
 export a copy of the model in which each such layer is replaced by :class:`UnrolledGRU` /
@@ -18,7 +18,7 @@ GRU (PyTorch's gate order r, z, n)::
     n  = tanh(gi[:, 2H:] + r * gh[:, 2H:])
     h  = n + z * (h - n)                       # = (1 - z) * n + z * h
 
-LSTM (gate order i, f, g, o)::
+nn.RNN: ``h = tanh(gi + gh)`` (or relu, fused into the ADD). LSTM (gate order i, f, g, o)::
 
     a = gi + gh;  i, f, o = sigmoid(a[...]);  g = tanh(a[:, 2H:3H])
     c = f * c + i * g;  h = o * tanh(c)
@@ -46,12 +46,8 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import fx
 
-#: Layer classes unrolled here (exact class names, as the op check reports them).
-UNROLLED = ("GRU", "LSTM")
-
-
 def recurrent_problem(module: Any) -> str | None:
-    """Why ``module`` (an nn.GRU / nn.LSTM) cannot be unrolled, or None when it can."""
+    """Why ``module`` (an nn.GRU / nn.LSTM / nn.RNN) cannot be unrolled, or None when it can."""
     if getattr(module, "bidirectional", False):
         return ("bidirectional=True is not unrolled; use bidirectional=False (or run two layers, one on "
                 "x.flip(1), yourself)")
@@ -63,11 +59,12 @@ def recurrent_problem(module: Any) -> str | None:
 
 
 def unroll_recurrent(model: torch.nn.Module) -> tuple[torch.nn.Module, dict[str, str]]:
-    """``model`` with every supported nn.GRU / nn.LSTM replaced by its unrolled twin (a deep copy; ``model``
+    """``model`` with every supported nn.GRU / nn.LSTM / nn.RNN replaced by its unrolled twin (a deep copy; ``model``
     itself is returned unchanged when it has none), and ``{module path: reason}`` for those left alone."""
     from torch import nn
 
-    found = [(name, m) for name, m in model.named_modules() if type(m) in (nn.GRU, nn.LSTM)]
+    kinds = (nn.GRU, nn.LSTM, nn.RNN)
+    found = [(name, m) for name, m in model.named_modules() if type(m) in kinds]
     if not found:
         return model, {}
     refused = {name: problem for name, m in found if (problem := recurrent_problem(m)) is not None}
@@ -75,7 +72,7 @@ def unroll_recurrent(model: torch.nn.Module) -> tuple[torch.nn.Module, dict[str,
         return model, refused
     model = copy.deepcopy(model)
     for name, m in list(model.named_modules()):
-        if type(m) not in (nn.GRU, nn.LSTM) or name in refused:
+        if type(m) not in kinds or name in refused:
             continue
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
@@ -187,13 +184,30 @@ def _classes() -> dict[str, type]:
             c = i * g if c is None else torch.sigmoid(a[:, n_h:2 * n_h]) * c + i * g
             return o * torch.tanh(c), c
 
-    return {"GRU": UnrolledGRU, "LSTM": UnrolledLSTM}
+    class UnrolledRNN(UnrolledGRU):
+        """Elman RNN: ``h = tanh(x W_ih^T + b_ih + h W_hh^T + b_hh)`` (or relu, fused into the ADD)."""
+
+        kind = "RNN"
+
+        def __init__(self, layer: nn.Module, path: str) -> None:
+            super().__init__(layer, path)
+            self.nonlinearity = str(layer.nonlinearity)
+
+        def _step(self, xt: Any, h: Any, c: Any, w_ih: Any, w_hh: Any, b_ih: Any, b_hh: Any) -> tuple[Any, None]:
+            if h is None:  # h0 = 0: one Linear whose bias is b_ih + b_hh
+                bias = b_hh if b_ih is None else (b_ih if b_hh is None else b_ih + b_hh)
+                a = F.linear(xt, w_ih, bias)
+            else:
+                a = F.linear(xt, w_ih, b_ih) + F.linear(h, w_hh, b_hh)
+            return (torch.tanh(a) if self.nonlinearity == "tanh" else torch.relu(a)), None
+
+    return {"GRU": UnrolledGRU, "LSTM": UnrolledLSTM, "RNN": UnrolledRNN}
 
 
 def _from_unrolled(node: Any) -> bool:
     stack = node.meta.get("nn_module_stack") or {}
     names = {str(v[1]).rsplit(".", 1)[-1] for v in stack.values() if isinstance(v, tuple)}
-    return bool(names & {"UnrolledGRU", "UnrolledLSTM"})
+    return bool(names & {"UnrolledGRU", "UnrolledLSTM", "UnrolledRNN"})
 
 
 def recurrent_precision_rule(node: Any, act_bits: int) -> str | None:
