@@ -17,12 +17,14 @@ import numpy as np
 from tinyprec.ir import Graph
 
 
-def train_to_tflite(model: Any, data: tuple[np.ndarray, np.ndarray], out: Path) -> tuple[bytes, Graph]:
+def train_to_tflite(model: Any, data: tuple[np.ndarray, np.ndarray], out: Path, *,
+                    epochs: int = 3) -> tuple[bytes, Graph]:
     import tinyprec
     from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.recipe import QuantConfig, TrainConfig, ValidateConfig
 
-    trained = tinyprec.train(model, data, config=TrainConfig(epochs=3, batch_size=32, precision="fp32"), out_dir=out)
+    trained = tinyprec.train(model, data, config=TrainConfig(epochs=epochs, batch_size=32, precision="fp32"),
+                             out_dir=out)
     q = tinyprec.quantize(trained.model, data, out_dir=out,
                           config=QuantConfig(mode="qat", epochs=1, batch_size=32, autocast="fp32"))
     tinyprec.export(q, data, model_fp32=trained.model, out_dir=out)

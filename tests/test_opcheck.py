@@ -18,14 +18,14 @@ from tinyprec.errors import UnsupportedOpError, UnsupportedOpsError  # noqa: E40
 
 
 class SixRefusals(nn.Module):
-    """A GRU (decomposed by torch.export into zeros + gru), a grouped conv, an amax over every dim, a div by
-    a tensor and a LayerNorm over two dims are refused, each named once; a scalar add, a transpose, a Linear
-    on the (N, T, F) sequence and a mean over time convert."""
+    """A bidirectional GRU (decomposed by torch.export into zeros + gru), a grouped conv, an amax over every
+    dim, a div by a tensor and a LayerNorm over two dims are refused, each named once; a scalar add, a
+    transpose, a Linear on the (N, T, F) sequence and a mean over time convert."""
 
     def __init__(self) -> None:
         super().__init__()
         self.grouped = nn.Conv1d(4, 4, 3, padding=1, groups=2)
-        self.rnn = nn.GRU(4, 6, batch_first=True)
+        self.rnn = nn.GRU(4, 3, batch_first=True, bidirectional=True)  # unidirectional: tests/test_recurrent.py
         self.norm = nn.LayerNorm((10, 6))
         self.head = nn.Linear(6, 3)
 
@@ -52,7 +52,7 @@ def test_every_refused_op_at_once_with_module_line_and_fix() -> None:
     me = Path(__file__).name
     by_op = {r.op: r for r in err.refusals}
     assert "module 'rnn' (GRU)" in by_op["GRU"].where and f"{me}:" in by_op["GRU"].where
-    assert "self.rnn(" in by_op["GRU"].where  # the user's own source line, not torch's
+    assert "self.rnn(" in by_op["GRU"].where and "bidirectional=False" in by_op["GRU"].hint  # the user's own source line, not torch's
     assert "module 'grouped'" in by_op["conv1d"].where and "groups" in by_op["conv1d"].hint
     assert "module 'norm'" in by_op["layer_norm"].where and "last dim" in by_op["layer_norm"].hint
     assert "constant number" in by_op["div"].hint and "every dim" in by_op["amax"].hint
@@ -79,7 +79,7 @@ def test_cli_train_and_run_exit_2_listing_every_op(tmp_path: Path, capsys: pytes
         "class Net(nn.Module):\n"
         "    def __init__(self):\n"
         "        super().__init__()\n"
-        "        self.rnn = nn.LSTM(8, 8, batch_first=True)\n"
+        "        self.rnn = nn.LSTM(8, 4, batch_first=True, bidirectional=True)\n"
         "        self.fc = nn.Linear(8, 4)\n\n"
         "    def forward(self, x):\n"
         "        y, _ = self.rnn(x.squeeze(1))\n"

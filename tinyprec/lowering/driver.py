@@ -25,6 +25,7 @@ from tinyprec.ir.layout import layout_of_rank
 from tinyprec.ir.verify import verify_quantized
 from tinyprec.lowering import table as lower_table
 from tinyprec.lowering.common import reshape_value
+from tinyprec.lowering.constants import share_constants
 from tinyprec.lowering.nodes import DEQUANTIZE_OPS
 from tinyprec.lowering.attention import merge_transpose_chains
 from tinyprec.lowering.shape import cancel_transpose_pairs
@@ -106,6 +107,7 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
     cancel_transpose_pairs(lw, [v.name for v in outputs])  # issue 11: softmax(-1) then .transpose(1, 2)
     merge_transpose_chains(lw, [v.name for v in outputs])  # issue 11: heads split by view/transpose
     _drop_dead(lw, [v.name for v in outputs])
+    lw.tensors, lw.ops = share_constants(lw.tensors, lw.ops)  # a weight every time step reads: stored once
     graph = Graph(
         tensors=lw.tensors, ops=lw.ops, inputs=lw.inputs, outputs=[v.name for v in outputs], name=name,
         metadata={

@@ -1,9 +1,8 @@
 """Lowering handlers of issue 11's LayerNorm pieces and of Linear on an (N, T, F) sequence.
 
 - ``rsqrt`` -> RSQRT (int8, own output qparams).
-- ``x * c`` / ``x + c`` with ``c`` a quantized constant tensor (LayerNorm's weight and bias, shaped
-  (1, ..., 1, F) by :mod:`tinyprec.quant.norm_rewrite`) -> MUL / ADD with an int8 constant operand in the
-  IR layout, broadcast by TFLM; :func:`constant_operand` is called by the ADD/MUL handler first.
+- LayerNorm's weight and bias (shaped (1, ..., 1, F) by :mod:`tinyprec.quant.norm_rewrite`) are MUL / ADD
+  with an int8 constant operand: :func:`tinyprec.lowering.constants.constant_operand`.
 - ``linear`` on a rank-3 (N, T, F) input: the IR holds that value as (N, 1, F, T) (T is the channel), so it
   becomes TRANSPOSE to (N, 1, T, F), a 1x1 CONV_2D over F (TFLM and TF Lite agree on CONV_2D; DESIGN's
   reason for lowering nn.Linear that way), and TRANSPOSE back. A TRANSPOSE of the same value is reused
@@ -18,9 +17,8 @@ from collections.abc import Callable
 import numpy as np
 from torch import fx
 
-from tinyprec.errors import QuantSpecError, UnsupportedOpError
-from tinyprec.ir import Conv2DOptions, DType, ElementwiseOptions, NoOptions, Op, OpType, Padding, QParams, Tensor
-from tinyprec.ir.layout import layout_of_rank, to_ir_layout
+from tinyprec.errors import UnsupportedOpError
+from tinyprec.ir import Conv2DOptions, DType, NoOptions, Op, OpType, Padding, QParams, Tensor
 from tinyprec.lowering.common import _arg, _bias, _const, _finish, _name, _no_order, weight_dtype
 from tinyprec.lowering.more import _unary
 from tinyprec.lowering.nodes import _DQ_CONST_OPS
@@ -32,39 +30,6 @@ _SWAP = (0, 1, 3, 2)  # (N, 1, F, T) <-> (N, 1, T, F)
 def _is_constant(arg: object) -> bool:
     return (isinstance(arg, fx.Node) and arg.target in _DQ_CONST_OPS and isinstance(arg.args[0], fx.Node)
             and arg.args[0].op == "get_attr")
-
-
-def constant_operand(lw: Lowering, node: fx.Node, op_type: OpType) -> bool:
-    """ADD/MUL of an activation and a quantized constant tensor -> the op with an int8 constant operand (in the
-    IR layout of the activation, broadcast by TFLM). False (nothing emitted) when neither operand is one."""
-    args = list(node.args[:2])
-    consts = [_is_constant(a) for a in args]
-    if not any(consts):
-        return False
-    if all(consts):
-        raise UnsupportedOpError(str(node.target), lw.where(node), "one operand must be an activation")
-    k = consts.index(True)
-    x = lw.act(args[1 - k], node)
-    _no_order(lw, node, x)
-    if x.dtype is not DType.INT8:
-        raise UnsupportedOpError(str(node.target), lw.where(node), "a constant operand with int8 activations only")
-    data, qp = _const(lw, args[k], node, "the constant operand")
-    if qp.scale.size != 1:
-        raise QuantSpecError(f"{lw.where(node)}: the constant operand must be quantized per tensor")
-    rank = len(x.torch_shape)
-    if data.ndim != rank or data.shape[0] != 1:
-        raise UnsupportedOpError(str(node.target), lw.where(node),
-                                 f"a constant operand of shape {tuple(data.shape)}: give it x's rank with batch 1")
-    if x.flat4:
-        stored = data.reshape(1, 1, 1, -1) if rank == 2 else data
-    else:
-        stored = to_ir_layout(data, layout_of_rank(rank)) if rank in (3, 4) else data
-    src = lw.source(node)
-    const = lw.add_const(f"{src or node.name}.constant", stored, DType.INT8, qp, src)
-    act, qnode = lw.tail(node, fusable=True)
-    inputs = (const, x.name) if k == 0 else (x.name, const)
-    _finish(lw, node, op_type, inputs, ElementwiseOptions(act), qnode, flat4=x.flat4)
-    return True
 
 
 def _swapped(lw: Lowering, x: Value, src: str | None) -> str:

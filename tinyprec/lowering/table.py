@@ -25,6 +25,7 @@ from tinyprec.ir import (
 from tinyprec.ir.layout import ir_shape
 from tinyprec.lowering.act import ACT_LOWERINGS, _mean
 from tinyprec.lowering.attention import softmax_heads
+from tinyprec.lowering.constants import constant_operand, is_constant_operand
 from tinyprec.lowering.common import (
     _arg,
     _emit_reshape,
@@ -39,7 +40,7 @@ from tinyprec.lowering.common import (
 )
 from tinyprec.lowering.more import MORE_LOWERINGS
 from tinyprec.lowering.nodes import _AXIS, DEQUANTIZE_OPS, QUANTIZE_OPS, aten, qd
-from tinyprec.lowering.norm import NORM_LOWERINGS, constant_operand
+from tinyprec.lowering.norm import NORM_LOWERINGS
 from tinyprec.lowering.ops import _conv, _dequantize, _identity, _ignore, _linear, _quantize
 from tinyprec.lowering.shape import SHAPE_LOWERINGS, softmax_last_dim
 from tinyprec.lowering.state import Lowering, Value, qparams_of
@@ -49,14 +50,17 @@ from tinyprec.optable.table import OPS, supported_summary
 
 def _elementwise(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
     def handler(lw: Lowering, node: fx.Node) -> None:
-        if constant_operand(lw, node, op_type):  # issue 11: LayerNorm's weight / bias (quant/lower_norm.py)
-            return
         args = [a for a in node.args[:2]]
         if not all(isinstance(a, fx.Node) for a in args):
             raise UnsupportedOpError(
                 f"{op_type.value.lower()} with a constant", lw.where(node), "both operands must be tensors"
             )
-        a, b = (lw.act(x, node) for x in args)
+        const = [is_constant_operand(lw, x) for x in args]  # LayerNorm's weight/bias, a GRU's first-step b_hh
+        if all(const):
+            raise UnsupportedOpError(str(node.target), lw.where(node), "at least one operand must be an activation")
+        a, b = (None if c else lw.act(x, node) for x, c in zip(args, const))
+        a = a if a is not None else constant_operand(lw, args[0], node, b)
+        b = b if b is not None else constant_operand(lw, args[1], node, a)
         if len(a.torch_shape) != len(b.torch_shape):
             raise UnsupportedOpError(str(node.target), lw.where(node), "operands must have the same rank")
         _no_order(lw, node, a, b)

@@ -223,6 +223,8 @@ def _check_softmax(node: Any) -> str | None:
 
 
 _R = Role
+_RECURRENT_HINT = ("a recurrent layer torch.export could not see as an nn.GRU / nn.LSTM / nn.RNN module: call the "
+                   "layer module (batch_first=True), so it is unrolled before export")
 _CLAMP_TFLM = "fused RELU / RELU6 / RELU_N1_TO_1, else MAXIMUM + MINIMUM"
 _CLAMP_NOTE = "bounds (0, 6), (-1, 1), (0, inf) fuse into the op before; others keep the input's qparams"
 _CONV_DOC = ("CONV_2D / DEPTHWISE_CONV_2D",
@@ -430,6 +432,23 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                      check=_check_layer_norm),
     "aten.rsqrt.default": OpRow(_R.UNBOUNDED, "rsqrt", "torch.rsqrt", "RSQRT",
                                 "int8, input >= 0; an input that rounds to 0 gives the int8 maximum (as TFLM)"),
+    # issue 11, recurrent layers: unrolled over time before export (quant/recurrent.py)
+    "aten.gru.input": OpRow(_R.REWRITTEN, None, "GRU (batch_first=True, any num_layers, h0 = 0)",
+                            "per step: CONV_2D x2, STRIDED_SLICE, ADD, LOGISTIC, MUL, TANH, SUB",
+                            "unrolled, one Linear per product reading ONE stored weight; ~16 ops per step and "
+                            "layer; out[:, k] / h_n[k] read that step's h, a whole `out` is a CONCATENATION",
+                            check=lambda node: _RECURRENT_HINT),
+    "aten.lstm.input": OpRow(_R.REWRITTEN, None, "LSTM (batch_first=True, any num_layers, h0 = c0 = 0)",
+                             "per step: CONV_2D x2, ADD, STRIDED_SLICE, LOGISTIC, TANH, MUL",
+                             "unrolled as GRU; the cell state c is int8 with its own scale at every step "
+                             "(not TFLM's UNIDIRECTIONAL_SEQUENCE_LSTM with its int16 cell)",
+                             check=lambda node: _RECURRENT_HINT),
+    "aten.rnn_tanh.input": OpRow(_R.REWRITTEN, None, "RNN (nonlinearity='tanh', batch_first=True, h0 = 0)",
+                                 "per step: CONV_2D x2, ADD, TANH", "unrolled as GRU",
+                                 check=lambda node: _RECURRENT_HINT),
+    "aten.rnn_relu.input": OpRow(_R.REWRITTEN, None, "RNN (nonlinearity='relu', batch_first=True, h0 = 0)",
+                                 "per step: CONV_2D x2, ADD (fused RELU)", "unrolled as GRU",
+                                 check=lambda node: _RECURRENT_HINT),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
@@ -445,9 +464,10 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
 
 #: Layers reported as a whole (their internal ops are not named one by one): module class name -> hint.
 REFUSED_MODULES: MappingProxyType[str, str] = MappingProxyType({
-    "GRU": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
-    "LSTM": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
-    "RNN": "recurrent layers are not lowered yet; use a temporal conv net (dilated Conv1d) over the sequence",
+    "GRU": "only unidirectional GRU with batch_first=True is unrolled (quant/recurrent.py); the refusal says why",
+    "LSTM": ("only unidirectional LSTM with batch_first=True and proj_size=0 is unrolled (quant/recurrent.py); "
+             "the refusal says why"),
+    "RNN": "only unidirectional RNN with batch_first=True is unrolled (quant/recurrent.py); the refusal says why",
     "MultiheadAttention": ("nn.MultiheadAttention is not lowered (packed in_proj); write the block with nn.Linear "
                            "q/k/v, heads split by view(N, T, H, D).transpose(1, 2), q @ k.transpose(-2, -1), "
                            "softmax(dim=-1) (BATCH_MATMUL)"),

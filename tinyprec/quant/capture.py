@@ -120,6 +120,9 @@ def export_for_quant(model: torch.nn.Module, example_input: torch.Tensor, *, tra
     import torch
     from torch.export import Dim
 
+    from tinyprec.quant.recurrent import fold_recurrent_outputs, unroll_recurrent
+
+    model, refused_recurrent = unroll_recurrent(model)  # nn.GRU / nn.LSTM -> one op per time step
     was_training = model.training
     model.train(train)
     example = example_input
@@ -138,9 +141,12 @@ def export_for_quant(model: torch.nn.Module, example_input: torch.Tensor, *, tra
     from tinyprec.quant.act_rewrite import rewrite_for_tflm
 
     rewrite_for_tflm(gm)  # silu, hardsigmoid, gelu, scalar operands, standalone BN, global max pool
+    fold_recurrent_outputs(gm)  # out[:, -1], h_n[-1] -> that step's h; other stacks -> CONCATENATION
     prefix = getattr(model, "_tinyprec_unwrap", None)
     if prefix:
         _rebase_paths(gm, prefix)
+        refused_recurrent = {k.removeprefix(prefix + "."): v for k, v in refused_recurrent.items()}
+    gm.meta["tinyprec_refused_recurrent"] = refused_recurrent  # read by the op check (quant/opcheck.py)
     return gm
 
 

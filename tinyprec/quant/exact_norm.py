@@ -1,4 +1,4 @@
-"""tflm_exact for issue 11's LayerNorm pieces: RSQRT as TFLM's int8 table, ADD / MUL with a constant tensor.
+"""tflm_exact for issue 11's RSQRT (LayerNorm's 1/sqrt) as TFLM's int8 table (its constant MUL / ADD: exact_const.py).
 
 :func:`build_norm` is called by :func:`tinyprec.quant.exact_ops.build_more` before its own cases. RSQRT's table
 is the emulator's (:func:`tinyprec.emulator.norm.rsqrt_table`); the constant operand is the very int8 tensor
@@ -51,7 +51,6 @@ def build_norm(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
     import torch
 
     from tinyprec.quant.exact import _act_qparams
-    from tinyprec.quant.exact_int import act_range
 
     aten = torch.ops.aten
     t = n.target
@@ -62,14 +61,4 @@ def build_norm(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
         from tinyprec.emulator.norm import rsqrt_table
 
         return mods["table"](rsqrt_table(x[1], x[2], so, zo)), [x[0]]
-    if t in (aten.add.Tensor, aten.mul.Tensor) and not n.kwargs and len(n.args) == 2:
-        for k in (0, 1):
-            c, x = _constant(gm, n.args[k]), _act_qparams(n.args[1 - k])
-            if c is None or x is None:
-                continue
-            lo, hi = act_range(act, so, zo)
-            key = "add" if t is aten.add.Tensor else "mul"
-            qp = [(c[1], c[2]), (x[1], x[2])] if k == 0 else [(x[1], x[2]), (c[1], c[2])]
-            inner = mods[key](qp[0][0], qp[0][1], qp[1][0], qp[1][1], so, zo, lo, hi)
-            return _with_tensor(inner, c[0], k == 0), [x[0]]
     return None

@@ -88,12 +88,17 @@ def build_more(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, zo: int,
         return shaped
     from tinyprec.quant.exact_norm import build_norm
 
-    normed = build_norm(gm, n, act, so, zo, mods)  # issue 11: RSQRT, ADD/MUL with a constant tensor
+    normed = build_norm(gm, n, act, so, zo, mods)  # issue 11: RSQRT
     if normed is not None:
         return normed
     from tinyprec.quant.exact_act import build_act
 
     found = build_act(gm, n, act, so, zo, mods)  # ops-act: ELU, scalar operands, MEAN over any dims
+    if found is not None:
+        return found
+    from tinyprec.quant.exact_const import build_const_operand
+
+    found = build_const_operand(gm, n, act, so, zo, mods)  # a constant operand (LayerNorm's affine, GRU's b_hh)
     if found is not None:
         return found
     aten = torch.ops.aten

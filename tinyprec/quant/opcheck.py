@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from tinyprec.errors import UnsupportedOpError, UnsupportedOpsError
+from tinyprec.errors import TinyprecError, UnsupportedOpError, UnsupportedOpsError
 from tinyprec.optable.table import INSTEAD, REFUSED_MODULES, row_of, supported_summary
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -58,9 +58,12 @@ def _where(node: Any, path: str, kind: str) -> str:
 def find_refusals(gm: fx.GraphModule) -> list[UnsupportedOpError]:
     """Every op of ``gm`` that stage 2 cannot quantize or lower, in graph order (one per refused layer)."""
     from tinyprec.quant.capture import is_bookkeeping
+    from tinyprec.quant.recurrent import is_constant
 
     refusals: list[UnsupportedOpError] = []
     layers_seen: set[str] = set()
+    reasons = gm.meta.get("tinyprec_refused_recurrent") or {}  # GRU/LSTM forms quant/recurrent.py leaves alone
+    constant: dict[Any, bool] = {}
     for node in gm.graph.nodes:
         if node.op != "call_function" or is_bookkeeping(node):
             continue
@@ -69,8 +72,11 @@ def find_refusals(gm: fx.GraphModule) -> list[UnsupportedOpError]:
         if layer is not None:
             if layer[0] not in layers_seen:
                 layers_seen.add(layer[0])
-                refusals.append(UnsupportedOpError(layer[1], _where(node, *layer), REFUSED_MODULES[layer[1]]))
+                hint = reasons.get(layer[0], REFUSED_MODULES[layer[1]])
+                refusals.append(UnsupportedOpError(layer[1], _where(node, *layer), hint))
             continue
+        if is_constant(node, constant):
+            continue  # arithmetic on parameters only: folded at convert, quantized where an op reads it
         name = str(node.target)
         row = row_of(name)
         path, kind = stack[-1] if stack else ("", "")
@@ -108,6 +114,8 @@ def check_model_ops(model: torch.nn.Module, example_input: torch.Tensor, *, outp
         m = with_output_softmax(m)
     try:
         gm = export_for_quant(m, example_input.float().cpu(), train=False)
+    except TinyprecError:
+        raise  # a refusal raised while tracing (an unrolled GRU/LSTM given an initial state)
     except Exception as err:  # noqa: BLE001 - torch.export's many error types: one line for the user
         first = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
         raise UnsupportedOpError("torch.export", f"the model on an input of shape {tuple(example_input.shape)}",

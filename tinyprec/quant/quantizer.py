@@ -79,7 +79,11 @@ class TFLiteInt8Quantizer(Quantizer):
 
     # --- Quantizer API -------------------------------------------------------------------------
     def transform_for_annotation(self, model: fx.GraphModule) -> fx.GraphModule:
-        """QAT: fold linear + batch norm up front (torchao simulates folding only for conv + bn)."""
+        """QAT: fold linear + batch norm up front (torchao simulates folding only for conv + bn). A bias several
+        layers read (an unrolled GRU/LSTM's b_hh) gets one get_attr per reader, so each derives its own scale."""
+        from tinyprec.quant.recurrent import split_shared_biases
+
+        split_shared_biases(model)
         if self.qat:
             from tinyprec.quant.bnfold import prefold_linear_bn
 
@@ -93,9 +97,14 @@ class TFLiteInt8Quantizer(Quantizer):
             if node.op == "placeholder" and _is_float_tensor(node):
                 _set(node, output=self.act)
                 state.quantized.add(node)
+        from tinyprec.quant.recurrent import is_constant
+
+        constant: dict[fx.Node, bool] = {}
         for node in model.graph.nodes:
             if node.op != "call_function" or node in state.done or is_bookkeeping(node):
                 continue
+            if is_constant(node, constant):
+                continue  # arithmetic on parameters only (b_ih + b_hh): its reader's observer quantizes it
             role = role_for(node)
             assert role is not None, node.target  # check_graph refused unknown ops
             self._ANNOTATORS[role](self, node, state)
@@ -157,6 +166,9 @@ class TFLiteInt8Quantizer(Quantizer):
         a batch norm right after it (QAT: simulated, then folded, quant/bnfold.py) and the output observer."""
         x, w = node.args[0], node.args[1]
         bias = node.args[2] if len(node.args) > 2 else node.kwargs.get("bias")
+        first = state.weight_readers.setdefault((w, id(w_spec)), node)
+        if first is not node:  # a weight read at every time step (quant/recurrent.py): one observer for all
+            w_spec = SharedQuantizationSpec((w, first))
         inputs: dict[fx.Node, QuantizationSpecBase] = {x: x_spec, w: w_spec}
         if isinstance(bias, fx.Node):
             inputs[bias] = DerivedQuantizationSpec(
@@ -334,8 +346,10 @@ def node_rule(node: fx.Node, precision: LayerPrecision, *, per_channel: bool) ->
     from tinyprec.ir import DType, OpType
     from tinyprec.ir.support import cmsis_nn_rule
 
+    from tinyprec.quant.recurrent import recurrent_precision_rule
+
     op_type = lowered_op_type(node)
-    rule = layer_rule(op_type, precision, per_channel=per_channel)
+    rule = recurrent_precision_rule(node, precision.act_bits) or layer_rule(op_type, precision, per_channel=per_channel)
     if rule is not None or op_type != "DEPTHWISE_CONV_2D":
         return rule
     groups, w = _groups_and_weight(node)
@@ -355,6 +369,7 @@ class _State:
         self.done: set[fx.Node] = set()  # annotated as part of a fused pattern
         self.quantized: set[fx.Node] = set()  # nodes whose output carries an observer
         self.bits: dict[fx.Node, int] = {}  # activation bits of each quantized node's output (8 if absent)
+        self.weight_readers: dict[tuple[fx.Node, int], fx.Node] = {}  # (weight, spec) -> first node reading it
 
 
 def _set(node: fx.Node, *, inputs: dict | None = None, output: QuantizationSpecBase | None = None) -> None:

@@ -97,6 +97,14 @@ def _tensor_row(graph: Graph, name: str) -> TensorRow:
     return TensorRow(name, tuple(t.shape), t.dtype.value, format_qparams(t.qparams))
 
 
+def _unique_params(graph: Any) -> int:
+    """Weights and biases of the MAC ops, each constant counted once (an unrolled GRU reads one weight at
+    every time step)."""
+    names = {n for op in graph.ops if op.type in MAC_OPS for n in op.inputs[1:]
+             if n is not None and graph.tensors[n].data is not None}
+    return sum(int(graph.tensors[n].data.size) for n in names)
+
+
 def inspect_tflite(data: bytes, *, target: str = "cortex-m4", where: str = "<bytes>",
                    measure_arena: bool = True, sources: dict[str, str | None] | None = None) -> InspectResult:
     """Inspect the bytes of a .tflite model. Raises ModelFormatError for unreadable files.
@@ -141,7 +149,7 @@ def inspect_tflite(data: bytes, *, target: str = "cortex-m4", where: str = "<byt
         kind=kind,
         file_bytes=len(data),
         const_bytes=graph.const_bytes(),
-        params=sum(c.params for c in costs),
+        params=_unique_params(graph),
         macs=sum(c.macs for c in costs if c.op in MAC_OPS),
         inputs=tuple(_tensor_row(graph, n) for n in graph.inputs),
         outputs=tuple(_tensor_row(graph, n) for n in graph.outputs),
