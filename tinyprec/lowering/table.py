@@ -40,6 +40,7 @@ from tinyprec.lowering.more import MORE_LOWERINGS
 from tinyprec.lowering.nodes import _AXIS, DEQUANTIZE_OPS, QUANTIZE_OPS, aten, qd
 from tinyprec.lowering.ops import _conv, _dequantize, _identity, _ignore, _linear, _quantize
 from tinyprec.lowering.shape import SHAPE_LOWERINGS, softmax_last_dim
+from tinyprec.lowering.select import SELECT_LOWERINGS
 from tinyprec.lowering.state import Lowering, Value, qparams_of
 from tinyprec.optable.table import OPS, supported_summary
 
@@ -189,6 +190,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     **MORE_LOWERINGS,  # issue 11's ops (lowering/more.py)
     **SHAPE_LOWERINGS,  # issue 11's shape ops (lowering/shape.py)
     **ACT_LOWERINGS,  # issue 11's activation / arithmetic ops (lowering/act.py)
+    **SELECT_LOWERINGS,  # issue 11: x[:, i] and torch.stack (lowering/select.py)
 }
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from tinyprec.optable import shape as _shape_checks
+from tinyprec.optable import select as _select_checks, shape as _shape_checks
 from tinyprec.optable.checks import (
     check_adaptive_max as _check_adaptive_max,
     check_amax as _check_amax,
@@ -412,11 +412,26 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                              "lowering; use x.amax(dim)"),
     "aten.adaptive_max_pool1d.default": OpRow(_R.REWRITTEN, None, "AdaptiveMaxPool1d(1)", "MAX_POOL_2D",
                                               "output size 1 (rewritten as amax)", check=_check_adaptive_max),
+    # issue 11: integer indexing, stack, unbind, indexing by a constant list (lowering/select.py,
+    # quant/select_rewrite.py); all keep the input's qparams
+    "aten.select.int": OpRow(_R.SHARED, "select", "x[:, i] (an int index), x.select(d, i)",
+                             "STRIDED_SLICE + RESHAPE (+ TRANSPOSE for the channel of (N, C, H, W))",
+                             "ranks 3 and 4, not the batch dim", check=_select_checks.check_select),
+    "aten.stack.default": OpRow(_R.CONCAT, "stack", "torch.stack(xs, dim)", "RESHAPE per input + CONCATENATION",
+                                "(N, F) or (N, C, L) inputs sharing one scale; dim=1 of (N, C, L) adds a "
+                                "TRANSPOSE per input", check=_select_checks.check_stack),
+    "aten.unbind.int": OpRow(_R.REWRITTEN, None, "x.unbind(d), a, b = x.unbind(1)", "one x[:, i] per piece",
+                             "rewritten as one select per piece read", check=_select_checks.check_unbind),
+    "aten.index.Tensor": OpRow(_R.REWRITTEN, None, "x[:, [0, 2]] (a constant list of ints)",
+                               "STRIDED_SLICE per run (+ CONCATENATION)",
+                               "one dim, constant indices; each arithmetic run (step >= 1) is one slice",
+                               check=_select_checks.check_index),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
-    "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
+    "lift_fresh_copy": "a tensor constant made in forward: index with a list of ints (x[:, [0, 2]]) or register "
+                       "a buffer",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
     "max": "use x.amax(dims), MaxPool or torch.maximum (a max over every dim is not lowered)",
     "zeros": "create constants as registered buffers, not inside forward",
