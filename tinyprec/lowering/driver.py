@@ -26,6 +26,7 @@ from tinyprec.ir.verify import verify_quantized
 from tinyprec.lowering import table as lower_table
 from tinyprec.lowering.common import reshape_value
 from tinyprec.lowering.nodes import DEQUANTIZE_OPS
+from tinyprec.lowering.select import collapse_reshapes
 from tinyprec.lowering.shape import cancel_transpose_pairs
 from tinyprec.lowering.state import Lowering, Value
 
@@ -103,6 +104,7 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
     if not outputs:
         raise QuantSpecError(f"model '{name}': the converted graph has no quantized output")
     cancel_transpose_pairs(lw, [v.name for v in outputs])  # issue 11: softmax(-1) then .transpose(1, 2)
+    collapse_reshapes(lw, [v.name for v in outputs])  # issue 11: x[:, i] then unsqueeze / stack
     _drop_dead(lw, [v.name for v in outputs])
     graph = Graph(
         tensors=lw.tensors, ops=lw.ops, inputs=lw.inputs, outputs=[v.name for v in outputs], name=name,

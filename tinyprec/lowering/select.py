@@ -129,6 +129,34 @@ def _stack(lw: Lowering, node: fx.Node) -> None:
     _finish(lw, node, OpType.CONCATENATION, tuple(parts), ConcatenationOptions(_AXIS[rank][dim]), qnode)
 
 
+def collapse_reshapes(lw: Lowering, outputs: list[str]) -> int:
+    """A RESHAPE of a RESHAPE reads the first one's input instead (``x[:, i]`` then ``unsqueeze``, or a select
+    fed to a stack, make such chains), and one that ends in its input's own shape goes, its readers reading
+    that input. Values are unchanged: a RESHAPE keeps qparams and storage order. Returns how many RESHAPEs
+    were bypassed; the ones nothing reads any more are left for the dead-op sweep."""
+    done = 0
+    while True:
+        producer = {op.outputs[0]: op for op in lw.ops}
+        found = None
+        for i, op in enumerate(lw.ops):
+            first = producer.get(op.inputs[0] or "") if op.type is OpType.RESHAPE else None
+            if first is not None and first.type is OpType.RESHAPE and first.inputs[0] is not None:
+                a, b = lw.tensors[first.inputs[0]], lw.tensors[op.outputs[0]]
+                if (a.qparams, a.dtype) == (b.qparams, b.dtype):
+                    found = i, op, first.inputs[0]
+                    break
+        if found is None:
+            return done
+        i, op, src = found
+        out = op.outputs[0]
+        if lw.tensors[src].shape == lw.tensors[out].shape and out not in outputs:
+            lw.ops = [Op(o.type, tuple(src if n == out else n for n in o.inputs), o.outputs, o.options, name=o.name,
+                         source=o.source) for o in lw.ops if o is not op]
+        else:
+            lw.ops[i] = Op(op.type, (src, *op.inputs[1:]), op.outputs, op.options, name=op.name, source=op.source)
+        done += 1
+
+
 SELECT_LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     "select": _select,
     "stack": _stack,
