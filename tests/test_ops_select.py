@@ -160,3 +160,21 @@ def test_stack_pattern_micro_model_matches_tflm_and_numpy() -> None:
     ncl = np.transpose(xs[0][:, 0], (0, 2, 1))  # IR (N, 1, L, C) -> (N, C, L)
     stacked = np.stack([ncl, ncl], axis=1)  # (N, 2, C, L) -> IR (N, C, L, 2)
     np.testing.assert_array_equal(want, np.transpose(stacked, (0, 2, 3, 1)))
+
+
+def test_index_by_a_buffer_of_ints_end_to_end_exact() -> None:
+    """The index list as a registered buffer (a get_attr, no lifted constant): the same slices + CONCATENATION."""
+
+    class Buffered(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv1d(3, 5, 3, padding=1)
+            self.register_buffer("order", torch.tensor([4, 0, 1, 2]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x)[:, self.order]
+
+    torch.manual_seed(0)
+    out = run_everywhere(Buffered(), (3, 8))
+    assert out.op_types() == ["CONV_2D", "STRIDED_SLICE", "STRIDED_SLICE", "CONCATENATION"], out.op_types()
+    assert_exact(out)

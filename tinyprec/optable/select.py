@@ -46,3 +46,10 @@ def check_unbind(node: Any) -> str | None:
 def check_index(node: Any) -> str | None:
     return ("indexing by a tensor only with a constant list of ints on one non-batch dim (x[:, [0, 2]]); a mask or "
             "an index computed in forward has no int8 lowering: use slices and torch.cat")
+
+
+def check_lifted_constant(node: Any) -> str | None:
+    users = list(getattr(node, "users", ()))
+    if users and all(str(u.target) == "aten.index.Tensor" for u in users):
+        return None  # the index's own check says what is wrong with it
+    return "a tensor constant made in forward has no int8 operand form: register it as a buffer"

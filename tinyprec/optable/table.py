@@ -426,12 +426,13 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                "STRIDED_SLICE per run (+ CONCATENATION)",
                                "one dim, constant indices; each arithmetic run (step >= 1) is one slice",
                                check=_select_checks.check_index),
+    "aten.lift_fresh_copy.default": OpRow(_R.META, None, "(the constant of x[:, [0, 2]])", "",
+                                          "only as the index list (gone after the rewrite)",
+                                          check=_select_checks.check_lifted_constant),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
-    "lift_fresh_copy": "a tensor constant made in forward: index with a list of ints (x[:, [0, 2]]) or register "
-                       "a buffer",
     "layer_norm": "use BatchNorm right after a conv/linear (LayerNorm is not lowered yet)",
     "max": "use x.amax(dims), MaxPool or torch.maximum (a max over every dim is not lowered)",
     "zeros": "create constants as registered buffers, not inside forward",

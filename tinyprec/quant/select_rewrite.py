@@ -74,6 +74,9 @@ def _unbind(gm: fx.GraphModule, node: fx.Node) -> bool:
     x = node.args[0]
     dim = int(node.args[1]) if len(node.args) > 1 else int(node.kwargs.get("dim", 0))
     for user in users:
+        if not user.users:  # a piece nobody reads (a, _, c = x.unbind(1)) gets no op at all
+            gm.graph.erase_node(user)
+            continue
         with gm.graph.inserting_before(user):
             piece = gm.graph.call_function(torch.ops.aten.select.int, (x, dim, int(user.args[1])))
         _copy_meta(piece, node, user.meta.get("val"))
