@@ -178,3 +178,23 @@ def test_index_by_a_buffer_of_ints_end_to_end_exact() -> None:
     out = run_everywhere(Buffered(), (3, 8))
     assert out.op_types() == ["CONV_2D", "STRIDED_SLICE", "STRIDED_SLICE", "CONCATENATION"], out.op_types()
     assert_exact(out)
+
+
+class LinearStack(nn.Module):
+    """Two Linear heads (lowered to CONV_2D, held as [1, 1, 1, F]) stacked, then a Conv1d over the stack."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.a, self.b, self.dim = nn.Linear(8, 6), nn.Linear(8, 6), dim
+        self.conv = nn.Conv1d(2 if dim == 1 else 6, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(torch.stack([self.a(x), self.b(x)], dim=self.dim))
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_stack_of_linear_outputs_end_to_end_exact(dim: int) -> None:
+    torch.manual_seed(0)
+    out = run_everywhere(LinearStack(dim), (8,))
+    assert "CONCATENATION" in out.op_types(), out.op_types()
+    assert_exact(out)
