@@ -142,6 +142,32 @@ def test_channel_select_pattern_micro_model_matches_tflm_and_numpy() -> None:
     np.testing.assert_array_equal(want, np.transpose(picked, (0, 2, 1))[:, None])
 
 
+def select_stack_chain():  # type: ignore[no-untyped-def]
+    """y[:, 1] of an (N, 4, 3, 5) map as lowered (STRIDED_SLICE, RESHAPE, TRANSPOSE), then a stack of it with
+    itself along a new last dim (RESHAPE, CONCATENATION): the ops this lowering emits, for the Cortex-M4 run
+    (tests/test_mcu_new_ops.py CHAINS)."""
+    from tinyprec.ir import ConcatenationOptions, Graph, Op, OpType
+
+    graph = _chain((1, 3, 5, 4), [
+        ("STRIDED_SLICE", (1, 3, 5, 1), [np.array([0, 0, 0, 1]), np.array([1, 3, 5, 2]), np.ones(4)]),
+        ("RESHAPE", (1, 1, 3, 5), [np.array([-1, 1, 3, 5])]),
+        ("TRANSPOSE", (1, 1, 5, 3), [np.array([0, 1, 3, 2])]),
+        ("RESHAPE", (1, 5, 3, 1), [np.array([-1, 5, 3, 1])]),
+    ])
+    t = graph.tensors["t3"]
+    graph.tensors["out"] = type(t)("out", (1, 5, 3, 2), t.dtype, t.qparams)
+    ops = [*graph.ops, Op(OpType.CONCATENATION, ("t3", "t3"), ("out",), ConcatenationOptions(3), name="out")]
+    return Graph(graph.tensors, ops, graph.inputs, ["out"])
+
+
+def test_select_stack_chain_micro_model_matches_tflm_and_numpy() -> None:
+    from tests._one_op import emulator_matches_tflm
+
+    _, xs, want, _ = emulator_matches_tflm(select_stack_chain(), "select + stack chain")
+    picked = np.transpose(xs[0], (0, 3, 1, 2))[:, 1]  # y[:, 1]: (N, H, W)
+    np.testing.assert_array_equal(want, np.stack([picked.transpose(0, 2, 1)] * 2, axis=3))  # out[n, w, h, k]
+
+
 def test_stack_pattern_micro_model_matches_tflm_and_numpy() -> None:
     """torch.stack([y, y], 1) of (N, C=3, L=4), as lowered: TRANSPOSE + RESHAPE to (N, C, L, 1), then
     CONCATENATION on axis 3; TFLM == emulator, and the result is numpy's stack in the IR layout."""
