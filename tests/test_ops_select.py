@@ -224,3 +224,21 @@ def test_stack_of_linear_outputs_end_to_end_exact(dim: int) -> None:
     out = run_everywhere(LinearStack(dim), (8,))
     assert "CONCATENATION" in out.op_types(), out.op_types()
     assert_exact(out)
+
+
+class LinearPick(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(8, 6)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.fc(x))[:, [5, 0, 1]]
+
+
+def test_index_list_of_a_linear_output_end_to_end_exact() -> None:
+    """A constant-list index of an (N, F) Linear output (held as [1, 1, 1, F], between the RESHAPEs of a
+    Linear lowered to CONV_2D): slices + CONCATENATION."""
+    torch.manual_seed(0)
+    out = run_everywhere(LinearPick(), (8,))
+    assert out.op_types()[1:5] == ["CONV_2D", "STRIDED_SLICE", "STRIDED_SLICE", "CONCATENATION"], out.op_types()
+    assert_exact(out)
