@@ -10,8 +10,9 @@ under a new PyTorch shape that differs only by size-1 dims: a RESHAPE when the s
 - select -> STRIDED_SLICE of one position (dim kept, size 1), then :func:`relayout` to the output shape.
   (STRIDED_SLICE's ``shrink_axis_mask`` would give an IR tensor of rank 3, which is no IR layout; the
   RESHAPE after a kept-dim slice is what TFLM would run anyway.)
-- stack -> :func:`relayout` of each input to its unsqueezed shape (a RESHAPE or nothing, a TRANSPOSE only
-  for ``dim=1`` of ``(N, C, L)`` inputs), then CONCATENATION on the IR axis of ``dim``. TFLM's PACK adds an
+- stack -> :func:`relayout` of each input to its unsqueezed shape (a RESHAPE or nothing), then CONCATENATION
+  on the IR axis of ``dim``; ``dim=1`` of ``(N, C, L)`` inputs, which would need a TRANSPOSE per input, is
+  CONCATENATION on IR axis 1 (giving ``(N, C, K, L)``) and one TRANSPOSE. TFLM's PACK adds an
   axis to its output rank, which the rank-4 IR layout of an (N, C, L) -> (N, K, C, L) stack cannot use.
 """
 
@@ -122,6 +123,16 @@ def _stack(lw: Lowering, node: fx.Node) -> None:
     for v in values:
         _require_shared(lw, node, v, qnode)
     base = lw.source(node) or node.name
+    n, c, length = values[0].torch_shape if rank == 4 else (0, 1, 1)
+    if dim == 1 and c > 1 and length > 1:
+        # (N, C, L) inputs are stored (N, 1, L, C): concatenated on IR axis 1 they are (N, C, K, L), one
+        # TRANSPOSE from (N, K, C, L), instead of a TRANSPOSE per input.
+        k = len(values)
+        mid = lw.add_act(f"{base}.rows", (n, c, k, length), values[0].qparams, lw.source(node), dtype=values[0].dtype)
+        lw.emit(OpType.CONCATENATION, tuple(v.name for v in values), mid, ConcatenationOptions(1), lw.source(node))
+        perm = lw.add_const(f"{base}.perm", np.array([0, 3, 2, 1], np.int32), DType.INT32, None, lw.source(node))
+        _finish(lw, node, OpType.TRANSPOSE, (mid.name, perm), NoOptions(), qnode, qparams=mid.qparams)
+        return
     parts = []
     for k, v in enumerate(values):
         shape = (*v.torch_shape[:dim], 1, *v.torch_shape[dim:])

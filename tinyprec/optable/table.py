@@ -418,8 +418,8 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                              "STRIDED_SLICE + RESHAPE (+ TRANSPOSE for the channel of (N, C, H, W))",
                              "ranks 3 and 4, not the batch dim", check=_select_checks.check_select),
     "aten.stack.default": OpRow(_R.CONCAT, "stack", "torch.stack(xs, dim)", "RESHAPE per input + CONCATENATION",
-                                "(N, F) or (N, C, L) inputs sharing one scale; dim=1 of (N, C, L) adds a "
-                                "TRANSPOSE per input", check=_select_checks.check_stack),
+                                "(N, F) or (N, C, L) inputs sharing one scale; dim=1 of (N, C, L) adds one "
+                                "TRANSPOSE", check=_select_checks.check_stack),
     "aten.unbind.int": OpRow(_R.REWRITTEN, None, "x.unbind(d), a, b = x.unbind(1)", "one x[:, i] per piece",
                              "rewritten as one select per piece read", check=_select_checks.check_unbind),
     "aten.index.Tensor": OpRow(_R.REWRITTEN, None, "x[:, [0, 2]] (a constant list of ints)",
