@@ -25,8 +25,7 @@ def check_select(node: Any) -> str | None:
 
 
 def check_stack(node: Any) -> str | None:
-    ranks = {_rank(t) for t in node.args[0]}
-    ranks.discard(None)
+    ranks = {r for r in (_rank(t) for t in node.args[0]) if r is not None}
     if not ranks:
         return None
     if len(ranks) > 1:
