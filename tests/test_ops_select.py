@@ -242,3 +242,19 @@ def test_index_list_of_a_linear_output_end_to_end_exact() -> None:
     out = run_everywhere(LinearPick(), (8,))
     assert out.op_types()[1:5] == ["CONV_2D", "STRIDED_SLICE", "STRIDED_SLICE", "CONCATENATION"], out.op_types()
     assert_exact(out)
+
+
+def test_index_select_with_a_constant_end_to_end_exact() -> None:
+    class IndexSelect(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(2, 4, 3, padding=1)
+            self.register_buffer("keep", torch.tensor([3, 1]))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.conv(x).index_select(1, self.keep)
+
+    torch.manual_seed(0)
+    out = run_everywhere(IndexSelect(), (2, 6, 5))
+    assert out.op_types() == ["CONV_2D", "STRIDED_SLICE", "STRIDED_SLICE", "CONCATENATION"], out.op_types()
+    assert_exact(out)

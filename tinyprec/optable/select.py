@@ -49,6 +49,6 @@ def check_index(node: Any) -> str | None:
 
 def check_lifted_constant(node: Any) -> str | None:
     users = list(getattr(node, "users", ()))
-    if users and all(str(u.target) == "aten.index.Tensor" for u in users):
+    if users and all(str(u.target) in ("aten.index.Tensor", "aten.index_select.default") for u in users):
         return None  # the index's own check says what is wrong with it
     return "a tensor constant made in forward has no int8 operand form: register it as a buffer"

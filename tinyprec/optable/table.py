@@ -426,6 +426,9 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                                "STRIDED_SLICE per run (+ CONCATENATION)",
                                "one dim, constant indices; each arithmetic run (step >= 1) is one slice",
                                check=_select_checks.check_index),
+    "aten.index_select.default": OpRow(_R.REWRITTEN, None, "x.index_select(d, idx) (idx constant)",
+                                       "STRIDED_SLICE per run (+ CONCATENATION)", "as x[:, [0, 2]]",
+                                       check=_select_checks.check_index),
     "aten.lift_fresh_copy.default": OpRow(_R.META, None, "(the constant of x[:, [0, 2]])", "",
                                           "only as the index list (gone after the rewrite)",
                                           check=_select_checks.check_lifted_constant),
@@ -440,6 +443,7 @@ INSTEAD: MappingProxyType[str, str] = MappingProxyType({
     "upsample_bicubic2d": "bicubic resizing has no TFLM op; use mode='bilinear' or 'nearest'",
     "_upsample_bilinear2d_aa": "antialiased resizing has no TFLM op; use antialias=False",
     "pixel_unshuffle": "PixelUnshuffle (SPACE_TO_DEPTH) is not lowered yet; use a strided conv",
+    "gather": "torch.gather by a tensor of indices has no int8 lowering; index with a constant list (x[:, [0, 2]])",
 })
 
 #: Layers reported as a whole (their internal ops are not named one by one): module class name -> hint.

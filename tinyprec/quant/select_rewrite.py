@@ -5,8 +5,8 @@ lowering already handles, right after export (:func:`tinyprec.quant.capture.expo
 
 - ``unbind(x, d)`` read through ``getitem`` -> one ``aten.select.int(x, d, k)`` per piece read (the
   lowering: STRIDED_SLICE + a RESHAPE, or a TRANSPOSE where dropping the dim reorders the NHWC storage).
-- ``aten.index.Tensor(x, [None, .., idx])`` with ``idx`` a constant 1-D integer tensor (a Python list in
-  the source becomes a lifted constant) on one dim -> one ``aten.slice.Tensor`` per run of indices in
+- ``aten.index.Tensor(x, [None, .., idx])`` (and ``x.index_select(d, idx)``) with ``idx`` a constant 1-D
+  integer tensor (a Python list in the source becomes a lifted constant, or a registered buffer) on one dim -> one ``aten.slice.Tensor`` per run of indices in
   arithmetic progression (step >= 1), then ``aten.cat`` of the runs when there is more than one. A
   STRIDED_SLICE per run + CONCATENATION is exact (copies) and needs no new TFLM kernel; ``[0, 2, 4]`` is
   one strided slice. Anything else (a mask, an index computed from activations, two indexed dims) stays
@@ -90,9 +90,12 @@ def _index(gm: fx.GraphModule, node: fx.Node) -> bool:
     import torch
 
     aten = torch.ops.aten
-    x, indices = node.args[0], list(node.args[1])
+    x = node.args[0]
     val = getattr(x, "meta", {}).get("val")
-    picked = [(d, i) for d, i in enumerate(indices) if i is not None]
+    if node.target is aten.index_select.default:
+        picked = [(int(node.args[1]) % len(val.shape), node.args[2])] if val is not None else []
+    else:
+        picked = [(d, i) for d, i in enumerate(node.args[1]) if i is not None]
     if val is None or len(picked) != 1:
         return False
     dim, index_node = picked[0]
@@ -138,7 +141,7 @@ def select_rewrite(gm: fx.GraphModule) -> int:
             continue
         if node.target is aten.unbind.int:
             count += _unbind(gm, node)
-        elif node.target is aten.index.Tensor:
+        elif node.target in (aten.index.Tensor, aten.index_select.default):
             count += _index(gm, node)
     if count:
         gm.graph.lint()
