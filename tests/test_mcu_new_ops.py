@@ -2,7 +2,8 @@
 (reference and CMSIS-NN sets: CMSIS-NN has its own TRANSPOSE_CONV, BATCH_MATMUL, MAXIMUM/MINIMUM and TRANSPOSE)
 runs each chain bit-exact with host TFLM, golden vectors included: the shape ops (RESIZE_NEAREST_NEIGHBOR,
 RESIZE_BILINEAR, TRANSPOSE_CONV, DEPTH_TO_SPACE, BATCH_MATMUL), the elementwise ones (HARD_SWISH, LEAKY_RELU,
-ABS, SUB, MAXIMUM, MINIMUM, TRANSPOSE, STRIDED_SLICE) and PRELU."""
+ABS, SUB, MAXIMUM, MINIMUM, TRANSPOSE, STRIDED_SLICE), PRELU, and the select / stack lowering's
+STRIDED_SLICE + RESHAPE + TRANSPOSE + CONCATENATION."""
 
 from __future__ import annotations
 
@@ -14,10 +15,11 @@ import pytest
 from tests.test_mcu_firmware import TREE, needs_firmware
 from tests.test_ops_fuzz import every_new_op
 from tests.test_ops_micro import CASES
+from tests.test_ops_select import select_stack_chain
 from tests.test_ops_shape_fuzz import every_shape_op
 
 CHAINS = {"shape": (every_shape_op, (2, 3, 4)), "elementwise": (every_new_op, (4, 6, 3)),
-          "prelu": (CASES["prelu_per_channel"], (4, 5, 3))}
+          "prelu": (CASES["prelu_per_channel"], (4, 5, 3)), "select_stack": (select_stack_chain, (3, 5, 4))}
 
 
 @needs_firmware

@@ -28,6 +28,7 @@ from tinyprec.lowering.common import reshape_value
 from tinyprec.lowering.constants import share_constants
 from tinyprec.lowering.nodes import DEQUANTIZE_OPS
 from tinyprec.lowering.attention import merge_transpose_chains
+from tinyprec.lowering.select import collapse_reshapes
 from tinyprec.lowering.shape import cancel_transpose_pairs
 from tinyprec.lowering.state import Lowering, Value
 
@@ -106,6 +107,7 @@ def lower_with_trace(converted_gm: "fx.GraphModule", example_input: "torch.Tenso
         raise QuantSpecError(f"model '{name}': the converted graph has no quantized output")
     cancel_transpose_pairs(lw, [v.name for v in outputs])  # issue 11: softmax(-1) then .transpose(1, 2)
     merge_transpose_chains(lw, [v.name for v in outputs])  # issue 11: heads split by view/transpose
+    collapse_reshapes(lw, [v.name for v in outputs])  # issue 11: x[:, i] then unsqueeze / stack
     _drop_dead(lw, [v.name for v in outputs])
     lw.tensors, lw.ops = share_constants(lw.tensors, lw.ops)  # a weight every time step reads: stored once
     graph = Graph(

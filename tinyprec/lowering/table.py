@@ -43,6 +43,7 @@ from tinyprec.lowering.nodes import _AXIS, DEQUANTIZE_OPS, QUANTIZE_OPS, aten, q
 from tinyprec.lowering.norm import NORM_LOWERINGS
 from tinyprec.lowering.ops import _conv, _dequantize, _identity, _ignore, _linear, _quantize
 from tinyprec.lowering.shape import SHAPE_LOWERINGS, softmax_last_dim
+from tinyprec.lowering.select import SELECT_LOWERINGS
 from tinyprec.lowering.state import Lowering, Value, qparams_of
 from tinyprec.optable.table import OPS, supported_summary
 
@@ -201,6 +202,7 @@ LOWERINGS: dict[str, Callable[[Lowering, fx.Node], None]] = {
     **SHAPE_LOWERINGS,  # issue 11's shape ops (lowering/shape.py)
     **ACT_LOWERINGS,  # issue 11's activation / arithmetic ops (lowering/act.py)
     **NORM_LOWERINGS,  # issue 11's LayerNorm pieces (lowering/norm.py)
+    **SELECT_LOWERINGS,  # issue 11: x[:, i] and torch.stack (lowering/select.py)
 }
 
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-from tinyprec.optable import shape as _shape_checks
+from tinyprec.optable import select as _select_checks, shape as _shape_checks
 from tinyprec.optable.checks import (
     check_adaptive_max as _check_adaptive_max,
     check_amax as _check_amax,
@@ -449,17 +449,37 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.rnn_relu.input": OpRow(_R.REWRITTEN, None, "RNN (nonlinearity='relu', batch_first=True, h0 = 0)",
                                  "per step: CONV_2D x2, ADD (fused RELU)", "unrolled as GRU",
                                  check=lambda node: _RECURRENT_HINT),
+    # issue 11: integer indexing, stack, unbind, indexing by a constant list (lowering/select.py,
+    # quant/select_rewrite.py); all keep the input's qparams
+    "aten.select.int": OpRow(_R.SHARED, "select", "x[:, i] (an int index), x.select(d, i)",
+                             "STRIDED_SLICE + RESHAPE (+ TRANSPOSE for the channel of (N, C, H, W))",
+                             "ranks 3 and 4, not the batch dim", check=_select_checks.check_select),
+    "aten.stack.default": OpRow(_R.CONCAT, "stack", "torch.stack(xs, dim)", "RESHAPE per input + CONCATENATION",
+                                "(N, F) or (N, C, L) inputs sharing one scale; dim=1 of (N, C, L) adds one "
+                                "TRANSPOSE", check=_select_checks.check_stack),
+    "aten.unbind.int": OpRow(_R.REWRITTEN, None, "x.unbind(d), a, b = x.unbind(1)", "one x[:, i] per piece",
+                             "rewritten as one select per piece read", check=_select_checks.check_unbind),
+    "aten.index.Tensor": OpRow(_R.REWRITTEN, None, "x[:, [0, 2]] (a constant list of ints)",
+                               "STRIDED_SLICE per run (+ CONCATENATION)",
+                               "one dim, constant indices; each arithmetic run (step >= 1) is one slice",
+                               check=_select_checks.check_index),
+    "aten.index_select.default": OpRow(_R.REWRITTEN, None, "x.index_select(d, idx) (idx constant)",
+                                       "STRIDED_SLICE per run (+ CONCATENATION)", "as x[:, [0, 2]]",
+                                       check=_select_checks.check_index),
+    "aten.lift_fresh_copy.default": OpRow(_R.META, None, "(the constant of x[:, [0, 2]])", "",
+                                          "only as the index list (gone after the rewrite)",
+                                          check=_select_checks.check_lifted_constant),
 })
 
 #: What to use instead of an op stage 2 has no row for, by aten op name (without the overload).
 INSTEAD: MappingProxyType[str, str] = MappingProxyType({
-    "select": "slice instead of indexing (x[:, i:i + 1]); indexing a dim away is not lowered yet",
     "max": "use x.amax(dims), MaxPool or torch.maximum (a max over every dim is not lowered)",
     "zeros": "create constants as registered buffers, not inside forward",
     # issue 11: shape ops TFLM lacks
     "upsample_bicubic2d": "bicubic resizing has no TFLM op; use mode='bilinear' or 'nearest'",
     "_upsample_bilinear2d_aa": "antialiased resizing has no TFLM op; use antialias=False",
     "pixel_unshuffle": "PixelUnshuffle (SPACE_TO_DEPTH) is not lowered yet; use a strided conv",
+    "gather": "torch.gather by a tensor of indices has no int8 lowering; index with a constant list (x[:, [0, 2]])",
 })
 
 #: Layers reported as a whole (their internal ops are not named one by one): module class name -> hint.

@@ -138,6 +138,9 @@ def export_for_quant(model: torch.nn.Module, example_input: torch.Tensor, *, tra
 
     explicit_conv_padding(gm)
     split_to_slices(gm)  # chunk/split -> one slice per piece (STRIDED_SLICE)
+    from tinyprec.quant.select_rewrite import select_rewrite
+
+    select_rewrite(gm)  # unbind -> one select per piece; x[:, [0, 2]] -> slices (+ cat)
     from tinyprec.quant.act_rewrite import rewrite_for_tflm
 
     rewrite_for_tflm(gm)  # silu, hardsigmoid, gelu, scalar operands, standalone BN, global max pool
