@@ -19,7 +19,7 @@ from torch import fx
 from tinyprec.errors import UnsupportedOpError
 from tinyprec.ir import Activation, DType, NoOptions, Op, OpType, SoftmaxOptions, Tensor
 from tinyprec.ir.ops import BatchMatMulOptions
-from tinyprec.lowering.common import _finish, _no_order
+from tinyprec.lowering.common import _finish, _no_order, reader_counts
 from tinyprec.lowering.state import Lowering, Value, qparams_of
 
 _HEADS_FIRST = (0, 3, 2, 1)  # NHWC (N, M, K, H) <-> (N, H, K, M); its own inverse
@@ -78,11 +78,7 @@ def merge_transpose_chains(lw: Lowering, outputs: list[str]) -> int:
     while changed:
         changed = False
         producer = {op.outputs[0]: op for op in lw.ops}
-        readers: dict[str, int] = {}
-        for op in lw.ops:
-            for name in op.inputs:
-                if name is not None:
-                    readers[name] = readers.get(name, 0) + 1
+        readers = reader_counts(lw.ops)
         for second in lw.ops:
             if second.type is not OpType.TRANSPOSE:
                 continue

@@ -13,7 +13,7 @@ import torch
 from torch import fx
 
 from tinyprec.errors import QuantSpecError, UnsupportedOpError
-from tinyprec.ir import DType, ElementwiseOptions, OpType, QParams, ReshapeOptions
+from tinyprec.ir import DType, ElementwiseOptions, Op, OpType, QParams, ReshapeOptions
 from tinyprec.ir.qparams import round_half_away
 from tinyprec.ir.layout import ir_shape, storage_order
 from tinyprec.lowering.nodes import _AXIS, _DQ_CONST_OPS, qd
@@ -188,3 +188,13 @@ def _standalone_activation(lw: Lowering, node: fx.Node) -> None:
     one = lw.add_const(f"{src or node.name}.one", np.ones((1,) * len(lw.tensors[x.name].shape), x.dtype.numpy),
                        x.dtype, QParams.per_tensor(1.0, 0), src)
     _finish(lw, node, OpType.MUL, (x.name, one), ElementwiseOptions(act), qnode, order=x.order, flat4=x.flat4)
+
+
+def reader_counts(ops: list[Op]) -> dict[str, int]:
+    """How many op inputs read each tensor (a graph pass may fuse into an op only what nothing else reads)."""
+    readers: dict[str, int] = {}
+    for op in ops:
+        for name in op.inputs:
+            if name is not None:
+                readers[name] = readers.get(name, 0) + 1
+    return readers

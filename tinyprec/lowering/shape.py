@@ -20,7 +20,18 @@ from torch import fx
 from tinyprec.errors import UnsupportedOpError
 from tinyprec.ir import Activation, DType, Op, OpType, Padding, QParams
 from tinyprec.ir.ops import ResizeOptions, StridedSliceOptions, TransposeConvOptions
-from tinyprec.lowering.common import _arg, _bias, _const, _finish, _name, _no_order, _pair, _require_shared, weight_dtype
+from tinyprec.lowering.common import (
+    _arg,
+    _bias,
+    _const,
+    _finish,
+    _name,
+    _no_order,
+    _pair,
+    _require_shared,
+    reader_counts,
+    weight_dtype,
+)
 from tinyprec.lowering.attention import matmul_heads
 from tinyprec.lowering.state import Lowering, qparams_of
 
@@ -216,11 +227,7 @@ def cancel_transpose_pairs(lw: Lowering, outputs: list[str]) -> int:
     the user's own ``.transpose(1, 2)`` in attention): readers of the second read the first's input.
     Returns how many pairs went; the first TRANSPOSE is left for the dead-op sweep."""
     producer = {op.outputs[0]: op for op in lw.ops}
-    readers: dict[str, int] = {}
-    for op in lw.ops:
-        for name in op.inputs:
-            if name is not None:
-                readers[name] = readers.get(name, 0) + 1
+    readers = reader_counts(lw.ops)
     dropped = 0
     for second in list(lw.ops):
         first = producer.get(second.inputs[0]) if second.type is OpType.TRANSPOSE else None  # type: ignore[arg-type]

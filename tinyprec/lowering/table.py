@@ -132,10 +132,10 @@ def _cat(lw: Lowering, node: fx.Node) -> None:
     flat4 = rank == 2 and any(v.flat4 for v in values)
     if flat4:
         values = [v if v.flat4 else reshape_value(lw, v, flat4=True) for v in values]
-    act, qnode = lw.tail(node, fusable=True)
+    _, qnode = lw.tail(node, fusable=False)  # TFLM's CONCATENATION refuses a fused activation
     for v in values:
         _require_shared(lw, node, v, qnode)
-    options = ConcatenationOptions(3 if flat4 and dim == 1 else _AXIS[rank][dim], act)
+    options = ConcatenationOptions(3 if flat4 and dim == 1 else _AXIS[rank][dim])
     _finish(lw, node, OpType.CONCATENATION, tuple(v.name for v in values), options, qnode, flat4=flat4)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 
 from tinyprec.errors import DataError
 from tinyprec.ir import DType, Graph, QParams
+from tinyprec.ir.layout import LAYOUT_BY_RANK, to_ir_layout
 
 
 class Runner(enum.Enum):
@@ -44,18 +45,6 @@ RUNNER_TITLES: dict[Runner, str] = {
     Runner.EMULATOR: "tinyprec emulator",
     Runner.MCU: "TFLM firmware on an emulated Cortex-M (QEMU)",
 }
-
-LAYOUT_BY_RANK = {4: "NCHW", 3: "NCL", 2: "NF"}
-
-
-def to_ir_layout(x: np.ndarray, layout: str) -> np.ndarray:
-    """PyTorch layout (NCHW / NCL / NF) -> IR layout (NHWC / N1LC / NF)."""
-    if layout == "NCHW":
-        return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
-    if layout == "NCL":
-        return np.ascontiguousarray(np.transpose(x, (0, 2, 1))[:, None, :, :])
-    return np.ascontiguousarray(x)
-
 
 def quantize(x: np.ndarray, qp: QParams, dtype: type = np.int8) -> np.ndarray:
     """Float -> int8 (or int16) as firmware does it: round(x / scale) half away from zero, + zero point, saturate."""
