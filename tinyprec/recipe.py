@@ -3,7 +3,7 @@
     name = "digits_cnn"          # optional, defaults to the file stem
     seed = 0
     [model]  arch = "digits_cnn"   (or module = "my_models.py:build")   [model.args] ...
-    [data]   name = "digits" | "mnist1d" | "npz" | "synthetic" | "spoken_keywords", ...
+    [data]   name = "digits" | "mnist1d" | "npz" | "synthetic" | "spoken_keywords" | "machine_sounds", ...
     [train] [quant] [export] [validate]
 
 Every section is a frozen dataclass with defaults. Relative paths resolve against the recipe's folder.
@@ -37,7 +37,7 @@ class ModelConfig:
 class DataConfig:
     """Where the data comes from and how it is split and normalized."""
 
-    name: Literal["digits", "mnist1d", "npz", "synthetic", "spoken_keywords"] = "digits"
+    name: Literal["digits", "mnist1d", "npz", "synthetic", "spoken_keywords", "machine_sounds"] = "digits"
     path: Path | None = None  # npz: arrays x, y (and optionally x_test, y_test, class_labels)
     shape: tuple[int, ...] | None = None  # synthetic: per-sample shape (C,H,W) | (C,L) | (F,)
     num_classes: int | None = None  # synthetic/npz; digits and mnist1d know theirs
@@ -48,6 +48,7 @@ class DataConfig:
     normalize: bool = True  # standardize with train mean/std (recorded for firmware)
     class_labels: tuple[str, ...] | None = None
     speakers: tuple[int, ...] | None = None  # spoken_keywords: speakers in [train, val, test] (default 600, 40, 80)
+    clips: tuple[int, ...] | None = None  # machine_sounds: clips per machine ID in [train, val, test] (default 120, 20, 40)
 
 
 @dataclass(frozen=True)
@@ -336,6 +337,9 @@ def _check_data(data: DataConfig, where: str) -> None:
             raise RecipeError(f"{where}: data.name = 'npz' needs 'data.path' (a .npz file with arrays x and y)")
         if not data.path.is_file():
             raise RecipeError(f"{where}: 'data.path' file not found: {data.path}")
+    if data.name == "machine_sounds" and data.task != "autoencoder":
+        raise RecipeError(f"{where}: data.name = 'machine_sounds' is an anomaly-detection autoencoder task; "
+                          "add 'data.task = \"autoencoder\"'")
     if data.name == "synthetic" and data.shape is None:
         raise RecipeError(f"{where}: data.name = 'synthetic' needs 'data.shape', e.g. shape = [1, 49, 10]")
     if not (0.0 <= data.val_fraction < 1.0 and 0.0 <= data.test_fraction < 1.0

@@ -1,4 +1,5 @@
-"""The dataset sources a recipe can name: digits, mnist1d, npz, synthetic, spoken_keywords (table keyed by name)."""
+"""The dataset sources a recipe can name: digits, mnist1d, npz, synthetic, spoken_keywords, machine_sounds (table
+keyed by name)."""
 
 from __future__ import annotations
 
@@ -141,10 +142,17 @@ def _spoken_keywords(cfg: DataConfig, seed: int, base: Path) -> Dataset:
     return spoken_keywords(cfg, seed)
 
 
+def _machine_sounds(cfg: DataConfig, seed: int, base: Path) -> Dataset:
+    from tinyprec.data.machine_sounds import machine_sounds
+
+    return machine_sounds(cfg, seed)
+
+
 LOADERS: dict[str, Callable[[DataConfig, int, Path], Dataset]] = {
     "digits": _digits,
     "mnist1d": _mnist1d,
     "npz": _npz,
     "synthetic": _synthetic,
     "spoken_keywords": _spoken_keywords,
+    "machine_sounds": _machine_sounds,
 }
