@@ -11,7 +11,8 @@ from tinyprec.recipe import build_model_for, load_recipe, parse_recipe
 from tinyprec.zoo import ARCHITECTURES
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-SHIPPED = ["digits_cnn", "mnist1d_cnn", "kws_ds_cnn", "ic_resnet8", "vww_mobilenet_v1", "ad_autoencoder"]
+SHIPPED = ["digits_cnn", "mnist1d_cnn", "kws_ds_cnn", "ic_resnet8", "vww_mobilenet_v1", "ad_autoencoder",
+           "ad_autoencoder_quick"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
