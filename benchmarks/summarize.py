@@ -124,8 +124,28 @@ def lowbits() -> list[str]:
     return lines
 
 
+def anomaly_detection() -> list[str]:
+    doc = _load("ad.json")
+    if not doc:
+        return []
+    r0 = doc["runs"][0]
+    lines = [f"Anomaly detection on machine_sounds (`bench_ad.py`; ROC AUC x100; test split per seed: "
+             f"{r0['test_clips']['normal']} normal + {r0['test_clips']['anomalous']} anomalous clips, "
+             f"{r0['vectors']['test']} vectors):", "",
+             "| seed | vector AUC FP32 | int8 TFLM | mixed TFLM | clip AUC (MLPerf) FP32 | int8 TFLM | mixed TFLM |",
+             "|---|---|---|---|---|---|---|"]
+    for r in doc["runs"]:
+        v, c = r["int8"]["vector_auc_x100"], r["int8"]["clip_auc_x100_mlperf"]
+        mv = r.get("mixed", {}).get("vector_auc_x100", {}).get("tflm")
+        mc = r.get("mixed", {}).get("clip_auc_x100_mlperf", {}).get("tflm", {}).get("mean_over_machines")
+        lines.append(f"| {r['seed']} | {v['fp32']:.2f} | {v['tflm']:.2f} | {'-' if mv is None else f'{mv:.2f}'} | "
+                     f"{c['fp32']['mean_over_machines']:.2f} | {c['tflm']['mean_over_machines']:.2f} | "
+                     f"{'-' if mc is None else f'{mc:.2f}'} |")
+    return lines + [""]
+
+
 def main() -> None:
-    for part in (peers, size_arena, emulator, mixed_precision, latency, lowbits):
+    for part in (peers, size_arena, emulator, mixed_precision, latency, lowbits, anomaly_detection):
         for line in part():
             print(line)
 
