@@ -69,7 +69,8 @@ def _round(d: dict[str, object]) -> dict[str, object]:
     return {k: (round(v, 3) if isinstance(v, float) else v) for k, v in d.items()}
 
 
-def _variant(out: Path, recipe: object, dataset: object, frames: dict[str, np.ndarray], per_clip: int) -> dict[str, object]:
+def _variant(out: Path, recipe: object, dataset: object, frames: dict[str, np.ndarray],
+             per_clip: int) -> dict[str, object]:
     from tinyprec.pipeline import run_recipe
     from tinyprec.recipe import build_model_for
 
@@ -129,7 +130,8 @@ def main() -> None:
             t0 = time.perf_counter()
             dataset = load_dataset(recipe.data, seed, recipe.path.parent if recipe.path else None)
             data_s = time.perf_counter() - t0
-            mc = MachineConfig(clips=tuple(recipe.data.clips)) if recipe.data.clips else MachineConfig()  # type: ignore[arg-type]
+            clips = tuple(recipe.data.clips) if recipe.data.clips else MachineConfig().clips
+            mc = MachineConfig(clips=clips)  # type: ignore[arg-type]
             frames = load_frames(mc, seed)
             per_clip = MLPERF_AD.frames(mc.samples) - MLPERF_AD.context_frames + 1
             row: dict[str, object] = {
@@ -158,9 +160,11 @@ def main() -> None:
                 v = v.get(k) if isinstance(v, dict) else None  # type: ignore[union-attr]
             if isinstance(v, (int, float)):
                 vals.append(float(v))
-        return {"mean": round(float(np.mean(vals)), 2), "sd": round(float(np.std(vals)), 2), "n": len(vals)} if vals else {}
+        if not vals:
+            return {}
+        return {"mean": round(float(np.mean(vals)), 2), "sd": round(float(np.std(vals)), 2), "n": len(vals)}
 
-    summary = {f"{variant}_{metric}_{runner}": mean_sd((variant, key, runner) if sub is None else (variant, key, runner, sub))
+    summary = {f"{variant}_{metric}_{runner}": mean_sd((variant, key, runner) + (() if sub is None else (sub,)))
                for variant in ("int8", "mixed")
                for metric, key, sub in (("vector_auc", "vector_auc_x100", None),
                                         ("clip_auc", "clip_auc_x100_mlperf", "mean_over_machines"))

@@ -58,7 +58,8 @@ class MachineConfig:
 
     def check(self) -> None:
         if len(self.clips) != 3 or min(self.clips) < 1:
-            raise DataError(f"data.clips: give three positive counts per machine [train, val, test], got {list(self.clips)}")
+            raise DataError(f"data.clips: give three positive counts per machine [train, val, test], "
+                            f"got {list(self.clips)}")
         if any(c % 2 for c in self.clips[1:]):
             raise DataError(f"data.clips: validation and test counts must be even (half normal, half anomalous), "
                             f"got {list(self.clips)}")
