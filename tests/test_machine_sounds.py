@@ -72,6 +72,12 @@ def test_splits_labels_and_shapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (len(ds.train), len(ds.val), len(ds.test)) == (4 * 3 * per_clip, 4 * 4 * per_clip, 4 * 8 * per_clip)
     assert ds.input_shape == (640,) and ds.task == "autoencoder" and ds.num_classes == 0
     assert ds.train.x.dtype == np.float32 and not ds.train.y.any()  # normal sounds only
+    # Training vectors are shuffled: PTQ calibrates on the first batches, and consecutive vectors of one clip
+    # (which share 4 of their 5 frames) made its moving-average ranges those of one or two clips.
+    x = ds.train.x
+    assert sum(np.array_equal(x[i + 1, :512], x[i, 128:]) for i in range(100)) < 5
+    t = ds.test.x
+    assert all(np.array_equal(t[i + 1, :512], t[i, 128:]) for i in range(27))  # test keeps clip order
     for split in (ds.val, ds.test):
         assert split.y.mean() == 0.5 and set(np.unique(split.y)) == {0, 1}
         clips = split.y.reshape(-1, per_clip)
