@@ -18,7 +18,8 @@ audible to obvious:
   ringing the bearing's structural resonance (2.5-5 kHz, a few ms);
 - ``imbalance``: the 1x (and, less, 2x) shaft tone grows by 6-20 dB (a lost balance weight, a bent blade);
 - ``rubbing``: a band of noise (1-4 kHz) from a contact, modulated once per revolution;
-- ``speed``: the rotation off by 4-12% (a slipping belt, a failing supply), every line moves.
+- ``speed``: the rotation off by 2-7% (a slipping belt, a failing supply), every line moves; in half of these
+  clips the speed drifts there during the clip, from normal.
 
 Clips (int16 as a microphone delivers them, 16 kHz, ``clip_seconds`` long) go through MLPerf's AD front end
 (:mod:`tinyprec.data.logmel`: 128 log-mel bands, 5 frames -> 640 features per vector, one vector per frame).
@@ -44,7 +45,7 @@ from tinyprec.errors import DataError
 
 SPLITS = ("train", "val", "test")
 FAULTS = ("bearing", "imbalance", "rubbing", "speed")
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _FS = 16000
 
 
@@ -137,9 +138,11 @@ def _band(rng: np.random.Generator, n: int, centre: float, q: float) -> np.ndarr
 def make_clip(m: Machine, n: int, rng: np.random.Generator, fault: str | None) -> np.ndarray:
     """``n`` samples of machine ``m`` (float64, before the microphone), with ``fault`` or normal."""
     t = np.arange(n) / _FS
-    speed = 1.0 + rng.normal(0.0, 0.01)
+    speed: Any = 1.0 + rng.normal(0.0, 0.01)
     if fault == "speed":
-        speed *= 1.0 + rng.choice([-1.0, 1.0]) * rng.uniform(0.02, 0.07)
+        shift = rng.choice([-1.0, 1.0]) * rng.uniform(0.02, 0.07)
+        drift = rng.random() < 0.5  # half of them drift during the clip, from normal speed to the shift
+        speed = speed * (1.0 + shift * (np.linspace(0.0, 1.0, n) if drift else 1.0))
     wander = np.cumsum(rng.normal(0.0, 1.0, n // 400 + 2))
     wander = np.interp(np.arange(n) / 400.0, np.arange(len(wander)), wander) * 0.002 / np.sqrt(n / 400.0)
     rot = m.rotation_hz * speed * (1.0 + wander)
