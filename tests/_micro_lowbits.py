@@ -32,6 +32,7 @@ from tinyprec.ir import (
     SoftmaxOptions,
     Tensor,
 )
+from tinyprec.ir.ops import StridedSliceOptions
 
 A16 = DType.INT16
 
@@ -91,6 +92,51 @@ def binary(rng: np.random.Generator, op_type: OpType, *, shape2: tuple[int, ...]
     y = b.act("y", (1, 4, 4, 3), scale, 0, A16)
     b.op(op_type, (x1, x2), (y,), ElementwiseOptions(activation))
     return b.graph([y])
+
+
+def sub(rng: np.random.Generator, *, shape2: tuple[int, ...] = (1, 4, 4, 3),
+        activation: Activation = Activation.NONE) -> Graph:
+    """int16 SUB: inputs on different scales, the output on the range of their difference."""
+    b = MicroBuilder(rng, "sub")
+    x1 = b.input("x1", (1, 4, 4, 3), dtype=A16)
+    x2 = b.input("x2", shape2, scale=float(b.tensors[x1].qparams.scale[0]) * 0.7, dtype=A16)  # type: ignore[union-attr]
+    s1, s2 = (float(b.tensors[n].qparams.scale[0]) for n in (x1, x2))  # type: ignore[union-attr]
+    y = b.act("y", (1, 4, 4, 3), (s1 + s2) * 0.9, 0, A16)
+    b.op(OpType.SUB, (x1, x2), (y,), ElementwiseOptions(activation))
+    return b.graph([y])
+
+
+def extremum(rng: np.random.Generator, op_type: OpType, shape2: tuple[int, ...] = (1, 4, 4, 3)) -> Graph:
+    """int16 MAXIMUM / MINIMUM: TFLM compares raw values, so inputs and output share qparams."""
+    b = MicroBuilder(rng, op_type.value.lower())
+    x1 = b.input("x1", (1, 4, 4, 3), scale=3e-4, dtype=A16)
+    x2 = b.input("x2", shape2, scale=3e-4, dtype=A16)
+    y = b.act("y", (1, 4, 4, 3), 3e-4, 0, A16)
+    b.op(op_type, (x1, x2), (y,), NoOptions())
+    return b.graph([y])
+
+
+def transpose(rng: np.random.Generator) -> Graph:
+    b = MicroBuilder(rng, "transpose")
+    x = b.input("x", (1, 3, 4, 5), dtype=A16)
+    perm = b.const("perm", np.array([0, 2, 3, 1], np.int32), DType.INT32)
+    b.tensors["y"] = Tensor("y", (1, 4, 5, 3), A16, b.tensors[x].qparams)
+    b.op(OpType.TRANSPOSE, (x, perm), ("y",), NoOptions())
+    return b.graph(["y"])
+
+
+def strided_slice(rng: np.random.Generator, shrink: bool = False) -> Graph:
+    """int16 STRIDED_SLICE: a strided window of (1, 6, 5, 4), or one row with the axis dropped (rank 3)."""
+    b = MicroBuilder(rng, "strided_slice")
+    x = b.input("x", (1, 6, 5, 4), dtype=A16)
+    begin, end, strides = ([0, 2, 0, 1], [1, 3, 5, 4], [1, 1, 1, 1]) if shrink else ([0, 1, 0, 3], [1, 6, 5, 0],
+                                                                                       [1, 2, 2, -2])
+    consts = [b.const(n, np.array(v, np.int32), DType.INT32) for n, v in
+              (("begin", begin), ("end", end), ("strides", strides))]
+    shape = (1, 5, 3) if shrink else (1, 3, 3, 2)
+    b.tensors["y"] = Tensor("y", shape, A16, b.tensors[x].qparams)
+    b.op(OpType.STRIDED_SLICE, (x, *consts), ("y",), StridedSliceOptions(shrink_axis_mask=2 if shrink else 0))
+    return b.graph(["y"])
 
 
 def pool(rng: np.random.Generator, op_type: OpType, opts: PoolOptions, out_hw: int) -> Graph:
@@ -212,6 +258,13 @@ LOWBITS_MODELS: dict[str, Callable[[np.random.Generator], Graph]] = {
     "a16_add_broadcast": lambda r: binary(r, OpType.ADD, shape2=(1, 1, 1, 3)),
     "a16_mul": lambda r: binary(r, OpType.MUL),
     "a16_mul_broadcast_relu": lambda r: binary(r, OpType.MUL, shape2=(1, 4, 1, 3), activation=Activation.RELU),
+    "a16_sub": sub,
+    "a16_sub_broadcast_relu": lambda r: sub(r, shape2=(1, 1, 4, 3), activation=Activation.RELU),
+    "a16_maximum": lambda r: extremum(r, OpType.MAXIMUM),
+    "a16_minimum_broadcast": lambda r: extremum(r, OpType.MINIMUM, shape2=(1, 4, 1, 3)),
+    "a16_transpose": transpose,
+    "a16_strided_slice": strided_slice,
+    "a16_strided_slice_shrink": lambda r: strided_slice(r, shrink=True),
     "a16_average_pool2d": lambda r: pool(r, OpType.AVERAGE_POOL_2D, PoolOptions(3, 3, 2, 2, Padding.SAME), 4),
     "a16_max_pool2d": lambda r: pool(r, OpType.MAX_POOL_2D, PoolOptions(2, 2, 2, 2, Padding.VALID), 4),
     "a16_mean": mean,
