@@ -7,7 +7,8 @@ fully_connected.h with an INT64 bias, and common.cc):
   then the int64 ``MultiplyByQuantizedMultiplier``: the q31 multiplier reduced to 16 bits
   (``(m + 2**15) >> 16``, or 0x7FFF at the top), one rounding ``(acc * m16 + 2**(14 - shift)) >> (15 - shift)``,
   truncated to int32, then the zero point and the activation clamp in [-32768, 32767];
-* ADD: as int8 but the inputs are shifted left by 15 instead of 20 (add_common.cc); MUL and AVERAGE_POOL_2D:
+* ADD and SUB: as int8 but the inputs are shifted left by 15 instead of 20 (add_common.cc, sub_common.cc);
+  MUL and AVERAGE_POOL_2D:
   the int8 arithmetic on int16 values (zero points 0);
 * QUANTIZE int8 <-> int16 (and int8 -> int8): ``Requantize``, the int32 double-rounding multiplier of
   input_scale / output_scale (in double) applied to ``x - input_zero_point``, plus the output zero point,
@@ -171,6 +172,13 @@ def _build16(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, mods: dict
         if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
             return None
         return mods["mul16"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi), [a[0], b2[0]]
+    if n.target is aten.sub.Tensor:
+        from tinyprec.quant.exact_ops import more_modules
+
+        a, b2 = _dq(n.args[0]), _dq(n.args[1])
+        if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
+            return None
+        return more_modules()["sub"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi, left_shift=15), [a[0], b2[0]]
     return None
 
 
