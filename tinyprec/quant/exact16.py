@@ -10,6 +10,8 @@ fully_connected.h with an INT64 bias, and common.cc):
 * ADD and SUB: as int8 but the inputs are shifted left by 15 instead of 20 (add_common.cc, sub_common.cc);
   MUL and AVERAGE_POOL_2D:
   the int8 arithmetic on int16 values (zero points 0);
+* LOGISTIC / TANH (int16 in and out, an unrolled recurrent layer's gates): the emulator's table of TFLM's
+  interpolated int16 sigmoid;
 * QUANTIZE int8 <-> int16 (and int8 -> int8): ``Requantize``, the int32 double-rounding multiplier of
   input_scale / output_scale (in double) applied to ``x - input_zero_point``, plus the output zero point,
   saturated to the output type.
@@ -114,7 +116,19 @@ def _modules(base_mods: dict[str, type]) -> dict[str, type]:
             v = mbqm(xq.to(torch.int64) - self.zi, self.mult, self.shift) + self.zo
             return v.clamp(self.lo, self.hi).to(self.out)
 
+    class ExactTable16(torch.nn.Module):
+        """int16 LOGISTIC / TANH: TFLM's interpolated sigmoid table, evaluated for all 65,536 inputs
+        (the emulator's table, so the two cannot drift apart)."""
+
+        def __init__(self, table: np.ndarray) -> None:
+            super().__init__()
+            self.register_buffer("table", torch.from_numpy(table.astype(np.int16)))
+
+        def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
+            return self.table[xq.to(torch.int64) + 32768]  # type: ignore[index]
+
     return {"weighted16": ExactWeighted16, "add16": ExactAdd16, "mul16": ExactMul16, "avgpool": ExactAvgPool16,
+            "table16": ExactTable16,
             "activation": ExactActivation,
             "requantize": ExactRequantize}
 
@@ -172,6 +186,17 @@ def _build16(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, mods: dict
         if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
             return None
         return mods["mul16"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi), [a[0], b2[0]]
+    if n.target in (aten.sigmoid.default, aten.tanh.default) and act == "none":
+        from tinyprec.emulator.int16 import sigmoid_tanh_table16
+
+        x = _dq(n.args[0])
+        if x is None or x[3] != "int16" or x[2] != 0 or so != float(np.float32(1.0 / 32768)):
+            return None  # TFLM's int16 LOGISTIC/TANH: zero points 0, output scale 1/32768
+        try:
+            table = sigmoid_tanh_table16(x[1], n.target is aten.tanh.default)
+        except ValueError:
+            return None  # a scale TFLM refuses: the lowering's emulator check reports it
+        return mods["table16"](table), [x[0]]
     if n.target is aten.sub.Tensor:
         from tinyprec.quant.exact_ops import more_modules
 

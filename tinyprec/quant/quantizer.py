@@ -32,6 +32,8 @@ from tinyprec.errors import QuantSpecError
 from tinyprec.quant.bits import PRESETS, LayerPrecision, layer_rule
 from tinyprec.quant.capture import check_graph, is_bookkeeping, module_path
 from tinyprec.quant.observers import (
+    ACT16_QMAX,
+    ACT16_QMIN,
     ACT_QMAX,
     ACT_QMIN,
     INT32_QMAX,
@@ -241,8 +243,20 @@ class TFLiteInt8Quantizer(Quantizer):
         state.quantized.add(node)
 
     def _fixed(self, node: fx.Node, state: _State) -> None:
+        """softmax/sigmoid/tanh: TFLM's fixed output qparams, int8; a sigmoid/tanh gate of an unrolled
+        GRU/LSTM whose input is int16 stays int16 (output 1/32768, zero point 0: TFLM's int16 kernels)."""
+        from tinyprec.quant.recurrent import from_unrolled
+
         x = node.args[0]
         fixed = FIXED_QPARAMS[str(node.target)]
+        if self._bits_in([x], state) == 16 and from_unrolled(node) and str(node.target) != "aten.softmax.int":
+            spec = FixedQParamsQuantizationSpec(dtype=torch.int16, scale=1.0 / 32768.0, zero_point=0,
+                                                quant_min=ACT16_QMIN, quant_max=ACT16_QMAX,
+                                                qscheme=torch.per_tensor_symmetric)
+            _set(node, inputs={x: self._edge(x, state, 16)}, output=spec)
+            state.quantized.add(node)
+            state.bits[node] = 16
+            return
         spec = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=fixed.scale, zero_point=fixed.zero_point,
                                             quant_min=ACT_QMIN, quant_max=ACT_QMAX,
                                             qscheme=torch.per_tensor_affine)

@@ -204,18 +204,24 @@ def _classes() -> dict[str, type]:
     return {"GRU": UnrolledGRU, "LSTM": UnrolledLSTM, "RNN": UnrolledRNN}
 
 
-def _from_unrolled(node: Any) -> bool:
+def _unrolled_kinds(node: Any) -> set[str]:
     stack = node.meta.get("nn_module_stack") or {}
     names = {str(v[1]).rsplit(".", 1)[-1] for v in stack.values() if isinstance(v, tuple)}
-    return bool(names & {"UnrolledGRU", "UnrolledLSTM", "UnrolledRNN"})
+    return names & {"UnrolledGRU", "UnrolledLSTM", "UnrolledRNN"}
+
+
+def from_unrolled(node: Any) -> bool:
+    """True when ``node`` was traced inside an unrolled GRU / LSTM / RNN."""
+    return bool(_unrolled_kinds(node))
 
 
 def recurrent_precision_rule(node: Any, act_bits: int) -> str | None:
-    """Why an unrolled GRU/LSTM's Linear cannot compute at ``act_bits`` (None when it can): its gates are
-    STRIDED_SLICEs (and GRU's first step a constant operand), which TFLM runs on int8 only."""
-    if act_bits != 8 and _from_unrolled(node):
-        return ("an unrolled GRU/LSTM computes its gates with STRIDED_SLICE, which TFLM runs on int8 only: keep "
-                "the layer's activations int8 (int8 or w4a8)")
+    """Why an unrolled layer's Linear cannot compute at ``act_bits`` (None when it can). LSTM and RNN run
+    int16 activations (int16 STRIDED_SLICE, ADD, MUL, LOGISTIC, TANH: TFLM's 16x8 kernels); a GRU's first
+    step adds and multiplies ``b_hh`` as a constant operand, which the int16 path does not quantize yet."""
+    if act_bits != 8 and "UnrolledGRU" in _unrolled_kinds(node):
+        return ("an unrolled GRU's first step reads b_hh as a constant ADD/MUL operand, which is int8 only here: "
+                "keep the GRU's activations int8 (int8 or w4a8), or use an LSTM for int16 (a16w8)")
     return None
 
 
@@ -260,7 +266,7 @@ def fold_recurrent_outputs(gm: fx.GraphModule) -> int:
 
 def _stacked(node: Any, aten: Any) -> tuple[list[Any], int, int] | None:
     """(items, dim, rank of the result) of an unrolled layer's stack (or cat of unsqueezes), else None."""
-    if node.op != "call_function" or not _from_unrolled(node):
+    if node.op != "call_function" or not from_unrolled(node):
         return None
     if node.target is aten.stack.default:
         items = list(node.args[0])
