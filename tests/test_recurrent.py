@@ -174,6 +174,21 @@ def test_keyword_model_runs_exact_through_the_api(tmp_path: Path, kind: str) -> 
     assert acc["fp32"] > 88.0 and acc["tflm"] > acc["fp32"] - 3.0, acc  # measured: 93.0 / 93.3 (GRU), 93.6 / 93.0
 
 
+@pytest.mark.slow
+def test_int16_lstm_keyword_model_runs_exact_through_the_api(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    out = tmp_path / "lstm16"
+    blob, graph = train_to_tflite(Keyword("LSTM", hidden=32), _digit_sequences(), out, epochs=12,
+                                  overrides=(("rnn", "a16w8"),))
+    ops = _dtypes(graph)
+    assert ops[("CONV_2D", "int16")] == 8 + 7 and ops[("MUL", "int16")] == 8 * 2 + 7, ops
+    report = json.loads((out / "report" / "report.json").read_text())
+    acc = report["accuracy"]
+    print("LSTM a16w8", {k: round(v, 2) for k, v in acc.items() if isinstance(v, float)}, len(blob), "bytes",
+          len(graph.ops), "ops")
+    assert acc["fp32"] > 88.0 and acc["tflm"] > acc["fp32"] - 3.0, acc
+
+
 @pytest.mark.parametrize("qat", [False, True])
 def test_one_observer_per_weight_in_the_pt2e_program(qat: bool) -> None:
     from tinyprec.quant.stage import _prepare
