@@ -12,8 +12,9 @@ builders are shared with :mod:`tinyprec.quant.exact`, the TFLM-exact torch progr
 * ABS (micro/kernels/elementwise.cc): |x - zp_in| requantized when the scales differ, else moved as is.
 
 SUB is ADD's arithmetic (left shift 20, inputs rescaled to twice the larger input scale) with the second
-input subtracted; MAXIMUM/MINIMUM compare the raw int8 values (TFLM does not rescale: inputs and output
-must share qparams, which Prepare checks here and the quantizer guarantees).
+input subtracted; MAXIMUM/MINIMUM compare the raw values (TFLM does not rescale: inputs and output must
+share qparams, which Prepare checks here and the quantizer guarantees). SUB, MAXIMUM, MINIMUM, TRANSPOSE and
+STRIDED_SLICE also run on int16 (zero points 0; SUB then shifts left by 15, as TFLM's sub_common.cc).
 """
 
 from __future__ import annotations
