@@ -156,6 +156,17 @@ def _build16(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, mods: dict
     lo, hi = act_range16(act, so, 0)
     pools = (aten.avg_pool2d.default, aten.avg_pool1d.default, aten.adaptive_avg_pool2d.default,
              aten.adaptive_avg_pool1d.default, aten.mean.dim)
+    if n.target is aten.mean.dim and act == "none":
+        from tinyprec.quant.exact_act import _mean_module, _rank_of
+
+        x, rank = _dq(n.args[0]), _rank_of(n)
+        dims = tuple(sorted({int(d) % rank for d in n.args[1]})) if rank else ()  # type: ignore[union-attr]
+        if x is not None and x[3] == "int16" and rank and not (dims == tuple(range(2, rank)) and rank in (3, 4)):
+            # MEAN over other axes than the spatial ones (channels of (N, C, L)): TFLM's int8 arithmetic on int16
+            keep = bool(n.args[2]) if len(n.args) > 2 else False
+            mod = _mean_module(dims, keep, 0, x[1] / so, 0)
+            mod.wide, mod.lo, mod.hi = True, lo, hi
+            return mod, [x[0]]
     if n.target in pools:
         built = _build(gm, n, act, so, 0, mods, wide=True)
         if built is not None:

@@ -231,11 +231,13 @@ class TFLiteInt8Quantizer(Quantizer):
 
     def _extremum(self, node: fx.Node, state: _State) -> None:
         a, b = node.args[0], node.args[1]
-        inputs: dict[fx.Node, QuantizationSpecBase] = {a: self._edge(a, state)}
+        bits = self._bits_in([a, b], state)
+        inputs: dict[fx.Node, QuantizationSpecBase] = {a: self._edge(a, state, bits)}
         if b is not a:
             inputs[b] = SharedQuantizationSpec((a, node))
         _set(node, inputs=inputs, output=SharedQuantizationSpec((a, node)))
         state.quantized.add(node)
+        state.bits[node] = bits
 
     def _parametric(self, node: fx.Node, state: _State) -> None:
         x, p = node.args[0], node.args[1]
