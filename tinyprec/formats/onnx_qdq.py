@@ -123,7 +123,7 @@ class _Builder:
         """An integer initializer (in ONNX layout) dequantized per-axis along ``axis`` if per-channel."""
         assert t.qparams is not None
         onnx_data = bias_data(t, onnx_data)
-        zp_type = np.int8 if onnx_data.dtype == np.int8 else np.int32
+        zp_type = {np.dtype(np.int8): np.int8, np.dtype(np.int16): np.int16}.get(onnx_data.dtype, np.int32)
         per_axis = t.qparams.scale.size > 1
         qp = self.qparams_inputs(t.qparams, zp_type, t.name, per_axis)
         if t.dtype is DType.INT4:

@@ -192,6 +192,12 @@ def _build16(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, mods: dict
         if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
             return None
         return mods["add16"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi, left_shift=15), [a[0], b2[0]]
+    if n.target in (aten.add.Tensor, aten.mul.Tensor, aten.sub.Tensor):
+        from tinyprec.quant.exact_const import build_const_operand
+
+        found = build_const_operand(gm, n, act, so, 0, {"add": mods["add16"], "mul": mods["mul16"]}, wide=True)
+        if found is not None:  # an int16 constant operand (an a16w8 GRU's b_hh at its first step)
+            return found
     if n.target is aten.mul.Tensor:
         a, b2 = _dq(n.args[0]), _dq(n.args[1])
         if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
@@ -254,4 +260,10 @@ def rewrite_wide(gm: "fx.GraphModule", base_mods: dict[str, type]) -> int:
             continue
         install(gm, q, *built, f"_tflm_exact_{count}")
         count += 1
+    # TFLM's int16 tensors hold -32768 (a kernel's clamp is [-32768, 32767]); the fake-quant spec stops at -32767
+    # (symmetric). A value that moves through an op kept in float here (STRIDED_SLICE, RESHAPE, CONCATENATION,
+    # ...) must keep -32768, as TFLM copies it.
+    for q in gm.graph.nodes:
+        if q.target is qd.quantize_per_tensor.default and q.args[5] is torch.int16 and q.args[3] == -32767:
+            q.args = (*q.args[:3], -32768, *q.args[4:])
     return count

@@ -216,12 +216,9 @@ def from_unrolled(node: Any) -> bool:
 
 
 def recurrent_precision_rule(node: Any, act_bits: int) -> str | None:
-    """Why an unrolled layer's Linear cannot compute at ``act_bits`` (None when it can). LSTM and RNN run
-    int16 activations (int16 STRIDED_SLICE, ADD, MUL, LOGISTIC, TANH: TFLM's 16x8 kernels); a GRU's first
-    step adds and multiplies ``b_hh`` as a constant operand, which the int16 path does not quantize yet."""
-    if act_bits != 8 and "UnrolledGRU" in _unrolled_kinds(node):
-        return ("an unrolled GRU's first step reads b_hh as a constant ADD/MUL operand, which is int8 only here: "
-                "keep the GRU's activations int8 (int8 or w4a8), or use an LSTM for int16 (a16w8)")
+    """Why an unrolled layer's Linear cannot compute at ``act_bits`` (None when it can): every form runs
+    int16 activations now (int16 STRIDED_SLICE, ADD, SUB, MUL, LOGISTIC, TANH: TFLM's 16x8 kernels; a GRU's
+    first-step ``b_hh`` operand is then an int16 constant), so this only keeps the hook for the quantizer."""
     return None
 
 
