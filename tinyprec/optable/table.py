@@ -437,7 +437,7 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
                             "per step: CONV_2D x2, STRIDED_SLICE, ADD, LOGISTIC, MUL, TANH, SUB",
                             "unrolled, one Linear per product reading ONE stored weight; ~16 ops per step and "
                             "layer; out[:, k] / h_n[k] read that step's h, a whole `out` is a CONCATENATION; "
-                            "int8 activations only (a16w8 refused: b_hh is a constant operand at step 1)",
+                            "a16w8: gates and h int16",
                             check=lambda node: _RECURRENT_HINT),
     "aten.lstm.input": OpRow(_R.REWRITTEN, None, "LSTM (batch_first=True, any num_layers, h0 = c0 = 0)",
                              "per step: CONV_2D x2, ADD, STRIDED_SLICE, LOGISTIC, TANH, MUL",

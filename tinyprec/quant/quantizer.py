@@ -362,10 +362,8 @@ def node_rule(node: fx.Node, precision: LayerPrecision, *, per_channel: bool) ->
     from tinyprec.ir import DType, OpType
     from tinyprec.ir.support import cmsis_nn_rule
 
-    from tinyprec.quant.recurrent import recurrent_precision_rule
-
     op_type = lowered_op_type(node)
-    rule = recurrent_precision_rule(node, precision.act_bits) or layer_rule(op_type, precision, per_channel=per_channel)
+    rule = layer_rule(op_type, precision, per_channel=per_channel)
     if rule is not None or op_type != "DEPTHWISE_CONV_2D":
         return rule
     groups, w = _groups_and_weight(node)

@@ -26,7 +26,8 @@ nn.RNN: ``h = tanh(gi + gh)`` (or relu, fused into the ADD). LSTM (gate order i,
 The initial state is zero (an h0 passed by the user is refused), so the first step has no recurrent
 product: its ``gh`` is the bias ``b_hh`` alone, a constant (GRU: an ADD and a MUL with it; LSTM: folded
 into the first step's Linear bias as ``b_ih + b_hh``). Each step's activations get their own observer
-(the LSTM cell state ``c`` is int8 with a scale per step).
+(the LSTM cell state ``c`` is int8 with a scale per step; at a16w8 every gate, ``c`` and ``h`` are int16,
+a GRU's first-step ``b_hh`` an int16 constant operand).
 
 The layer's outputs are ``(torch.stack(h_t, 1), torch.stack(h_last_per_layer, 0))`` (LSTM: ``(out, (h_n,
 c_n))``); :func:`fold_recurrent_outputs` rewrites, after export, ``out[:, k]`` / ``h_n[k]`` /
@@ -213,13 +214,6 @@ def _unrolled_kinds(node: Any) -> set[str]:
 def from_unrolled(node: Any) -> bool:
     """True when ``node`` was traced inside an unrolled GRU / LSTM / RNN."""
     return bool(_unrolled_kinds(node))
-
-
-def recurrent_precision_rule(node: Any, act_bits: int) -> str | None:
-    """Why an unrolled layer's Linear cannot compute at ``act_bits`` (None when it can): every form runs
-    int16 activations now (int16 STRIDED_SLICE, ADD, SUB, MUL, LOGISTIC, TANH: TFLM's 16x8 kernels; a GRU's
-    first-step ``b_hh`` operand is then an int16 constant), so this only keeps the hook for the quantizer."""
-    return None
 
 
 def fold_recurrent_outputs(gm: fx.GraphModule) -> int:
