@@ -139,6 +139,29 @@ def strided_slice(rng: np.random.Generator, shrink: bool = False) -> Graph:
     return b.graph(["y"])
 
 
+def moves_chain(rng: np.random.Generator) -> Graph:
+    """int16 TRANSPOSE -> two STRIDED_SLICEs -> MAXIMUM, MINIMUM -> SUB: the data-movement ops an int16
+    recurrent layer or an a16w8 layer's select / permute / max uses, in one graph (also run on Cortex-M)."""
+    b = MicroBuilder(rng, "moves_chain")
+    x = b.input("x", (1, 6, 5, 4), dtype=A16)
+    q = b.tensors[x].qparams
+    perm = b.const("perm", np.array([0, 2, 1, 3], np.int32), DType.INT32)
+    b.tensors["t"] = Tensor("t", (1, 5, 6, 4), A16, q)
+    b.op(OpType.TRANSPOSE, (x, perm), ("t",), NoOptions())
+    for name, start in (("s1", 1), ("s2", 0)):
+        consts = [b.const(f"{name}_{k}", np.array(v, np.int32), DType.INT32) for k, v in
+                  (("begin", [0, 0, start, 0]), ("end", [1, 5, start + 5, 4]), ("strides", [1, 1, 1, 1]))]
+        b.tensors[name] = Tensor(name, (1, 5, 5, 4), A16, q)
+        b.op(OpType.STRIDED_SLICE, ("t", *consts), (name,), StridedSliceOptions())
+    b.tensors["m"] = Tensor("m", (1, 5, 5, 4), A16, q)
+    b.op(OpType.MAXIMUM, ("s1", "s2"), ("m",), NoOptions())
+    b.tensors["n"] = Tensor("n", (1, 5, 5, 4), A16, q)
+    b.op(OpType.MINIMUM, ("s1", "s2"), ("n",), NoOptions())
+    y = b.act("y", (1, 5, 5, 4), float(q.scale[0]) * 1.1, 0, A16)  # type: ignore[union-attr]
+    b.op(OpType.SUB, ("m", "n"), (y,), ElementwiseOptions(Activation.NONE))
+    return b.graph([y])
+
+
 def pool(rng: np.random.Generator, op_type: OpType, opts: PoolOptions, out_hw: int) -> Graph:
     b = MicroBuilder(rng, op_type.value.lower())
     x = b.input("x", (1, 8, 8, 4), dtype=A16)
@@ -265,6 +288,7 @@ LOWBITS_MODELS: dict[str, Callable[[np.random.Generator], Graph]] = {
     "a16_transpose": transpose,
     "a16_strided_slice": strided_slice,
     "a16_strided_slice_shrink": lambda r: strided_slice(r, shrink=True),
+    "a16_moves_chain": moves_chain,
     "a16_average_pool2d": lambda r: pool(r, OpType.AVERAGE_POOL_2D, PoolOptions(3, 3, 2, 2, Padding.SAME), 4),
     "a16_max_pool2d": lambda r: pool(r, OpType.MAX_POOL_2D, PoolOptions(2, 2, 2, 2, Padding.VALID), 4),
     "a16_mean": mean,

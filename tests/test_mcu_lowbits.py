@@ -51,6 +51,7 @@ def int4_chain(rng: np.random.Generator) -> Graph:
 
 OTHER_MODELS: dict[str, Callable[[np.random.Generator], Graph]] = {
     "mixed_int4_16x8": lb.mixed,
+    "int16_moves": lb.moves_chain,  # int16 TRANSPOSE, STRIDED_SLICE, MAXIMUM, MINIMUM, SUB
 }
 
 
