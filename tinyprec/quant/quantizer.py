@@ -251,7 +251,8 @@ class TFLiteInt8Quantizer(Quantizer):
 
         x = node.args[0]
         fixed = FIXED_QPARAMS[str(node.target)]
-        if self._bits_in([x], state) == 16 and from_unrolled(node) and str(node.target) != "aten.softmax.int":
+        gate = str(node.target) in ("aten.sigmoid.default", "aten.tanh.default")
+        if gate and self._bits_in([x], state) == 16 and from_unrolled(node):
             spec = FixedQParamsQuantizationSpec(dtype=torch.int16, scale=1.0 / 32768.0, zero_point=0,
                                                 quant_min=ACT16_QMIN, quant_max=ACT16_QMAX,
                                                 qscheme=torch.per_tensor_symmetric)
