@@ -9,6 +9,10 @@ speakers are not disjoint here (this measures quantization, not generalisation).
 benchmarks/results/recurrent.json.
 
     python benchmarks/bench_recurrent.py [--npz PATH] [--strides 4 2] [--epochs 10] [--kinds GRU LSTM]
+        [--precisions int8 a16w8] [--output PATH]
+
+int16 (``--precisions int8 a16w8 --kinds LSTM --output benchmarks/results/recurrent_int16.json``): the LSTM's
+gates, cell state and h in int16, the head int8 (GRU is refused at int16).
 """
 
 from __future__ import annotations
@@ -50,12 +54,14 @@ def _model(kind: str, hidden: int, classes: int):  # type: ignore[no-untyped-def
     return Keyword()
 
 
-def run(kind: str, stride: int, npz: Path, epochs: int, hidden: int, limit: int, out: Path) -> dict[str, object]:
+def run(kind: str, stride: int, npz: Path, epochs: int, hidden: int, limit: int, out: Path,
+        precision: str = "int8") -> dict[str, object]:
     import torch
 
     import tinyprec
     from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.recipe import QuantConfig, TrainConfig, ValidateConfig
+    from tinyprec.runtimes.tflm import tflm_arena_bytes
 
     torch.manual_seed(0)
     x, y = _data(npz, stride, limit)
@@ -65,7 +71,8 @@ def run(kind: str, stride: int, npz: Path, epochs: int, hidden: int, limit: int,
                              config=TrainConfig(epochs=epochs, batch_size=64, precision="fp32"), out_dir=out)
     t1 = time.perf_counter()
     q = tinyprec.quantize(trained.model, data, out_dir=out,
-                          config=QuantConfig(mode="qat", epochs=1, batch_size=64, autocast="fp32"))
+                          config=QuantConfig(mode="qat", epochs=1, batch_size=64, autocast="fp32",
+                                             overrides=(("rnn", precision),)))
     t2 = time.perf_counter()
     tinyprec.export(q, data, model_fp32=trained.model, out_dir=out)
     t3 = time.perf_counter()
@@ -77,12 +84,13 @@ def run(kind: str, stride: int, npz: Path, epochs: int, hidden: int, limit: int,
     acc = result.report["accuracy"]
     agree = result.report["agreement"]
     return {
-        "kind": kind, "steps": int(x.shape[1]), "hidden": hidden, "samples": int(len(y)),
+        "kind": kind, "precision": precision, "steps": int(x.shape[1]), "hidden": hidden, "samples": int(len(y)),
         "fp32": acc["fp32"], "tflm_int8": acc["tflm"], "drop": acc["fp32"] - acc["tflm"],
         "quant_selected": json.loads((out / "quant" / "metrics.json").read_text())["selected"],
         "tflm_vs_emulator_identical": agree["tflm_vs_emulator"]["identical_outputs"],
         "tflm_vs_exact_identical": agree["tflm_vs_fake_quant_tflm"]["identical_outputs"],
         "ops": len(graph.ops), "tflite_bytes": len(blob), "constant_bytes": const,
+        "arena_bytes": tflm_arena_bytes(blob),
         "seconds": {"train": round(t1 - t0, 1), "quantize": round(t2 - t1, 1), "export": round(t3 - t2, 1),
                     "validate": round(t4 - t3, 1)},
     }
@@ -99,16 +107,21 @@ def main() -> None:
     ap.add_argument("--hidden", type=int, default=32)
     ap.add_argument("--limit", type=int, default=4000, help="samples used (pooled splits)")
     ap.add_argument("--work", type=Path, default=ROOT / "export" / "bench_recurrent")
+    ap.add_argument("--precisions", nargs="+", default=["int8"],
+                    help="the recurrent layer's precision ('int8', 'a16w8': int16 gates and state; the head stays int8)")
+    ap.add_argument("--output", type=Path, default=ROOT / "benchmarks" / "results" / "recurrent.json")
     args = ap.parse_args()
     if args.npz is None or not args.npz.is_file():
         raise SystemExit("no spoken_keywords cache: run `python benchmarks/bench_kws.py` (or pass --npz)")
     rows = []
     for stride in args.strides:
         for kind in args.kinds:
-            row = run(kind, stride, args.npz, args.epochs, args.hidden, args.limit, args.work / f"{kind}_{stride}")
-            print(json.dumps(row))
-            rows.append(row)
-    path = ROOT / "benchmarks" / "results" / "recurrent.json"
+            for precision in args.precisions:
+                row = run(kind, stride, args.npz, args.epochs, args.hidden, args.limit,
+                          args.work / f"{kind}_{stride}_{precision}", precision)
+                print(json.dumps(row))
+                rows.append(row)
+    path = args.output
     path.write_text(json.dumps({"npz": args.npz.name, "rows": rows}, indent=1) + "\n")
 
 

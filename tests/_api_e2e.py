@@ -2,7 +2,8 @@
 acceptance-architecture tests drive it.
 
 ``train_to_tflite(model, data, out)`` asserts that validation found TFLM == emulator and TFLM == the
-TFLM-exact program on 100% of outputs, and returns the exported int8 .tflite and its graph as read back;
+TFLM-exact program on 100% of outputs, and returns the exported int8 .tflite and its graph as read back
+(``overrides``: per-layer precisions, ``QuantConfig.overrides``);
 ``assert_tflite_reference_matches_tflm(blob, graph)`` runs TF Lite's reference kernels and TFLM on 32 random
 int8 inputs of that file and asserts they are equal.
 """
@@ -18,7 +19,7 @@ from tinyprec.ir import Graph
 
 
 def train_to_tflite(model: Any, data: tuple[np.ndarray, np.ndarray], out: Path, *,
-                    epochs: int = 3) -> tuple[bytes, Graph]:
+                    epochs: int = 3, overrides: tuple[tuple[str, str], ...] = ()) -> tuple[bytes, Graph]:
     import tinyprec
     from tinyprec.formats.tflite_reader import read_tflite
     from tinyprec.recipe import QuantConfig, TrainConfig, ValidateConfig
@@ -26,7 +27,8 @@ def train_to_tflite(model: Any, data: tuple[np.ndarray, np.ndarray], out: Path, 
     trained = tinyprec.train(model, data, config=TrainConfig(epochs=epochs, batch_size=32, precision="fp32"),
                              out_dir=out)
     q = tinyprec.quantize(trained.model, data, out_dir=out,
-                          config=QuantConfig(mode="qat", epochs=1, batch_size=32, autocast="fp32"))
+                          config=QuantConfig(mode="qat", epochs=1, batch_size=32, autocast="fp32",
+                                             overrides=overrides))
     tinyprec.export(q, data, model_fp32=trained.model, out_dir=out)
     result = tinyprec.validate(out, data, model_fp32=trained.model, config=ValidateConfig(max_drop=100.0))
     agreement = result.report["agreement"]

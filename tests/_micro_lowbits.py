@@ -32,6 +32,7 @@ from tinyprec.ir import (
     SoftmaxOptions,
     Tensor,
 )
+from tinyprec.ir.ops import StridedSliceOptions
 
 A16 = DType.INT16
 
@@ -90,6 +91,74 @@ def binary(rng: np.random.Generator, op_type: OpType, *, shape2: tuple[int, ...]
     scale = (s1 + s2) * 1.2 if op_type is OpType.ADD else s1 * s2 * 18918.0 * 1.5
     y = b.act("y", (1, 4, 4, 3), scale, 0, A16)
     b.op(op_type, (x1, x2), (y,), ElementwiseOptions(activation))
+    return b.graph([y])
+
+
+def sub(rng: np.random.Generator, *, shape2: tuple[int, ...] = (1, 4, 4, 3),
+        activation: Activation = Activation.NONE) -> Graph:
+    """int16 SUB: inputs on different scales, the output on the range of their difference."""
+    b = MicroBuilder(rng, "sub")
+    x1 = b.input("x1", (1, 4, 4, 3), dtype=A16)
+    x2 = b.input("x2", shape2, scale=float(b.tensors[x1].qparams.scale[0]) * 0.7, dtype=A16)  # type: ignore[union-attr]
+    s1, s2 = (float(b.tensors[n].qparams.scale[0]) for n in (x1, x2))  # type: ignore[union-attr]
+    y = b.act("y", (1, 4, 4, 3), (s1 + s2) * 0.9, 0, A16)
+    b.op(OpType.SUB, (x1, x2), (y,), ElementwiseOptions(activation))
+    return b.graph([y])
+
+
+def extremum(rng: np.random.Generator, op_type: OpType, shape2: tuple[int, ...] = (1, 4, 4, 3)) -> Graph:
+    """int16 MAXIMUM / MINIMUM: TFLM compares raw values, so inputs and output share qparams."""
+    b = MicroBuilder(rng, op_type.value.lower())
+    x1 = b.input("x1", (1, 4, 4, 3), scale=3e-4, dtype=A16)
+    x2 = b.input("x2", shape2, scale=3e-4, dtype=A16)
+    y = b.act("y", (1, 4, 4, 3), 3e-4, 0, A16)
+    b.op(op_type, (x1, x2), (y,), NoOptions())
+    return b.graph([y])
+
+
+def transpose(rng: np.random.Generator) -> Graph:
+    b = MicroBuilder(rng, "transpose")
+    x = b.input("x", (1, 3, 4, 5), dtype=A16)
+    perm = b.const("perm", np.array([0, 2, 3, 1], np.int32), DType.INT32)
+    b.tensors["y"] = Tensor("y", (1, 4, 5, 3), A16, b.tensors[x].qparams)
+    b.op(OpType.TRANSPOSE, (x, perm), ("y",), NoOptions())
+    return b.graph(["y"])
+
+
+def strided_slice(rng: np.random.Generator, shrink: bool = False) -> Graph:
+    """int16 STRIDED_SLICE: a strided window of (1, 6, 5, 4), or one row with the axis dropped (rank 3)."""
+    b = MicroBuilder(rng, "strided_slice")
+    x = b.input("x", (1, 6, 5, 4), dtype=A16)
+    begin, end, strides = ([0, 2, 0, 1], [1, 3, 5, 4], [1, 1, 1, 1]) if shrink else ([0, 1, 0, 3], [1, 6, 5, 0],
+                                                                                       [1, 2, 2, -2])
+    consts = [b.const(n, np.array(v, np.int32), DType.INT32) for n, v in
+              (("begin", begin), ("end", end), ("strides", strides))]
+    shape = (1, 5, 3) if shrink else (1, 3, 3, 2)
+    b.tensors["y"] = Tensor("y", shape, A16, b.tensors[x].qparams)
+    b.op(OpType.STRIDED_SLICE, (x, *consts), ("y",), StridedSliceOptions(shrink_axis_mask=2 if shrink else 0))
+    return b.graph(["y"])
+
+
+def moves_chain(rng: np.random.Generator) -> Graph:
+    """int16 TRANSPOSE -> two STRIDED_SLICEs -> MAXIMUM, MINIMUM -> SUB: the data-movement ops an int16
+    recurrent layer or an a16w8 layer's select / permute / max uses, in one graph (also run on Cortex-M)."""
+    b = MicroBuilder(rng, "moves_chain")
+    x = b.input("x", (1, 6, 5, 4), dtype=A16)
+    q = b.tensors[x].qparams
+    perm = b.const("perm", np.array([0, 2, 1, 3], np.int32), DType.INT32)
+    b.tensors["t"] = Tensor("t", (1, 5, 6, 4), A16, q)
+    b.op(OpType.TRANSPOSE, (x, perm), ("t",), NoOptions())
+    for name, start in (("s1", 1), ("s2", 0)):
+        consts = [b.const(f"{name}_{k}", np.array(v, np.int32), DType.INT32) for k, v in
+                  (("begin", [0, 0, start, 0]), ("end", [1, 5, start + 5, 4]), ("strides", [1, 1, 1, 1]))]
+        b.tensors[name] = Tensor(name, (1, 5, 5, 4), A16, q)
+        b.op(OpType.STRIDED_SLICE, ("t", *consts), (name,), StridedSliceOptions())
+    b.tensors["m"] = Tensor("m", (1, 5, 5, 4), A16, q)
+    b.op(OpType.MAXIMUM, ("s1", "s2"), ("m",), NoOptions())
+    b.tensors["n"] = Tensor("n", (1, 5, 5, 4), A16, q)
+    b.op(OpType.MINIMUM, ("s1", "s2"), ("n",), NoOptions())
+    y = b.act("y", (1, 5, 5, 4), float(q.scale[0]) * 1.1, 0, A16)  # type: ignore[union-attr]
+    b.op(OpType.SUB, ("m", "n"), (y,), ElementwiseOptions(Activation.NONE))
     return b.graph([y])
 
 
@@ -212,6 +281,14 @@ LOWBITS_MODELS: dict[str, Callable[[np.random.Generator], Graph]] = {
     "a16_add_broadcast": lambda r: binary(r, OpType.ADD, shape2=(1, 1, 1, 3)),
     "a16_mul": lambda r: binary(r, OpType.MUL),
     "a16_mul_broadcast_relu": lambda r: binary(r, OpType.MUL, shape2=(1, 4, 1, 3), activation=Activation.RELU),
+    "a16_sub": sub,
+    "a16_sub_broadcast_relu": lambda r: sub(r, shape2=(1, 1, 4, 3), activation=Activation.RELU),
+    "a16_maximum": lambda r: extremum(r, OpType.MAXIMUM),
+    "a16_minimum_broadcast": lambda r: extremum(r, OpType.MINIMUM, shape2=(1, 4, 1, 3)),
+    "a16_transpose": transpose,
+    "a16_strided_slice": strided_slice,
+    "a16_strided_slice_shrink": lambda r: strided_slice(r, shrink=True),
+    "a16_moves_chain": moves_chain,
     "a16_average_pool2d": lambda r: pool(r, OpType.AVERAGE_POOL_2D, PoolOptions(3, 3, 2, 2, Padding.SAME), 4),
     "a16_max_pool2d": lambda r: pool(r, OpType.MAX_POOL_2D, PoolOptions(2, 2, 2, 2, Padding.VALID), 4),
     "a16_mean": mean,

@@ -29,8 +29,10 @@ class Outputs:
         return [op.type.value for op in self.graph.ops]
 
 
-def convert(model: Any, input_shape: tuple[int, ...], n: int = 64, seed: int = 0) -> tuple[Any, np.ndarray]:
-    """PTQ of ``model`` with the product quantizer on ``n`` random samples: (converted program, inputs)."""
+def convert(model: Any, input_shape: tuple[int, ...], n: int = 64, seed: int = 0,
+            overrides: tuple[tuple[str, str], ...] = ()) -> tuple[Any, np.ndarray]:
+    """PTQ of ``model`` with the product quantizer on ``n`` random samples: (converted program, inputs).
+    ``overrides``: per-layer precisions (``QuantConfig.overrides``, e.g. ``(("rnn", "a16w8"),)``)."""
     from tinyprec.data import Dataset
     from tinyprec.quant.capture import check_graph, example_like, export_for_quant
     from tinyprec.quant.stage import ptq
@@ -41,11 +43,12 @@ def convert(model: Any, input_shape: tuple[int, ...], n: int = 64, seed: int = 0
     ds = Dataset.from_arrays(x, np.arange(n) % 2, num_classes=2, seed=seed)
     model = model.eval()
     check_graph(export_for_quant(model, example_like(input_shape), train=False))
-    cfg = QuantConfig(mode="ptq", batch_size=16, calibration_batches=4, autocast="fp32")
+    cfg = QuantConfig(mode="ptq", batch_size=16, calibration_batches=4, autocast="fp32", overrides=overrides)
     return ptq(model, ds, cfg), ds.inputs("test")
 
 
-def run_everywhere(model: Any, input_shape: tuple[int, ...], *, n: int = 64, seed: int = 0) -> Outputs:
+def run_everywhere(model: Any, input_shape: tuple[int, ...], *, n: int = 64, seed: int = 0,
+                   overrides: tuple[tuple[str, str], ...] = ()) -> Outputs:
     import torch
 
     from tinyprec.emulator import Emulator
@@ -58,7 +61,7 @@ def run_everywhere(model: Any, input_shape: tuple[int, ...], *, n: int = 64, see
     from tinyprec.ir.layout import to_ir_layout
     from tinyprec.runtimes.tflm import run_tflm
 
-    converted, x = convert(model, input_shape, n=n, seed=seed)
+    converted, x = convert(model, input_shape, n=n, seed=seed, overrides=overrides)
     graph = lower_to_ir(converted, torch.from_numpy(x[:2]), name="micro")
     data = write_tflite(graph)
     in_qp = graph.tensors[graph.inputs[0]].qparams

@@ -175,6 +175,21 @@ def test_keyword_model_runs_exact_through_the_api(tmp_path: Path, kind: str) -> 
     assert acc["fp32"] > 88.0 and acc["tflm"] > acc["fp32"] - 3.0, acc  # measured: 93.0 / 93.3 (GRU), 93.6 / 93.0
 
 
+@pytest.mark.slow
+def test_int16_lstm_keyword_model_runs_exact_through_the_api(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    out = tmp_path / "lstm16"
+    blob, graph = train_to_tflite(Keyword("LSTM", hidden=32), _digit_sequences(), out, epochs=12,
+                                  overrides=(("rnn", "a16w8"),))
+    ops = _dtypes(graph)
+    assert ops[("CONV_2D", "int16")] == 8 + 7 and ops[("MUL", "int16")] == 8 * 2 + 7, ops
+    report = json.loads((out / "report" / "report.json").read_text())
+    acc = report["accuracy"]
+    print("LSTM a16w8", {k: round(v, 2) for k, v in acc.items() if isinstance(v, float)}, len(blob), "bytes",
+          len(graph.ops), "ops")
+    assert acc["fp32"] > 88.0 and acc["tflm"] > acc["fp32"] - 3.0, acc
+
+
 @pytest.mark.parametrize("qat", [False, True])
 def test_one_observer_per_weight_in_the_pt2e_program(qat: bool) -> None:
     from tinyprec.quant.stage import _prepare
@@ -189,10 +204,9 @@ def test_one_observer_per_weight_in_the_pt2e_program(qat: bool) -> None:
     assert len(readers) == 2 * 8 + 2 * 7 + 1
 
 
-def test_int4_weights_run_exact_and_int16_activations_are_refused() -> None:
+def test_int4_weights_run_exact() -> None:
     from tinyprec.data import Dataset
     from tinyprec.emulator import Emulator
-    from tinyprec.errors import QuantSpecError
     from tinyprec.formats.tflite_writer import write_tflite
     from tinyprec.quant.exact import tflm_exact
     from tinyprec.lowering.driver import lower_to_ir
@@ -214,5 +228,34 @@ def test_int4_weights_run_exact_and_int16_activations_are_refused() -> None:
     tflm = np.asarray(run_tflm(write_tflite(graph), x_ir)).reshape(len(q), -1)
     np.testing.assert_array_equal(Emulator(graph).run(x_ir).reshape(tflm.shape), tflm)
     np.testing.assert_array_equal(reference_output(tflm_exact(converted), graph, q).reshape(tflm.shape), tflm)
-    with pytest.raises(QuantSpecError, match="layer 'rnn' at a16w8: an unrolled GRU/LSTM"):
-        ptq(Keyword("LSTM", features=6, hidden=8, classes=3).eval(), ds, QuantConfig(mode="ptq", bits="a16w8"))
+
+
+def _dtypes(graph: object) -> Counter:
+    return Counter((op.type.value, graph.tensors[op.outputs[0]].dtype.value) for op in graph.ops)  # type: ignore
+
+
+@pytest.mark.parametrize(("kind", "layers"), [("LSTM", 1), ("LSTM", 2), ("RNN", 1), ("GRU", 1), ("GRU", 2)])
+def test_int16_recurrent_layers_are_exact_with_an_int16_state(kind: str, layers: int) -> None:
+    """a16w8 on the recurrent layer, int8 head: every gate op, the cell state c and h are int16 (TFLM's 16x8
+    CONV_2D, int16 STRIDED_SLICE / ADD / SUB / MUL / LOGISTIC / TANH; GRU's step-1 b_hh an int16 constant
+    operand); QUANTIZE int8 -> int16 feeds each step's input product and int16 -> int8 the head.
+    TFLM == emulator == tflm_exact on every output."""
+    torch.manual_seed(layers)
+    model = Keyword(kind, features=6, hidden=8, layers=layers, classes=3)
+    out = run_everywhere(model, (6, 6), n=320, overrides=(("rnn", "a16w8"),))
+    assert_exact(out, tflite=False)  # TF Lite refuses QUANTIZE int8 -> int16 (test_emulator_lowbits.py)
+    ops = _dtypes(out.graph)
+    assert ops[("CONV_2D", "int16")] == layers * 6 + layers * 5 and ops[("CONV_2D", "int8")] == 1
+    assert ops[("TANH", "int16")] == (layers * 6 * 2 if kind == "LSTM" else layers * 6)
+    if kind == "LSTM":
+        assert ops[("LOGISTIC", "int16")] == layers * (6 * 2 + 5) and ops[("STRIDED_SLICE", "int16")] > 0
+        assert ops[("MUL", "int16")] == layers * (6 * 2 + 5) and not {k for k in ops if k[0] in ("MUL", "LOGISTIC")
+                                                                      and k[1] == "int8"}
+    if kind == "GRU":  # h = n + z * (h - n); step 1: n - z * n and the b_hh constant operands, all int16
+        assert ops[("SUB", "int16")] == layers * 6 and ops[("LOGISTIC", "int16")] == layers * 6
+        consts = {out.graph.tensors[n].dtype.value for op in out.graph.ops if op.type.value in ("ADD", "MUL")
+                  for n in op.inputs if out.graph.tensors[n].data is not None}
+        assert consts == {"int16"}, consts
+    assert ops[("QUANTIZE", "int8")] == 1 and ops[("QUANTIZE", "int16")] == 6
+    assert out.tflm.shape == (64, 3) and len(np.unique(out.tflm)) > 20  # 320 samples, the 20% test split
+    assert out.onnx is not None and int(np.abs(out.onnx.astype(int) - out.tflm.astype(int)).max()) <= 2

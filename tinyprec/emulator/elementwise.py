@@ -12,8 +12,9 @@ builders are shared with :mod:`tinyprec.quant.exact`, the TFLM-exact torch progr
 * ABS (micro/kernels/elementwise.cc): |x - zp_in| requantized when the scales differ, else moved as is.
 
 SUB is ADD's arithmetic (left shift 20, inputs rescaled to twice the larger input scale) with the second
-input subtracted; MAXIMUM/MINIMUM compare the raw int8 values (TFLM does not rescale: inputs and output
-must share qparams, which Prepare checks here and the quantizer guarantees).
+input subtracted; MAXIMUM/MINIMUM compare the raw values (TFLM does not rescale: inputs and output must
+share qparams, which Prepare checks here and the quantizer guarantees). SUB, MAXIMUM, MINIMUM, TRANSPOSE and
+STRIDED_SLICE also run on int16 (zero points 0; SUB then shifts left by 15, as TFLM's sub_common.cc).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 
 from tinyprec.emulator.common import Prepared, act_range, broadcast_check, fail, per_tensor
 from tinyprec.emulator.fixedpoint import mbqm, mbqm_smaller_than_one, wrap32
-from tinyprec.ir import Graph, Op, OpType, quantize_multiplier
+from tinyprec.ir import DType, Graph, Op, OpType, quantize_multiplier
 from tinyprec.ir.ops import StridedSliceOptions
 
 _I16_MIN, _I16_MAX = -(1 << 15), (1 << 15) - 1
@@ -166,38 +167,45 @@ def prepare_abs(op: Op, graph: Graph, single: bool) -> Prepared:
 
 
 @nb.njit(cache=True, nogil=True)
-def _sub(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, m1: int, s1: int, m2: int, s2: int, mo: int,
-         so: int, out_zp: int, lo: int, hi: int, single: bool) -> np.ndarray:  # pragma: no cover - numba
-    out = np.empty(x1.size, np.int8)
+def _sub(x1: np.ndarray, x2: np.ndarray, off1: int, off2: int, left_shift: int, m1: int, s1: int, m2: int, s2: int,
+         mo: int, so: int, out_zp: int, lo: int, hi: int, single: bool,
+         out: np.ndarray) -> None:  # pragma: no cover - numba
     for i in range(x1.size):
-        a = mbqm_smaller_than_one(wrap32((np.int64(x1[i]) + off1) << 20), m1, s1, single)  # type: ignore[arg-type]
-        b = mbqm_smaller_than_one(wrap32((np.int64(x2[i]) + off2) << 20), m2, s2, single)  # type: ignore[arg-type]
+        a = mbqm_smaller_than_one(wrap32((np.int64(x1[i]) + off1) << left_shift), m1, s1, single)  # type: ignore[arg-type]
+        b = mbqm_smaller_than_one(wrap32((np.int64(x2[i]) + off2) << left_shift), m2, s2, single)  # type: ignore[arg-type]
         v = mbqm_smaller_than_one(wrap32(a - b), mo, so, single) + out_zp
         out[i] = min(max(v, lo), hi)
-    return out
 
 
 def prepare_sub(op: Op, graph: Graph, single: bool) -> Prepared:
     _need(op, 2)
     s1, z1 = per_tensor(op, graph.tensors[op.inputs[0]])  # type: ignore[index]
     s2, z2 = per_tensor(op, graph.tensors[op.inputs[1]])  # type: ignore[index]
-    so, zo = per_tensor(op, graph.tensors[op.outputs[0]])
+    y = graph.tensors[op.outputs[0]]
+    so, zo = per_tensor(op, y)
+    wide = y.dtype is DType.INT16
+    if wide and (z1, z2, zo) != (0, 0, 0):
+        raise fail(op, "int16 SUB needs zero points 0")
+    left_shift = 15 if wide else 20  # sub_common.cc: 15 for int16, so 65535 << 15 still fits in int32
     twice_max = 2.0 * float(max(np.float32(s1), np.float32(s2)))
     encoded = []
-    for real in (float(s1) / twice_max, float(s2) / twice_max, twice_max / ((1 << 20) * float(so))):
+    for real in (float(s1) / twice_max, float(s2) / twice_max, twice_max / ((1 << left_shift) * float(so))):
         if not 0.0 < real < 1.0:
             raise fail(op, f"rescale factor {real:.6g} is outside (0, 1): the output scale {so:.6g} is too small "
-                           "for TFLM's int8 SUB; widen the output range")
+                           f"for TFLM's {y.dtype.value} SUB; widen the output range")
         encoded.append(quantize_multiplier(real, single))
     (m1, sh1), (m2, sh2), (mo, sho) = encoded
-    lo, hi = act_range(op, op.options.activation, so, zo)  # type: ignore[union-attr]
+    lo, hi = act_range(op, op.options.activation, so, zo, y.dtype)  # type: ignore[union-attr]
     broadcast_check(op, graph)
+    out_type = y.dtype.numpy
 
     def run(args: list[np.ndarray]) -> np.ndarray:
         shape = np.broadcast_shapes(args[0].shape, args[1].shape)
         a = np.ascontiguousarray(np.broadcast_to(args[0], shape)).reshape(-1)
         b = np.ascontiguousarray(np.broadcast_to(args[1], shape)).reshape(-1)
-        return _sub(a, b, -z1, -z2, m1, sh1, m2, sh2, mo, sho, zo, lo, hi, single).reshape(shape)
+        out = np.empty(a.size, out_type)
+        _sub(a, b, -z1, -z2, left_shift, m1, sh1, m2, sh2, mo, sho, zo, lo, hi, single, out)
+        return out.reshape(shape)
 
     return Prepared(run)
 
@@ -210,11 +218,12 @@ def _prepare_extremum(is_max: bool) -> Callable[[Op, Graph, bool], Prepared]:
         for name in op.inputs[:2]:
             s, z = per_tensor(op, graph.tensors[name])  # type: ignore[index]
             if np.float32(s) != np.float32(so) or z != zo:
-                raise fail(op, f"input '{name}' has scale/zero point ({s:.6g}, {z}) but TFLM's int8 "
+                raise fail(op, f"input '{name}' has scale/zero point ({s:.6g}, {z}) but TFLM's "
                                f"{op.type.value} compares raw values: it needs the output's ({so:.6g}, {zo})")
         broadcast_check(op, graph)
         fn = np.maximum if is_max else np.minimum
-        return Prepared(lambda args: fn(args[0], args[1]).astype(np.int8))
+        out_type = y.dtype.numpy
+        return Prepared(lambda args: fn(args[0], args[1]).astype(out_type))
 
     return prepare
 
@@ -233,7 +242,7 @@ def prepare_transpose(op: Op, graph: Graph, single: bool) -> Prepared:
         raise fail(op, f"output shape {y.shape} is not the permuted input shape")
     s_in, s_out = per_tensor(op, x), per_tensor(op, y)
     if np.float32(s_in[0]) != np.float32(s_out[0]) or s_in[1] != s_out[1]:
-        raise fail(op, "int8 TRANSPOSE moves raw values: the output needs the input's scale and zero point")
+        raise fail(op, "TRANSPOSE moves raw values: the output needs the input's scale and zero point")
     return Prepared(lambda args: np.ascontiguousarray(np.transpose(args[0], perm)))
 
 
@@ -260,7 +269,7 @@ def prepare_strided_slice(op: Op, graph: Graph, single: bool) -> Prepared:
         raise fail(op, f"output shape {y.shape} is not the sliced shape {sliced_shape(ranges)}")
     s_in, s_out = per_tensor(op, x), per_tensor(op, y)
     if np.float32(s_in[0]) != np.float32(s_out[0]) or s_in[1] != s_out[1]:
-        raise fail(op, "int8 STRIDED_SLICE copies raw values: the output needs the input's scale and zero point")
+        raise fail(op, "STRIDED_SLICE copies raw values: the output needs the input's scale and zero point")
     index = tuple([slice(None)] + [a if shrink else slice(a, b if b >= 0 else None, s)
                                    for a, b, s, shrink in ranges[1:]])
     return Prepared(lambda args: np.ascontiguousarray(args[0][index]))

@@ -121,8 +121,9 @@ def prepare_softmax16(op: Op, graph: Graph, single: bool) -> Prepared:
     return Prepared(run)
 
 
-def _input_scaling(op: Op, si: float, is_tanh: bool) -> tuple[int, int]:
-    """TFLM's int16 LOGISTIC/TANH input (multiplier, left shift): 3 << shift for power-of-two scales."""
+def _input_scaling(si: float, is_tanh: bool) -> tuple[int, int]:
+    """TFLM's int16 LOGISTIC/TANH input (multiplier, left shift): 3 << shift for power-of-two scales.
+    ValueError when TFLM's Prepare refuses the scale."""
     pot, log2 = checked_log2(si)
     left = (15 - 3) + log2
     pot = pot and (left in (0, 1) if is_tanh else left == 0)
@@ -134,19 +135,15 @@ def _input_scaling(op: Op, si: float, is_tanh: bool) -> tuple[int, int]:
         left += 1
         m *= 2.0
     if int(m) > 32767:
-        raise fail(op, f"input scale {si:.6g} is too large for TFLM's int16 {op.type.value} (multiplier > 32767)")
+        raise ValueError(f"input scale {si:.6g} is too large for TFLM's int16 {'TANH' if is_tanh else 'LOGISTIC'} "
+                         "(multiplier > 32767)")
     return int(m), left
 
 
-def fixed_function_table16(op: Op, graph: Graph, is_tanh: bool) -> np.ndarray:
-    """The int16 -> int16 LOGISTIC or TANH result for every input, as TFLM's reference kernel computes it."""
-    si, zi, so, zo = _io(op, graph)
-    if zi != 0 or zo != 0:
-        raise fail(op, f"int16 {op.type.value} needs zero points 0")
-    pot, log2 = checked_log2(so)
-    if not pot or log2 != -15:
-        raise fail(op, f"int16 {op.type.value} output scale must be 1/32768")
-    mult, left = _input_scaling(op, si, is_tanh)
+def sigmoid_tanh_table16(si: float, is_tanh: bool) -> np.ndarray:
+    """The int16 -> int16 LOGISTIC or TANH result (zero points 0, output scale 1/32768) for every input
+    -32768..32767, as TFLM's reference kernel computes it; shared with the TFLM-exact program."""
+    mult, left = _input_scaling(si, is_tanh)
     table = sigmoid_table().astype(np.int64)
     x = np.arange(INT16_MIN, INT16_MAX + 1, dtype=np.int64)
     data = (x * mult + ((1 << (left - 1)) if left > 0 else 0)) >> left
@@ -163,6 +160,20 @@ def fixed_function_table16(op: Op, graph: Graph, is_tanh: bool) -> np.ndarray:
         res = np.where(hi >= 255, 0x7FFF << 10, (ua << 9) + frac * (ub - ua))
         res = np.where(data >= 0, res + (1 << 9), (1 << 25) - res + (1 << 9) - 1) >> 10
     return ((res + 32768) % 65536 - 32768).astype(np.int16)
+
+
+def fixed_function_table16(op: Op, graph: Graph, is_tanh: bool) -> np.ndarray:
+    """The int16 -> int16 LOGISTIC or TANH result for every input, as TFLM's reference kernel computes it."""
+    si, zi, so, zo = _io(op, graph)
+    if zi != 0 or zo != 0:
+        raise fail(op, f"int16 {op.type.value} needs zero points 0")
+    pot, log2 = checked_log2(so)
+    if not pot or log2 != -15:
+        raise fail(op, f"int16 {op.type.value} output scale must be 1/32768")
+    try:
+        return sigmoid_tanh_table16(si, is_tanh)
+    except ValueError as err:
+        raise fail(op, str(err)) from None
 
 
 def prepare_fixed16(op: Op, graph: Graph, single: bool, is_tanh: bool) -> Prepared:

@@ -57,6 +57,13 @@ TO_NCHW = (0, 3, 1, 2)
 TO_NHWC = (0, 2, 3, 1)
 
 
+def _reduce_mean(b: "_Builder", x: str, base: str, axes: list[int], keep: bool) -> str:
+    """ReduceMean: axes an attribute up to opset 17, an int64 input from opset 18 (int16/INT4 files: 21)."""
+    if opset_for(b.graph)[0] >= 18:
+        return b.node("ReduceMean", [x, b.const(f"{base}_axes", np.array(axes, np.int64))], base, keepdims=int(keep))
+    return b.node("ReduceMean", [x], base, axes=axes, keepdims=int(keep))
+
+
 def _where(op: Op, index: int) -> str:
     return f"node {index} '{op.name or op.type.value}'" + (f" ({op.source})" if op.source else "")
 
@@ -116,7 +123,7 @@ class _Builder:
         """An integer initializer (in ONNX layout) dequantized per-axis along ``axis`` if per-channel."""
         assert t.qparams is not None
         onnx_data = bias_data(t, onnx_data)
-        zp_type = np.int8 if onnx_data.dtype == np.int8 else np.int32
+        zp_type = {np.dtype(np.int8): np.int8, np.dtype(np.int16): np.int16}.get(onnx_data.dtype, np.int32)
         per_axis = t.qparams.scale.size > 1
         qp = self.qparams_inputs(t.qparams, zp_type, t.name, per_axis)
         if t.dtype is DType.INT4:
@@ -264,9 +271,8 @@ def _emit_mean(b: _Builder, op: Op, i: int) -> str:
     axes = sorted({int(a) % rank for a in _const_ints(b, op, i, 1).reshape(-1)})
     x = b.value(op.inputs[0], op, i)
     if rank != 4:
-        return b.node("ReduceMean", [x], f"{op.outputs[0]}_mean", axes=axes, keepdims=int(o.keep_dims))
-    y = b.node("ReduceMean", [x], f"{op.outputs[0]}_mean", axes=sorted(NHWC_TO_NCHW_AXIS[a] for a in axes),
-               keepdims=int(o.keep_dims))
+        return _reduce_mean(b, x, f"{op.outputs[0]}_mean", axes, o.keep_dims)
+    y = _reduce_mean(b, x, f"{op.outputs[0]}_mean", sorted(NHWC_TO_NCHW_AXIS[a] for a in axes), o.keep_dims)
     if o.keep_dims:
         return y
     # The kept axes come out in NCHW order; the IR keeps them in NHWC order.

@@ -147,7 +147,7 @@ def finish_options(options: Any, op: Op, g: Graph) -> Any:
 
     int16 inputs: ``quantized_bias_type`` = INT64 on CONV_2D / FULLY_CONNECTED (TF Lite picks its
     int16 bias path from it; unset, a bias-less int16x8 TFLM kernel accumulates in int32), and
-    ``pot_scale_int16`` = false on ADD (the schema's default true selects TF Lite's power-of-two kernel).
+    ``pot_scale_int16`` = false on ADD and SUB (the schema's default true selects TF Lite's power-of-two kernel).
     """
     if options is None or _dtype(g, op.inputs[0]) is not DType.INT16:
         return options
@@ -306,12 +306,12 @@ OP_TABLE: dict[OpType, _OpSpec] = {
     # issue 11 (int8 versions as op_version.cc: HARD_SWISH 1, LEAKY_RELU 2, SUB 2, MAXIMUM/MINIMUM 2, ABS 2, ...)
     OpType.HARD_SWISH: _OpSpec(117, "NONE", _o_none, _v_one),
     OpType.LEAKY_RELU: _OpSpec(98, "LeakyReluOptions", _o_leaky_relu, _v_int8_2),
-    OpType.SUB: _OpSpec(41, "SubOptions", _o_sub, _v_int8_2),
-    OpType.MAXIMUM: _OpSpec(55, "NONE", _o_none, _v_int8_2),
-    OpType.MINIMUM: _OpSpec(57, "NONE", _o_none, _v_int8_2),
+    OpType.SUB: _OpSpec(41, "SubOptions", _o_sub, _v_by_type(2, 5)),  # int16: pot_scale_int16 = false
+    OpType.MAXIMUM: _OpSpec(55, "NONE", _o_none, _v_by_type(2, 4)),
+    OpType.MINIMUM: _OpSpec(57, "NONE", _o_none, _v_by_type(2, 4)),
     OpType.ABS: _OpSpec(101, "NONE", _o_none, _v_int8_2),
-    OpType.TRANSPOSE: _OpSpec(39, "NONE", _o_none, _v_int8_2),
-    OpType.STRIDED_SLICE: _OpSpec(45, "StridedSliceOptions", _o_strided_slice, _v_int8_2),
+    OpType.TRANSPOSE: _OpSpec(39, "NONE", _o_none, _v_by_type(2, 5)),
+    OpType.STRIDED_SLICE: _OpSpec(45, "StridedSliceOptions", _o_strided_slice, _v_by_type(2, 1)),  # int16: 1
     OpType.PRELU: _OpSpec(54, "NONE", _o_none, _v_one),  # TF Lite registers PRELU version 1 only
     OpType.RESIZE_NEAREST_NEIGHBOR: _OpSpec(97, "ResizeNearestNeighborOptions",
                                             _o_resize("ResizeNearestNeighborOptions"), _v_resize),

@@ -35,12 +35,16 @@ def is_constant_operand(lw: Lowering, arg: Any) -> bool:
 
 
 def constant_operand(lw: Lowering, arg: fx.Node, user: fx.Node, like: Value) -> Value:
-    """The constant ``arg`` as an IR int8 tensor laid out as ``like`` (the op's activation operand)."""
+    """The constant ``arg`` as an IR int8 (int16 with int16 activations) tensor laid out as ``like`` (the op's
+    activation operand)."""
     data, qp = _const(lw, arg, user, "a constant operand")
     if qp.scale.size != 1:
         raise QuantSpecError(f"{lw.where(user)}: a constant operand must be quantized per tensor")
-    if data.dtype != np.int8 or like.dtype is not DType.INT8:
-        raise UnsupportedOpError(str(user.target), lw.where(user), "a constant operand with int8 activations only")
+    dtype = {np.dtype(np.int8): DType.INT8, np.dtype(np.int16): DType.INT16}.get(data.dtype)
+    if dtype is None or like.dtype is not dtype:
+        raise UnsupportedOpError(str(user.target), lw.where(user),
+                                 f"a {data.dtype} constant operand with {like.dtype.value} activations: both must be "
+                                 "int8 or both int16")
     shape = tuple(int(d) for d in data.shape)
     if len(shape) != len(like.torch_shape) or shape[0] != 1:
         raise UnsupportedOpError(str(user.target), lw.where(user),
@@ -53,7 +57,7 @@ def constant_operand(lw: Lowering, arg: fx.Node, user: fx.Node, like: Value) -> 
     else:
         data = data.reshape(ir_shape(shape))
     src = lw.source(user)
-    name = lw.add_const(f"{src or user.name}.operand", data, DType.INT8, qp, src)
+    name = lw.add_const(f"{src or user.name}.operand", data, dtype, qp, src)
     return Value(name, qp, shape, src, flat4=like.flat4 and len(shape) == 2)
 
 

@@ -436,12 +436,14 @@ OPS: MappingProxyType[str, OpRow] = MappingProxyType({
     "aten.gru.input": OpRow(_R.REWRITTEN, None, "GRU (batch_first=True, any num_layers, h0 = 0)",
                             "per step: CONV_2D x2, STRIDED_SLICE, ADD, LOGISTIC, MUL, TANH, SUB",
                             "unrolled, one Linear per product reading ONE stored weight; ~16 ops per step and "
-                            "layer; out[:, k] / h_n[k] read that step's h, a whole `out` is a CONCATENATION",
+                            "layer; out[:, k] / h_n[k] read that step's h, a whole `out` is a CONCATENATION; "
+                            "a16w8: gates and h int16",
                             check=lambda node: _RECURRENT_HINT),
     "aten.lstm.input": OpRow(_R.REWRITTEN, None, "LSTM (batch_first=True, any num_layers, h0 = c0 = 0)",
                              "per step: CONV_2D x2, ADD, STRIDED_SLICE, LOGISTIC, TANH, MUL",
-                             "unrolled as GRU; the cell state c is int8 with its own scale at every step "
-                             "(not TFLM's UNIDIRECTIONAL_SEQUENCE_LSTM with its int16 cell)",
+                             "unrolled as GRU; the cell state c is int8 with its own scale at every step, or "
+                             "int16 with h and every gate when the layer is a16w8 (not TFLM's "
+                             "UNIDIRECTIONAL_SEQUENCE_LSTM)",
                              check=lambda node: _RECURRENT_HINT),
     "aten.rnn_tanh.input": OpRow(_R.REWRITTEN, None, "RNN (nonlinearity='tanh', batch_first=True, h0 = 0)",
                                  "per step: CONV_2D x2, ADD, TANH", "unrolled as GRU",

@@ -7,8 +7,11 @@ fully_connected.h with an INT64 bias, and common.cc):
   then the int64 ``MultiplyByQuantizedMultiplier``: the q31 multiplier reduced to 16 bits
   (``(m + 2**15) >> 16``, or 0x7FFF at the top), one rounding ``(acc * m16 + 2**(14 - shift)) >> (15 - shift)``,
   truncated to int32, then the zero point and the activation clamp in [-32768, 32767];
-* ADD: as int8 but the inputs are shifted left by 15 instead of 20 (add_common.cc); MUL and AVERAGE_POOL_2D:
+* ADD and SUB: as int8 but the inputs are shifted left by 15 instead of 20 (add_common.cc, sub_common.cc);
+  MUL and AVERAGE_POOL_2D:
   the int8 arithmetic on int16 values (zero points 0);
+* LOGISTIC / TANH (int16 in and out, an unrolled recurrent layer's gates): the emulator's table of TFLM's
+  interpolated int16 sigmoid;
 * QUANTIZE int8 <-> int16 (and int8 -> int8): ``Requantize``, the int32 double-rounding multiplier of
   input_scale / output_scale (in double) applied to ``x - input_zero_point``, plus the output zero point,
   saturated to the output type.
@@ -113,7 +116,19 @@ def _modules(base_mods: dict[str, type]) -> dict[str, type]:
             v = mbqm(xq.to(torch.int64) - self.zi, self.mult, self.shift) + self.zo
             return v.clamp(self.lo, self.hi).to(self.out)
 
+    class ExactTable16(torch.nn.Module):
+        """int16 LOGISTIC / TANH: TFLM's interpolated sigmoid table, evaluated for all 65,536 inputs
+        (the emulator's table, so the two cannot drift apart)."""
+
+        def __init__(self, table: np.ndarray) -> None:
+            super().__init__()
+            self.register_buffer("table", torch.from_numpy(table.astype(np.int16)))
+
+        def forward(self, xq: "torch.Tensor") -> "torch.Tensor":
+            return self.table[xq.to(torch.int64) + 32768]  # type: ignore[index]
+
     return {"weighted16": ExactWeighted16, "add16": ExactAdd16, "mul16": ExactMul16, "avgpool": ExactAvgPool16,
+            "table16": ExactTable16,
             "activation": ExactActivation,
             "requantize": ExactRequantize}
 
@@ -141,6 +156,17 @@ def _build16(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, mods: dict
     lo, hi = act_range16(act, so, 0)
     pools = (aten.avg_pool2d.default, aten.avg_pool1d.default, aten.adaptive_avg_pool2d.default,
              aten.adaptive_avg_pool1d.default, aten.mean.dim)
+    if n.target is aten.mean.dim and act == "none":
+        from tinyprec.quant.exact_act import _mean_module, _rank_of
+
+        x, rank = _dq(n.args[0]), _rank_of(n)
+        dims = tuple(sorted({int(d) % rank for d in n.args[1]})) if rank else ()  # type: ignore[union-attr]
+        if x is not None and x[3] == "int16" and rank and not (dims == tuple(range(2, rank)) and rank in (3, 4)):
+            # MEAN over other axes than the spatial ones (channels of (N, C, L)): TFLM's int8 arithmetic on int16
+            keep = bool(n.args[2]) if len(n.args) > 2 else False
+            mod = _mean_module(dims, keep, 0, x[1] / so, 0)
+            mod.wide, mod.lo, mod.hi = True, lo, hi
+            return mod, [x[0]]
     if n.target in pools:
         built = _build(gm, n, act, so, 0, mods, wide=True)
         if built is not None:
@@ -166,11 +192,35 @@ def _build16(gm: "fx.GraphModule", n: "fx.Node", act: str, so: float, mods: dict
         if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
             return None
         return mods["add16"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi, left_shift=15), [a[0], b2[0]]
+    if n.target in (aten.add.Tensor, aten.mul.Tensor, aten.sub.Tensor):
+        from tinyprec.quant.exact_const import build_const_operand
+
+        found = build_const_operand(gm, n, act, so, 0, {"add": mods["add16"], "mul": mods["mul16"]}, wide=True)
+        if found is not None:  # an int16 constant operand (an a16w8 GRU's b_hh at its first step)
+            return found
     if n.target is aten.mul.Tensor:
         a, b2 = _dq(n.args[0]), _dq(n.args[1])
         if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
             return None
         return mods["mul16"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi), [a[0], b2[0]]
+    if n.target in (aten.sigmoid.default, aten.tanh.default) and act == "none":
+        from tinyprec.emulator.int16 import sigmoid_tanh_table16
+
+        x = _dq(n.args[0])
+        if x is None or x[3] != "int16" or x[2] != 0 or so != float(np.float32(1.0 / 32768)):
+            return None  # TFLM's int16 LOGISTIC/TANH: zero points 0, output scale 1/32768
+        try:
+            table = sigmoid_tanh_table16(x[1], n.target is aten.tanh.default)
+        except ValueError:
+            return None  # a scale TFLM refuses: the lowering's emulator check reports it
+        return mods["table16"](table), [x[0]]
+    if n.target is aten.sub.Tensor:
+        from tinyprec.quant.exact_ops import more_modules
+
+        a, b2 = _dq(n.args[0]), _dq(n.args[1])
+        if a is None or b2 is None or a[3] != "int16" or b2[3] != "int16":
+            return None
+        return more_modules()["sub"](a[1], a[2], b2[1], b2[2], so, 0, lo, hi, left_shift=15), [a[0], b2[0]]
     return None
 
 
@@ -210,4 +260,10 @@ def rewrite_wide(gm: "fx.GraphModule", base_mods: dict[str, type]) -> int:
             continue
         install(gm, q, *built, f"_tflm_exact_{count}")
         count += 1
+    # TFLM's int16 tensors hold -32768 (a kernel's clamp is [-32768, 32767]); the fake-quant spec stops at -32767
+    # (symmetric). A value that moves through an op kept in float here (STRIDED_SLICE, RESHAPE, CONCATENATION,
+    # ...) must keep -32768, as TFLM copies it.
+    for q in gm.graph.nodes:
+        if q.target is qd.quantize_per_tensor.default and q.args[5] is torch.int16 and q.args[3] == -32767:
+            q.args = (*q.args[:3], -32768, *q.args[4:])
     return count

@@ -1,5 +1,5 @@
-"""The TFLM-exact program for an ADD / MUL / SUB with one constant int8 operand (LayerNorm's weight and bias,
-an unrolled GRU's first step).
+"""The TFLM-exact program for an ADD / MUL / SUB with one constant int8 (or int16) operand (LayerNorm's weight
+and bias, an unrolled GRU's first step).
 
 :mod:`tinyprec.quant.exact` matches ``dequantize -> add/mul -> quantize`` chains whose two inputs are int8
 activations; here one input is ``dequantize_per_tensor(int8 constant)`` (quant/recurrent.py, h0 = 0). The
@@ -16,17 +16,17 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def _const_qparams(gm: fx.GraphModule, node: Any) -> tuple[Any, float, int] | None:
-    """(int8 integers, float32 scale, zero point) of a per-tensor dequantized int8 constant, else None."""
+    """(integers, float32 scale, zero point) of a per-tensor dequantized int8 or int16 constant, else None."""
     import torch
 
     from tinyprec.quant.exact import _attr, _f32
 
     if getattr(node, "target", None) is not torch.ops.quantized_decomposed.dequantize_per_tensor.default:
         return None
-    if node.args[5] is not torch.int8:
+    if node.args[5] not in (torch.int8, torch.int16):
         return None
     data = _attr(gm, node.args[0])
-    if data is None or data.dtype != torch.int8:
+    if data is None or data.dtype != node.args[5]:
         return None
     return data, _f32(node.args[1]), int(node.args[2])
 
@@ -50,8 +50,10 @@ def _with_constant() -> type:
 
 
 def build_const_operand(gm: fx.GraphModule, n: fx.Node, act: str, so: float, zo: int,
-                        mods: dict[str, type]) -> tuple[Any, list[Any]] | None:
-    """(exact module, [its int8 input node]) for add/mul/sub of an activation and a constant, else None."""
+                        mods: dict[str, type], *, wide: bool = False) -> tuple[Any, list[Any]] | None:
+    """(exact module, [its integer input node]) for add/mul/sub of an activation and a constant, else None.
+    ``wide``: int16 activation and constant (an a16w8 recurrent layer's b_hh), TFLM's int16 ADD / MUL / SUB
+    (``mods`` then holds the int16 "add" and "mul" modules)."""
     import torch
 
     from tinyprec.quant.exact import _act_qparams
@@ -63,17 +65,25 @@ def build_const_operand(gm: fx.GraphModule, n: fx.Node, act: str, so: float, zo:
     kind = kinds.get(n.target)
     if kind is None or n.kwargs or len(n.args) != 2:
         return None
-    a, b = _act_qparams(n.args[0]), _act_qparams(n.args[1])
+    a, b = _act_qparams(n.args[0], wide), _act_qparams(n.args[1], wide)
     ca, cb = _const_qparams(gm, n.args[0]), _const_qparams(gm, n.args[1])
     if not ((a is not None and cb is not None) or (b is not None and ca is not None)):
+        return None
+    const_first = a is None
+    const = (ca if const_first else cb)[0]  # type: ignore[index]
+    if (const.dtype == torch.int16) != wide:
         return None
     first = a if a is not None else ca
     second = b if b is not None else cb
     assert first is not None and second is not None
-    lo, hi = act_range(act, so, zo)
+    if wide:
+        from tinyprec.quant.exact16 import act_range16
+
+        lo, hi = act_range16(act, so, zo)
+    else:
+        lo, hi = act_range(act, so, zo)
+    shift = {"left_shift": 15} if wide and kind != "mul" else {}
     cls = more_modules()["sub"] if kind == "sub" else mods[kind]
-    inner = cls(first[1], first[2], second[1], second[2], so, zo, lo, hi)
-    const_first = a is None
-    const = (ca if const_first else cb)[0]  # type: ignore[index]
+    inner = cls(first[1], first[2], second[1], second[2], so, zo, lo, hi, **shift)
     src = (b if const_first else a)[0]  # type: ignore[index]
     return _with_constant()(inner, const, const_first), [src]

@@ -1,4 +1,5 @@
-"""tflm_exact for issue 11's ops: HARD_SWISH, LEAKY_RELU and ABS as TFLM's int8 tables; SUB in TFLM's integers.
+"""tflm_exact for issue 11's ops: HARD_SWISH, LEAKY_RELU and ABS as TFLM's int8 tables; SUB in TFLM's integers
+(int8 here; int16 SUB is built by :mod:`tinyprec.quant.exact16` with the same module).
 
 :func:`build_more` is called by :func:`tinyprec.quant.exact._build` before its own cases; the tables are
 the emulator's (:mod:`tinyprec.emulator.elementwise`), so the exact program, the emulator and TFLM compute
@@ -26,14 +27,16 @@ def more_modules() -> dict[str, type]:
     base = _module_base()
 
     class ExactSub(base):  # type: ignore[misc, valid-type]
-        """TFLM int8 SUB: ADD's 2**20 fixed point, second input subtracted, requantized."""
+        """TFLM SUB: ADD's fixed point (inputs shifted left by 20 for int8, by 15 for int16: sub_common.cc),
+        second input subtracted, requantized; int16 output when ``left_shift`` is 15."""
 
         def __init__(self, s1: float, z1: int, s2: float, z2: int, so: float, out_zp: int, lo: int,
-                     hi: int) -> None:
+                     hi: int, left_shift: int = 20) -> None:
             super().__init__(out_zp, lo, hi)
             twice_max = 2.0 * max(s1, s2)
-            self.z1, self.z2 = z1, z2
-            mult, shift = encode([s1 / twice_max, s2 / twice_max, twice_max / ((1 << 20) * so)])
+            self.z1, self.z2, self.left_shift = z1, z2, left_shift
+            self.wide = left_shift == 15
+            mult, shift = encode([s1 / twice_max, s2 / twice_max, twice_max / ((1 << left_shift) * so)])
             self.register_buffer("mult", mult)
             self.register_buffer("shift", shift)
 
@@ -41,8 +44,8 @@ def more_modules() -> dict[str, type]:
             import torch
 
             m, s = self.mult, self.shift
-            a = mbqm((x1.to(torch.int64) - self.z1) << 20, m[0], s[0])
-            b = mbqm((x2.to(torch.int64) - self.z2) << 20, m[1], s[1])
+            a = mbqm((x1.to(torch.int64) - self.z1) << self.left_shift, m[0], s[0])
+            b = mbqm((x2.to(torch.int64) - self.z2) << self.left_shift, m[1], s[1])
             return self.finish(mbqm(a - b, m[2], s[2]))
 
     class ExactPrelu(base):  # type: ignore[misc, valid-type]

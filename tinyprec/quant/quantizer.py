@@ -32,6 +32,8 @@ from tinyprec.errors import QuantSpecError
 from tinyprec.quant.bits import PRESETS, LayerPrecision, layer_rule
 from tinyprec.quant.capture import check_graph, is_bookkeeping, module_path
 from tinyprec.quant.observers import (
+    ACT16_QMAX,
+    ACT16_QMIN,
     ACT_QMAX,
     ACT_QMIN,
     INT32_QMAX,
@@ -229,11 +231,13 @@ class TFLiteInt8Quantizer(Quantizer):
 
     def _extremum(self, node: fx.Node, state: _State) -> None:
         a, b = node.args[0], node.args[1]
-        inputs: dict[fx.Node, QuantizationSpecBase] = {a: self._edge(a, state)}
+        bits = self._bits_in([a, b], state)
+        inputs: dict[fx.Node, QuantizationSpecBase] = {a: self._edge(a, state, bits)}
         if b is not a:
             inputs[b] = SharedQuantizationSpec((a, node))
         _set(node, inputs=inputs, output=SharedQuantizationSpec((a, node)))
         state.quantized.add(node)
+        state.bits[node] = bits
 
     def _parametric(self, node: fx.Node, state: _State) -> None:
         x, p = node.args[0], node.args[1]
@@ -241,8 +245,21 @@ class TFLiteInt8Quantizer(Quantizer):
         state.quantized.add(node)
 
     def _fixed(self, node: fx.Node, state: _State) -> None:
+        """softmax/sigmoid/tanh: TFLM's fixed output qparams, int8; a sigmoid/tanh gate of an unrolled
+        GRU/LSTM whose input is int16 stays int16 (output 1/32768, zero point 0: TFLM's int16 kernels)."""
+        from tinyprec.quant.recurrent import from_unrolled
+
         x = node.args[0]
         fixed = FIXED_QPARAMS[str(node.target)]
+        gate = str(node.target) in ("aten.sigmoid.default", "aten.tanh.default")
+        if gate and self._bits_in([x], state) == 16 and from_unrolled(node):
+            spec = FixedQParamsQuantizationSpec(dtype=torch.int16, scale=1.0 / 32768.0, zero_point=0,
+                                                quant_min=ACT16_QMIN, quant_max=ACT16_QMAX,
+                                                qscheme=torch.per_tensor_symmetric)
+            _set(node, inputs={x: self._edge(x, state, 16)}, output=spec)
+            state.quantized.add(node)
+            state.bits[node] = 16
+            return
         spec = FixedQParamsQuantizationSpec(dtype=torch.int8, scale=fixed.scale, zero_point=fixed.zero_point,
                                             quant_min=ACT_QMIN, quant_max=ACT_QMAX,
                                             qscheme=torch.per_tensor_affine)
@@ -346,10 +363,8 @@ def node_rule(node: fx.Node, precision: LayerPrecision, *, per_channel: bool) ->
     from tinyprec.ir import DType, OpType
     from tinyprec.ir.support import cmsis_nn_rule
 
-    from tinyprec.quant.recurrent import recurrent_precision_rule
-
     op_type = lowered_op_type(node)
-    rule = recurrent_precision_rule(node, precision.act_bits) or layer_rule(op_type, precision, per_channel=per_channel)
+    rule = layer_rule(op_type, precision, per_channel=per_channel)
     if rule is not None or op_type != "DEPTHWISE_CONV_2D":
         return rule
     groups, w = _groups_and_weight(node)

@@ -26,7 +26,8 @@ nn.RNN: ``h = tanh(gi + gh)`` (or relu, fused into the ADD). LSTM (gate order i,
 The initial state is zero (an h0 passed by the user is refused), so the first step has no recurrent
 product: its ``gh`` is the bias ``b_hh`` alone, a constant (GRU: an ADD and a MUL with it; LSTM: folded
 into the first step's Linear bias as ``b_ih + b_hh``). Each step's activations get their own observer
-(the LSTM cell state ``c`` is int8 with a scale per step).
+(the LSTM cell state ``c`` is int8 with a scale per step; at a16w8 every gate, ``c`` and ``h`` are int16,
+a GRU's first-step ``b_hh`` an int16 constant operand).
 
 The layer's outputs are ``(torch.stack(h_t, 1), torch.stack(h_last_per_layer, 0))`` (LSTM: ``(out, (h_n,
 c_n))``); :func:`fold_recurrent_outputs` rewrites, after export, ``out[:, k]`` / ``h_n[k]`` /
@@ -204,19 +205,15 @@ def _classes() -> dict[str, type]:
     return {"GRU": UnrolledGRU, "LSTM": UnrolledLSTM, "RNN": UnrolledRNN}
 
 
-def _from_unrolled(node: Any) -> bool:
+def _unrolled_kinds(node: Any) -> set[str]:
     stack = node.meta.get("nn_module_stack") or {}
     names = {str(v[1]).rsplit(".", 1)[-1] for v in stack.values() if isinstance(v, tuple)}
-    return bool(names & {"UnrolledGRU", "UnrolledLSTM", "UnrolledRNN"})
+    return names & {"UnrolledGRU", "UnrolledLSTM", "UnrolledRNN"}
 
 
-def recurrent_precision_rule(node: Any, act_bits: int) -> str | None:
-    """Why an unrolled GRU/LSTM's Linear cannot compute at ``act_bits`` (None when it can): its gates are
-    STRIDED_SLICEs (and GRU's first step a constant operand), which TFLM runs on int8 only."""
-    if act_bits != 8 and _from_unrolled(node):
-        return ("an unrolled GRU/LSTM computes its gates with STRIDED_SLICE, which TFLM runs on int8 only: keep "
-                "the layer's activations int8 (int8 or w4a8)")
-    return None
+def from_unrolled(node: Any) -> bool:
+    """True when ``node`` was traced inside an unrolled GRU / LSTM / RNN."""
+    return bool(_unrolled_kinds(node))
 
 
 def fold_recurrent_outputs(gm: fx.GraphModule) -> int:
@@ -260,7 +257,7 @@ def fold_recurrent_outputs(gm: fx.GraphModule) -> int:
 
 def _stacked(node: Any, aten: Any) -> tuple[list[Any], int, int] | None:
     """(items, dim, rank of the result) of an unrolled layer's stack (or cat of unsqueezes), else None."""
-    if node.op != "call_function" or not _from_unrolled(node):
+    if node.op != "call_function" or not from_unrolled(node):
         return None
     if node.target is aten.stack.default:
         items = list(node.args[0])
