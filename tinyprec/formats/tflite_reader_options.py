@@ -51,8 +51,6 @@ def _positive(r: Any, value: int, what: str, place: str) -> int:
     return value
 
 
-
-
 def _int32_accumulation(r: Any, o: Any, place: str, inputs: list[str | None], tensors: dict[str, Tensor]) -> None:
     """A bias-less int16 CONV_2D / FULLY_CONNECTED whose quantized_bias_type is INT32 accumulates in int32 on
     TFLM (an int64 bias, or none with another type, in int64); tinyprec's IR has the int64 form only."""

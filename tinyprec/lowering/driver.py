@@ -181,7 +181,6 @@ def quantized_output(converted_gm: "fx.GraphModule", x: "torch.Tensor") -> list[
     import torch
     from torch import fx
 
-
     wanted: list[fx.Node] = []
     dtypes: list[Any] = []
     out_node = next(n for n in converted_gm.graph.nodes if n.op == "output")

@@ -41,8 +41,9 @@ from tinyprec.lowering.norm import linear_sequence
 from tinyprec.lowering.state import Lowering, Value, act_dtype_of, materialize_pad, qparams_of
 
 
-
 # --- quantize / dequantize / identity -------------------------------------------------------------------
+
+
 def _quantize(lw: Lowering, node: fx.Node) -> None:
     if node in lw.qvals:
         return

@@ -48,7 +48,6 @@ from tinyprec.lowering.state import Lowering, Value, qparams_of
 from tinyprec.optable.table import OPS, supported_summary
 
 
-
 def _elementwise(op_type: OpType) -> Callable[[Lowering, fx.Node], None]:
     def handler(lw: Lowering, node: fx.Node) -> None:
         args = [a for a in node.args[:2]]

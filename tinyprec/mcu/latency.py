@@ -231,6 +231,7 @@ HELD_OUT_FILES: dict[str, str] = {"vww_mlperf": "vww", "ad_mlperf": "ad"}
 PUBLISHED_KERNELS = "cmsis-nn"
 PUBLISHED_MHZ = 120.0
 
+
 def _role(name: str, fitted_on: tuple[str, ...]) -> str:
     if name in fitted_on:
         return "fitted"

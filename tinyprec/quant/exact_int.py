@@ -22,7 +22,6 @@ if TYPE_CHECKING:  # pragma: no cover
 _INT32 = 1 << 31
 
 
-
 def quiet_leafspec() -> None:
     """tflm_exact deep-copies the converted program; torch's pytree deprecates LeafSpec and warns
     (FutureWarning) on every copy of a GraphModule holding one, which would leak into every run's output."""

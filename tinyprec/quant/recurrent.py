@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
     from torch import fx
 
+
 def recurrent_problem(module: Any) -> str | None:
     """Why ``module`` (an nn.GRU / nn.LSTM / nn.RNN) cannot be unrolled, or None when it can."""
     if getattr(module, "bidirectional", False):

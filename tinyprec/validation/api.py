@@ -25,6 +25,7 @@ from tinyprec.validation.validate import (
     graph_with_sources,
 )
 
+
 def _need(path: Path, stage: str) -> Path:
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; run `tinyprec {stage}` first (or pass --out with the run folder)")

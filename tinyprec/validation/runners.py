@@ -46,6 +46,7 @@ RUNNER_TITLES: dict[Runner, str] = {
     Runner.MCU: "TFLM firmware on an emulated Cortex-M (QEMU)",
 }
 
+
 def quantize(x: np.ndarray, qp: QParams, dtype: type = np.int8) -> np.ndarray:
     """Float -> int8 (or int16) as firmware does it: round(x / scale) half away from zero, + zero point, saturate."""
     scaled = np.asarray(x, np.float32) / np.float32(qp.scale[0])
