@@ -72,8 +72,8 @@ def test_splits_labels_and_shapes(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert (len(ds.train), len(ds.val), len(ds.test)) == (4 * 3 * per_clip, 4 * 4 * per_clip, 4 * 8 * per_clip)
     assert ds.input_shape == (640,) and ds.task == "autoencoder" and ds.num_classes == 0
     assert ds.train.x.dtype == np.float32 and not ds.train.y.any()  # normal sounds only
-    # Training vectors are shuffled: PTQ calibrates on the first batches, and consecutive vectors of one clip
-    # (which share 4 of their 5 frames) made its moving-average ranges those of one or two clips.
+    # Training vectors are stored shuffled: consecutive vectors of one clip share 4 of their 5 frames, and
+    # calibrating on a prefix in clip order gave the ranges of one or two clips (quant/loops.py now shuffles too).
     x = ds.train.x
     assert sum(np.array_equal(x[i + 1, :512], x[i, 128:]) for i in range(100)) < 5
     t = ds.test.x

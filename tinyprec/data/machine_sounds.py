@@ -283,8 +283,8 @@ def machine_sounds(cfg: Any, seed: int, fe: LogMelFrontEnd = MLPERF_AD) -> Datas
     for s in SPLITS:
         v = vectors(frames, s, fe)
         x, y = v["x"].astype(np.float32), v["flag"].astype(np.int64)
-        if s == "train":  # consecutive vectors of one clip are alike: shuffle so that calibration's first
-            order = np.random.default_rng([seed, 31]).permutation(len(x))  # batches see every machine
+        if s == "train":  # consecutive vectors of one clip are alike: stored shuffled, so any prefix (and a
+            order = np.random.default_rng([seed, 31]).permutation(len(x))  # user's own loop) sees every machine
             x, y = x[order], y[order]
         splits[s] = Split(x, y)
     if cfg.normalize:
