@@ -199,7 +199,7 @@ def _run_validate(ctx: _Context, hooks: Hooks, resume: bool) -> tuple[list[Path]
     acc = rep.get("accuracy", {})
     res = rep.get("resources", {})
     summary = {
-        "accuracy": acc, "drop": rep.get("drop", {}), "gate_passed": rep["gate"]["passed"],
+        "accuracy": acc, "metric": rep.get("metric"), "drop": rep.get("drop", {}), "gate_passed": rep["gate"]["passed"],
         "gate_failures": [c["message"] for c in rep["gate"]["checks"] if not c["passed"]],
         "flash_bytes": res.get("flash_bytes"),
         "arena_bytes": res.get("arena_bytes"), "ram_bytes": res.get("ram_bytes"),
@@ -281,13 +281,15 @@ def _headline(out: Path, outcomes: Sequence[StageOutcome]) -> dict[str, Any]:
         head["fp32_accuracy"] = by["qat"].get("fp32", head.get("fp32_accuracy"))
         head["fake_quant_accuracy"] = by["qat"].get("fake_quant")
         head["ptq_accuracy"] = by["qat"].get("ptq")
+        head["quant_metric"] = by["qat"].get("metric")  # "accuracy", or "mse" for an autoencoder
     if "export" in by:
         head["tflite_bytes"] = by["export"].get("tflite_bytes")
         head["arena_bytes"] = by["export"].get("arena_bytes")
     if "validate" in by:
         v = by["validate"]
         acc = v.get("accuracy", {})
-        head.update(fp32_accuracy=acc.get("fp32", head.get("fp32_accuracy")), mcu_accuracy=acc.get("tflm"),
+        head.update(metric=v.get("metric"), fp32_accuracy=acc.get("fp32", head.get("fp32_accuracy")),
+                    mcu_accuracy=acc.get("tflm"),
                     emulator_accuracy=acc.get("emulator"), drop=v.get("drop", {}).get("tflm"),
                     flash_bytes=v.get("flash_bytes"), arena_bytes=v.get("arena_bytes", head.get("arena_bytes")),
                     board=v.get("board"), gate_passed=v.get("gate_passed"), gate_failures=v.get("gate_failures"))

@@ -15,6 +15,10 @@ def _fmt_pct(value: Any) -> str:
     return "-" if value is None else f"{float(value):.2f}"
 
 
+def _fmt_mse(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.4g}"
+
+
 def _fmt_bytes(value: Any) -> str:
     return "-" if value is None else f"{int(value):,} B"
 
@@ -46,12 +50,17 @@ def _print_table(result: Any) -> None:
     table = Table(show_header=False)
     table.add_column("what")
     table.add_column("value")
+    # An autoencoder's stage 2 scores reconstruction MSE on the test split; validation, AUC where labels exist.
+    auto = s.get("quant_metric") == "mse"
+    quant = ("reconstruction MSE", _fmt_mse) if auto else ("accuracy", _fmt_pct)
+    score = "AUC x100" if "AUC" in str(s.get("metric") or "") else "accuracy"
+    fp32 = quant if auto and s.get("metric") is None else (score, _fmt_pct)  # before validation: stage 2's score
     rows = [
-        ("FP32 accuracy (PyTorch)", _fmt_pct(s.get("fp32_accuracy"))),
-        ("fake-quant accuracy (PyTorch)", _fmt_pct(s.get("fake_quant_accuracy"))),
-        ("PTQ accuracy (baseline)", _fmt_pct(s.get("ptq_accuracy"))),
-        ("int8 on MCU (TFLM) accuracy", _fmt_pct(s.get("mcu_accuracy"))),
-        ("emulator accuracy", _fmt_pct(s.get("emulator_accuracy"))),
+        (f"FP32 {fp32[0]} (PyTorch)", fp32[1](s.get("fp32_accuracy"))),
+        (f"fake-quant {quant[0]} (PyTorch)", quant[1](s.get("fake_quant_accuracy"))),
+        (f"PTQ {quant[0]} (baseline)", quant[1](s.get("ptq_accuracy"))),
+        (f"int8 on MCU (TFLM) {score}", _fmt_pct(s.get("mcu_accuracy"))),
+        (f"emulator {score}", _fmt_pct(s.get("emulator_accuracy"))),
         ("drop vs FP32 (points)", _fmt_pct(s.get("drop"))),
         ("model file", _fmt_bytes(s.get("tflite_bytes"))),
         ("flash (model + TFLM code estimate)", _fmt_bytes(s.get("flash_bytes"))),
