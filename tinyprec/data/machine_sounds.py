@@ -237,23 +237,11 @@ def cache_key(cfg: MachineConfig, seed: int, fe: LogMelFrontEnd) -> str:
 def load_frames(cfg: MachineConfig, seed: int, fe: LogMelFrontEnd = MLPERF_AD,
                 cache: Path | None = None) -> dict[str, np.ndarray]:
     """The cached log-mel frames and clip facts (generated on first use)."""
-    from tinyprec._io import atomic_path
-    from tinyprec.data.sources import cache_dir
+    from tinyprec.data.sources import cache_dir, cached_npz
 
     cfg.check()
     path = (cache or cache_dir()) / f"machine_sounds_v{CACHE_VERSION}_{cache_key(cfg, seed, fe)}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except (OSError, ValueError):
-            pass  # a damaged cache is regenerated
-    arrays = generate(cfg, seed, fe)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-    return arrays
+    return cached_npz(path, lambda: generate(cfg, seed, fe))
 
 
 def vectors(frames: dict[str, np.ndarray], split: str, fe: LogMelFrontEnd = MLPERF_AD) -> dict[str, np.ndarray]:

@@ -25,6 +25,24 @@ def cache_dir() -> Path:
     return Path(env) if env else Path.home() / ".cache" / "tinyprec"
 
 
+def cached_npz(path: Path, make: Callable[[], dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """The arrays stored at ``path``, else ``make()``'s, written there atomically; a damaged file is remade."""
+    from tinyprec._io import atomic_path
+
+    if path.is_file():
+        try:
+            with np.load(path, allow_pickle=False) as f:
+                return {k: f[k] for k in f.files}
+        except (OSError, ValueError):
+            pass  # a damaged cache is regenerated
+    arrays = make()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+    return arrays
+
+
 def _digits(cfg: DataConfig, seed: int, base: Path) -> Dataset:
     from sklearn.datasets import load_digits
 

@@ -324,22 +324,10 @@ def generate(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, show_progr
 
 def load_features(cfg: SpeechConfig, seed: int, fe: FrontEnd = MLPERF_KWS, cache: Path | None = None) -> dict[str, np.ndarray]:
     """The cached features (generated on first use)."""
-    from tinyprec._io import atomic_path
-    from tinyprec.data.sources import cache_dir
+    from tinyprec.data.sources import cache_dir, cached_npz
 
     path = (cache or cache_dir()) / f"spoken_keywords_v{CACHE_VERSION}_{cache_key(cfg, seed, fe)}.npz"
-    if path.is_file():
-        try:
-            with np.load(path, allow_pickle=False) as f:
-                return {k: f[k] for k in f.files}
-        except (OSError, ValueError):
-            pass  # a damaged cache is regenerated
-    arrays = generate(cfg, seed, fe)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)  # type: ignore[arg-type]
-    return arrays
+    return cached_npz(path, lambda: generate(cfg, seed, fe))
 
 
 def spoken_keywords(cfg: Any, seed: int, fe: FrontEnd = MLPERF_KWS) -> Dataset:
