@@ -32,6 +32,14 @@ class Preprocess:
     # spoken_keywords (tinyprec.data.mfcc.FrontEnd); None when the raw values are the features.
     frontend: Any = None
 
+    @classmethod
+    def fit(cls, train_x: np.ndarray, normalize: bool, frontend: Any = None) -> "Preprocess":
+        """The training split's scalar mean and std (1 for a constant split) when ``normalize``, else identity."""
+        if not normalize:
+            return cls(frontend=frontend)
+        mean, std = float(train_x.mean(dtype=np.float64)), float(train_x.std(dtype=np.float64))
+        return cls(mean=mean, std=std if std > 0 else 1.0, frontend=frontend)
+
     def apply(self, raw: np.ndarray) -> np.ndarray:
         """Normalize raw values (any shape) to the model's float32 input."""
         return ((np.asarray(raw, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)).astype(np.float32)

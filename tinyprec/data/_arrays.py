@@ -118,12 +118,7 @@ def build_dataset(
     kept, val_idx = _split_indices(ys, min(val_share, 0.9), seed + 1, classification)
     train = Split(xs[kept], ys[kept])
     val = Split(xs[val_idx], ys[val_idx])
-    if normalize:
-        mean = float(train.x.mean(dtype=np.float64))
-        std = float(train.x.std(dtype=np.float64))
-        preprocess = Preprocess(mean=mean, std=std if std > 0 else 1.0)
-    else:
-        preprocess = Preprocess()
+    preprocess = Preprocess.fit(train.x, normalize)
     labels = tuple(class_labels) if class_labels else tuple(str(i) for i in range(num_classes))
     if classification and len(labels) != num_classes:
         raise DataError(f"{name}: {len(labels)} class_labels for {num_classes} classes; give one label per class")

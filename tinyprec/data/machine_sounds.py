@@ -275,11 +275,6 @@ def machine_sounds(cfg: Any, seed: int, fe: LogMelFrontEnd = MLPERF_AD) -> Datas
             order = np.random.default_rng([seed, 31]).permutation(len(x))  # user's own loop) sees every machine
             x, y = x[order], y[order]
         splits[s] = Split(x, y)
-    if cfg.normalize:
-        x = splits["train"].x
-        mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
-        pre = Preprocess(mean=mean, std=std if std > 0 else 1.0, frontend=fe)
-    else:
-        pre = Preprocess(frontend=fe)
+    pre = Preprocess.fit(splits["train"].x, cfg.normalize, fe)
     return Dataset(name="machine_sounds", train=splits["train"], val=splits["val"], test=splits["test"],
                    num_classes=0, input_shape=(fe.features,), preprocess=pre, class_labels=(), task="autoencoder")

@@ -348,12 +348,7 @@ def spoken_keywords(cfg: Any, seed: int, fe: FrontEnd = MLPERF_KWS) -> Dataset:
     sc.check()
     a = load_features(sc, seed, fe)
     splits = {s: Split(a[f"x_{s}"][:, None, :, :].astype(np.float32), a[f"y_{s}"].astype(np.int64)) for s in SPLITS}
-    if cfg.normalize:
-        x = splits["train"].x
-        mean, std = float(x.mean(dtype=np.float64)), float(x.std(dtype=np.float64))
-        pre = Preprocess(mean=mean, std=std if std > 0 else 1.0, frontend=fe)
-    else:
-        pre = Preprocess(frontend=fe)
+    pre = Preprocess.fit(splits["train"].x, cfg.normalize, fe)
     return Dataset(name="spoken_keywords", train=splits["train"], val=splits["val"], test=splits["test"],
                    num_classes=len(LABELS), input_shape=(1, *fe.shape), preprocess=pre, class_labels=labels)
 
